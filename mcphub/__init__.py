@@ -1,0 +1,3 @@
+"""mcphub: a supervised MCP tool hub."""
+
+__version__ = "0.1.0"

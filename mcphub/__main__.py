@@ -1,0 +1,3 @@
+from mcphub.cli import main
+
+main()

@@ -1,0 +1,131 @@
+"""mcphub's exceptions, each with the HTTP status and error `type` a client sees.
+
+HubError                      500 internal_error
+  ConfigError                 (startup and reload only; never reaches HTTP; the CLI exits 2)
+  AuthError
+    Unauthorized              401 unauthorized       no or bad credential
+    Forbidden                 403 forbidden          credential not allowed here
+  NotFound                    404 not_found          unknown server or tool
+  InvalidArguments            422 invalid_arguments  arguments break the tool's input schema
+  ToolCallFailed              400 tool_error         the tool's own error (isError or an MCP error answer)
+  BadUpstreamResponse         502 bad_gateway        the server answered something that is not MCP
+  ServerUnavailable           503 server_unavailable server down, starting or restarting (+ Retry-After)
+  ToolTimeout                 504 timeout            no answer within the call's timeout
+
+Every error renders as one JSON body (`error_body`):
+    {"error": {"type": ..., "message": ..., "server": ..., "tool": ...}}
+plus `"errors": [{"loc": [...], "msg": ...}]` for InvalidArguments.
+This module imports nothing from mcphub.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HubError(Exception):
+    status_code = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, *, server: str | None = None, tool: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.server = server
+        self.tool = tool
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.type, self.message, server=self.server, tool=self.tool)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class ConfigError(HubError):
+    """A config file or command line that cannot be used. The message names file, dotted path and value."""
+
+    type = "config_error"
+
+
+class AuthError(HubError):
+    pass
+
+
+class Unauthorized(AuthError):
+    status_code = 401
+    type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AuthError):
+    status_code = 403
+    type = "forbidden"
+
+
+class NotFound(HubError):
+    status_code = 404
+    type = "not_found"
+
+
+class InvalidArguments(HubError):
+    status_code = 422
+    type = "invalid_arguments"
+
+    def __init__(
+        self,
+        message: str,
+        errors: list[dict[str, Any]],
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+    ) -> None:
+        super().__init__(message, server=server, tool=tool)
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["errors"] = self.errors
+        return body
+
+
+class ToolCallFailed(HubError):
+    """The tool ran and said it failed. 400, never 5xx: clients retry 5xx and the tool may have side effects."""
+
+    status_code = 400
+    type = "tool_error"
+
+
+class BadUpstreamResponse(HubError):
+    status_code = 502
+    type = "bad_gateway"
+
+
+class ServerUnavailable(HubError):
+    status_code = 503
+    type = "server_unavailable"
+
+    def __init__(
+        self, message: str, *, retry_after: int = 1, server: str | None = None, tool: str | None = None
+    ) -> None:
+        super().__init__(message, server=server, tool=tool)
+        self.retry_after = max(1, int(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class ToolTimeout(HubError):
+    status_code = 504
+    type = "timeout"
+
+
+def error_body(
+    type_: str, message: str, *, server: str | None = None, tool: str | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if server is not None:
+        error["server"] = server
+    if tool is not None:
+        error["tool"] = tool
+    return {"error": error}

@@ -1,0 +1,1 @@
+"""mcphub's bundled MCP servers. Each runs standalone: `python -m mcphub_servers.NAME`."""
