@@ -1,0 +1,1 @@
+"""arXiv search over the export API (Atom), as an MCP server: `python -m mcphub_servers.arxiv`."""

@@ -1,0 +1,3 @@
+from mcphub_servers.arxiv.server import main
+
+main()
