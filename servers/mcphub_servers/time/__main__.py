@@ -1,0 +1,3 @@
+from mcphub_servers.time.server import main
+
+main()
