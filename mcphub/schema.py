@@ -1,0 +1,424 @@
+"""MCP tools → one OpenAPI 3.1 document. Pure functions: no I/O, no sessions, no web framework.
+
+OpenAPI 3.1 speaks JSON Schema 2020-12, so a tool's schema mostly passes through unchanged. The real work
+is ``$ref``: inside a tool schema ``#/...`` is relative to the tool schema, inside the document it would
+resolve against the document root. Every reference target is therefore hoisted into
+``components/schemas`` under a name prefixed with the operationId, and every ``$ref`` points there:
+
+* ``$defs`` / ``definitions`` entries, nested ones included, become ``<opid>__<Name>``;
+* the schema root (``"$ref": "#"``) becomes ``<opid>__Input`` (``<opid>__Output`` for an outputSchema);
+* any other pointer (``#/properties/a``) gets a copy of its target, ``<opid>__properties_a``;
+* a reference that cannot be resolved (external URL, missing definition, anchor) becomes an
+  unconstrained schema whose description names the dropped reference; ``lint_tool`` reports it.
+
+The request body schema stays inline, one object with ``properties``: Open WebUI builds a tool's
+parameters from ``requestBody.content["application/json"].schema.properties``.
+
+Open WebUI's two converters (backend ``resolve_schema``, browser ``resolveSchema``) expand ``$ref``,
+``properties`` and ``items`` with no working cycle check, so a recursive schema recurses until the stack
+overflows and the whole tool server is dropped. A reference that closes a cycle (source and target in one
+strongly connected group of components) is therefore written ``{"allOf": [{"$ref": ...}]}``: the same
+constraint for a validator, an opaque leaf to both converters, which do not descend into ``allOf``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from mcp.types import Tool
+
+MAX_NAME_LENGTH = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
+MAX_DEFINITION_LENGTH = 400  # above this Open WebUI's tool search hides a tool behind a search step
+_HASH_LENGTH = 8
+_BAD_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+_BAD_COMPONENT = re.compile(r"[^a-zA-Z0-9._-]")  # OpenAPI component names
+_COMPONENTS = "#/components/schemas/"
+ERROR_COMPONENT = "Error"
+
+# JSON Schema keywords whose values are subschemas (one, a list, or a name → schema map).
+_ONE = frozenset(
+    "additionalProperties additionalItems items contains propertyNames not if then else "
+    "unevaluatedItems unevaluatedProperties contentSchema".split()
+)
+_LIST = frozenset("allOf anyOf oneOf prefixItems items".split())
+_MAP = frozenset("properties patternProperties dependentSchemas dependencies $defs definitions".split())
+_DEFS = ("$defs", "definitions")
+# Keywords that only make sense at the top of a standalone schema; in the document they confuse validators.
+_DROPPED = frozenset({"$schema", "$id", "$anchor", "$dynamicAnchor", "$recursiveAnchor"})
+_DYNAMIC = ("$dynamicRef", "$recursiveRef")
+
+RESULT_DESCRIPTION = (
+    "The tool result: its structuredContent when present, else its text content parsed as "
+    "JSON, else the content list (text, image, audio, resource links, embedded resources)."
+)
+ERROR_RESPONSES = {
+    400: "The tool reported an error (isError or an MCP error answer); type tool_error, message = its text.",
+    401: "No credentials, or bad ones.",
+    403: "The credential may not call this server or tool.",
+    404: "Unknown server or tool.",
+    422: "The arguments do not match the tool's input schema; see errors.",
+    502: "The MCP server answered garbage.",
+    503: "The MCP server is down or restarting; retry after Retry-After seconds.",
+    504: "The tool call timed out.",
+}
+_STRING = {"type": "string"}
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+ERROR_SCHEMA = _object(
+    ["error"],
+    error=_object(
+        ["type", "message"],
+        type=_STRING,
+        message=_STRING,
+        server=_STRING,
+        tool=_STRING,
+        errors={
+            "type": "array",
+            "items": _object(
+                ["loc", "msg"], loc={"type": "array", "items": {"type": ["string", "integer"]}}, msg=_STRING
+            ),
+        },
+    ),
+)
+
+Pointer = tuple[str, ...]
+
+
+def operation_id(name: str) -> str:
+    """A function name OpenAI and Open WebUI accept: only ``[a-zA-Z0-9_-]``, at most 64 characters.
+
+    Other characters become ``_``; a longer name is cut and gets ``_`` + 8 hex digits of sha256(name),
+    so distinct long names stay distinct.
+    """
+    clean = _BAD_NAME.sub("_", name) or "_"
+    if len(clean) <= MAX_NAME_LENGTH:
+        return clean
+    return f"{clean[: MAX_NAME_LENGTH - _HASH_LENGTH - 1]}_{_digest(name)}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    path: str  # "/get_current_time" per server, "/time/get_current_time" combined
+    operation_id: str  # bare tool name (sanitised) per server; f"{server}_{tool}" (sanitised) combined
+    server: str
+    tool: Tool
+
+
+def build_spec(
+    operations: list[Operation],
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+    server_url: str = "/",
+    secured: bool = True,
+) -> dict:
+    """A complete OpenAPI 3.1.0 document (a fresh dict every call)."""
+    schemas: dict[str, Any] = {ERROR_COMPONENT: copy.deepcopy(ERROR_SCHEMA)}
+    taken = {ERROR_COMPONENT}
+    paths: dict[str, Any] = {}
+    ids: set[str] = set()
+    for op in operations:
+        if op.path in paths:
+            raise ValueError(f"two operations share the path {op.path!r} ({op.server}/{op.tool.name})")
+        opid = op.operation_id
+        if opid in ids:  # lint_collisions reports it; the document must stay valid meanwhile
+            opid = f"{opid[: MAX_NAME_LENGTH - _HASH_LENGTH - 1]}_{_digest(op.path)}"
+        ids.add(opid)
+        paths[op.path] = {"post": _operation(op, opid, schemas, taken)}
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "servers": [{"url": server_url}],
+        "tags": [{"name": server} for server in dict.fromkeys(op.server for op in operations)],
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc
+
+
+def lint_tool(server: str, tool: Tool, *, prefixed_name: str) -> list[str]:
+    """Human-readable problems that break clients (for ``mcphub check``); empty list = fine."""
+    where = f"{server}/{tool.name}"
+    problems = []
+    for name in dict.fromkeys([prefixed_name, tool.name]):
+        if len(name) > MAX_NAME_LENGTH:
+            problems.append(
+                f"{where}: function name {name!r} is {len(name)} characters; OpenAI allows "
+                f"at most {MAX_NAME_LENGTH} (the hub uses {operation_id(name)!r})"
+            )
+        if _BAD_NAME.search(name):
+            problems.append(
+                f"{where}: function name {name!r} has characters outside [a-zA-Z0-9_-], which "
+                f"OpenAI rejects (the hub uses {operation_id(name)!r})"
+            )
+    size = len(
+        json.dumps({"name": prefixed_name, "description": tool.description, "parameters": tool.input_schema})
+    )
+    if size > MAX_DEFINITION_LENGTH:
+        problems.append(
+            f"{where}: tool definition is {size} characters (name, description, parameters); "
+            f"Open WebUI hides tools over {MAX_DEFINITION_LENGTH} behind a search step"
+        )
+    for label, schema in (("input", tool.input_schema), ("output", tool.output_schema)):
+        if schema is None:
+            continue
+        hoisted = _Hoisted(schema, "t", "t__Root", set())
+        for ref, at in hoisted.unresolved:
+            problems.append(
+                f"{where}: {label} schema has an unresolvable $ref {ref!r} at {_format(at)}; "
+                "the hub replaces it with an unconstrained schema"
+            )
+        if hoisted.recursive:
+            targets = ", ".join(_format(ptr) for ptr in hoisted.recursive)
+            problems.append(
+                f"{where}: {label} schema is recursive ({targets}); Open WebUI shows the "
+                "model an unexpanded reference there"
+            )
+    shape = _flatness_problem(tool.input_schema)
+    if shape:
+        problems.append(
+            f"{where}: input schema is not one flat object ({shape}); Open WebUI reads only "
+            "its top-level 'properties'"
+        )
+    return problems
+
+
+def lint_collisions(names: dict[str, list[str]]) -> list[str]:
+    """names: prefixed operation id → the "server/tool" pairs producing it; one message per collision."""
+    return [
+        f"operation id {name!r} is produced by {len(set(sources))} tools: "
+        f"{', '.join(dict.fromkeys(sources))}; rename or deny all but one"
+        for name, sources in names.items()
+        if len(set(sources)) > 1
+    ]
+
+
+def _operation(op: Operation, opid: str, schemas: dict[str, Any], taken: set[str]) -> dict[str, Any]:
+    tool = op.tool
+    annotations = tool.annotations
+    request = _Hoisted(tool.input_schema, opid, f"{opid}__Input", taken)
+    schemas.update(request.components)
+    body = request.body
+    body.setdefault("type", "object")
+    if body["type"] == "object":
+        body.setdefault("properties", {})
+    if tool.output_schema is None:
+        result: Any = {"description": RESULT_DESCRIPTION}
+    else:
+        response = _Hoisted(tool.output_schema, f"{opid}__Output", f"{opid}__Output", taken)
+        schemas.update(response.components)
+        result = response.body
+    operation: dict[str, Any] = {
+        "operationId": opid,
+        "summary": tool.title or (annotations.title if annotations else None) or tool.name,
+    }
+    if tool.description:
+        operation["description"] = tool.description
+    operation["tags"] = [op.server]
+    operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    operation["responses"] = {
+        "200": {"description": "The tool result.", "content": {"application/json": {"schema": result}}}
+    }
+    for status, text in ERROR_RESPONSES.items():
+        response_object: dict[str, Any] = {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": _COMPONENTS + ERROR_COMPONENT}}},
+        }
+        if status == 503:
+            response_object["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"},
+                }
+            }
+        operation["responses"][str(status)] = response_object
+    if annotations is not None:
+        operation["x-mcp-annotations"] = annotations.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return operation
+
+
+class _Hoisted:
+    """One tool schema rewritten for a document: ``body`` (inline) plus the ``components`` it references."""
+
+    def __init__(self, schema: Any, prefix: str, root_name: str, taken: set[str]) -> None:
+        self.base = schema.get("$id") if isinstance(schema, dict) else None
+        self.names: dict[Pointer, str] = {}  # reference target in the tool schema → component name
+        self.unresolved: list[tuple[str, Pointer]] = []
+        refs: list[tuple[Any, Pointer]] = []
+        for ptr, node in _walk(schema):
+            for key in _DEFS:
+                definitions = node.get(key)
+                for name in definitions if isinstance(definitions, dict) else ():
+                    self._register((*ptr, key, name), f"{prefix}__{name}", taken)
+            if "$ref" in node:
+                refs.append((node["$ref"], ptr))
+            # Dynamic references need the document they came from; they are dropped, not guessed at.
+            self.unresolved.extend((str(node[key]), ptr) for key in _DYNAMIC if key in node)
+        for ref, ptr in refs:
+            target = self._target(ref)
+            if target is None or _lookup(schema, target) is None:
+                self.unresolved.append((str(ref), ptr))
+            elif target not in self.names:
+                name = root_name if not target else f"{prefix}__{'_'.join(target)}"
+                self._register(target, name, taken)
+        # Pass 1 finds which component references which; pass 2 writes, guarding refs that close a cycle.
+        self.edges: set[tuple[str, str]] = set()
+        self.cyclic: set[tuple[str, str]] = set()
+        for ptr, name in self.names.items():
+            self._rewrite(_lookup(schema, ptr), name)
+        self.cyclic = {(a, b) for a, b in self.edges if _reaches(self.edges, b, a)}
+        self.recursive = [ptr for ptr, name in self.names.items() if any(b == name for _, b in self.cyclic)]
+        self.components = {
+            name: self._rewrite(_lookup(schema, ptr), name) for ptr, name in self.names.items()
+        }
+        self.body = self._rewrite(schema, None)
+
+    def _register(self, ptr: Pointer, name: str, taken: set[str]) -> None:
+        if ptr in self.names:
+            return
+        name = unique = _BAD_COMPONENT.sub("_", name)
+        n = 1
+        while unique in taken:
+            n += 1
+            unique = f"{name}_{n}"
+        taken.add(unique)
+        self.names[ptr] = unique
+
+    def _target(self, ref: Any) -> Pointer | None:
+        if not isinstance(ref, str):
+            return None
+        uri, _, fragment = ref.partition("#")
+        if uri and uri.rstrip("#") != self.base:
+            return None
+        fragment = unquote(fragment)
+        if fragment and not fragment.startswith("/"):
+            return None  # a plain-name anchor
+        return tuple(s.replace("~1", "/").replace("~0", "~") for s in fragment.split("/")[1:])
+
+    def _rewrite(self, node: Any, owner: str | None) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        ref: str | None = None
+        dropped = [str(node[key]) for key in _DYNAMIC if key in node]
+        for key, value in node.items():
+            if key in _DEFS or key in _DROPPED or key in _DYNAMIC:
+                continue
+            if key == "$ref":
+                target = self._target(value)
+                ref = None if target is None else self.names.get(target)
+                if ref is None:
+                    dropped.append(str(value))
+                elif owner is not None:
+                    self.edges.add((owner, ref))
+            elif key == "items" and isinstance(value, list):  # draft-07 tuple form → 2020-12
+                out["prefixItems"] = [self._rewrite(v, owner) for v in value]
+                if "additionalItems" in node:
+                    out["items"] = self._rewrite(node["additionalItems"], owner)
+            elif key == "additionalItems" and isinstance(node.get("items"), list):
+                continue
+            elif key == "dependencies" and isinstance(value, dict):  # draft-07 → 2020-12
+                for name, dep in value.items():
+                    if isinstance(dep, list):
+                        out.setdefault("dependentRequired", {})[name] = list(dep)
+                    else:
+                        out.setdefault("dependentSchemas", {})[name] = self._rewrite(dep, owner)
+            elif key in _ONE and isinstance(value, dict | bool):
+                out[key] = self._rewrite(value, owner)
+            elif key in _LIST and isinstance(value, list):
+                out[key] = [self._rewrite(v, owner) for v in value]
+            elif key in _MAP and isinstance(value, dict):
+                out.setdefault(key, {}).update((k, self._rewrite(v, owner)) for k, v in value.items())
+            else:
+                out[key] = copy.deepcopy(value)
+        # Open WebUI's backend crashes on a `true` subschema under items or properties; {} means the same.
+        if out.get("items") is True:
+            out["items"] = {}
+        if isinstance(out.get("properties"), dict):
+            out["properties"] = {k: {} if v is True else v for k, v in out["properties"].items()}
+        if ref is not None:
+            link = {"$ref": _COMPONENTS + ref}
+            if (owner, ref) in self.cyclic:
+                out["allOf"] = [*out.get("allOf", []), link]
+            else:
+                out = {**link, **out}
+        if dropped:
+            note = f"(mcphub dropped the unresolvable $ref {', '.join(map(repr, dropped))})"
+            out["description"] = f"{out['description']} {note}" if out.get("description") else note
+        return out
+
+
+def _walk(node: Any, ptr: Pointer = ()) -> Iterator[tuple[Pointer, dict[str, Any]]]:
+    """Every subschema (object form) of a schema with its pointer, following only schema keywords."""
+    if not isinstance(node, dict):
+        return
+    yield ptr, node
+    for key, value in node.items():
+        if key in _ONE and isinstance(value, dict):
+            yield from _walk(value, (*ptr, key))
+        elif key in _LIST and isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from _walk(item, (*ptr, key, str(i)))
+        elif key in _MAP and isinstance(value, dict):
+            for name, item in value.items():
+                yield from _walk(item, (*ptr, key, name))
+
+
+def _lookup(root: Any, ptr: Pointer) -> Any:
+    """The schema (dict or bool) at a JSON pointer, or None."""
+    node = root
+    for segment in ptr:
+        if isinstance(node, dict) and segment in node:
+            node = node[segment]
+        elif isinstance(node, list) and segment.isdigit() and int(segment) < len(node):
+            node = node[int(segment)]
+        else:
+            return None
+    return node if isinstance(node, dict | bool) else None
+
+
+def _reaches(edges: set[tuple[str, str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        here = todo.pop()
+        if here == goal:
+            return True
+        if here not in seen:
+            seen.add(here)
+            todo.extend(b for a, b in edges if a == here)
+    return False
+
+
+def _flatness_problem(schema: dict[str, Any]) -> str | None:
+    if schema.get("type", "object") != "object":
+        return f"type {schema['type']!r}"
+    combined = [key for key in ("$ref", "oneOf", "anyOf", "allOf", "not", "if") if key in schema]
+    if combined:
+        return "top-level " + ", ".join(repr(key) for key in combined)
+    if "properties" not in schema and schema.get("additionalProperties", True) is not False:
+        if "patternProperties" in schema or isinstance(schema.get("additionalProperties"), dict):
+            return "arguments only through additionalProperties/patternProperties"
+    return None
+
+
+def _format(ptr: Pointer) -> str:
+    return "#" + "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in ptr)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LENGTH]
