@@ -1,0 +1,3 @@
+from mcphub_servers.github.server import main
+
+main()
