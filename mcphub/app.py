@@ -1,0 +1,374 @@
+"""The HTTP surface: routing, auth, the one error shape, OpenAPI documents and Swagger UI.
+
+`create_app(supervisor, config)` builds a Starlette app that is a view over the supervisor's handles.
+Every server's "sub-app" (`/{server}/openapi.json`, `/{server}/docs`, `POST /{server}/{tool}`) is
+served by routes with a path parameter rather than a mounted app per server, so that: the auth check
+and the error handler are the same code for every server (a mounted sub-app answers its own 500s
+before the parent's handlers see them); hot reload never mutates the route table (a server that
+appears or disappears is a dict entry in the supervisor); and the hot path is one route lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import jsonschema
+from fastapi.openapi.docs import get_swagger_ui_html
+from mcp import MCPError
+from mcp.types import Tool
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from mcphub import __version__, results, schema
+from mcphub.auth import Authenticator, Principal
+from mcphub.config import HubConfig
+from mcphub.errors import HubError, InvalidArguments, NotFound, ServerUnavailable, Unauthorized, error_body
+from mcphub.metrics import CONTENT_TYPE, HubMetrics
+from mcphub.supervisor import ServerHandle, State, Supervisor
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("mcphub.access")
+
+MAX_VALIDATION_ERRORS = 20  # a body can break a schema in many places; the first few are enough to fix it
+CLIENT_CLOSED = 499  # nginx's status for "client closed request", used in logs and metrics only
+
+T = TypeVar("T")
+
+
+@dataclass
+class HubView:
+    """What a request needs from config: replaced as a whole on reload."""
+
+    config: HubConfig
+    auth: Authenticator
+
+
+class _Hub:
+    def __init__(self, supervisor: Supervisor, config: HubConfig, extra_keys: tuple[str, ...]) -> None:
+        self.supervisor = supervisor
+        self.extra_keys = extra_keys
+        self.view = HubView(config, Authenticator(config.auth, extra_keys=extra_keys))
+        self.metrics = HubMetrics(lambda: supervisor.servers)
+        self._validators: dict[tuple[str, str, int], Any] = {}
+        self._specs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        supervisor.on_restart = lambda name: self.metrics.restarts.labels(name).inc()
+
+    def reconfigure(self, config: HubConfig) -> None:
+        self.view = HubView(config, Authenticator(config.auth, extra_keys=self.extra_keys))
+        self._specs.clear()
+
+    # ------------------------------------------------------------------------------------ tool calls
+
+    async def call(self, request: Request) -> Response:
+        server = request.path_params["server"]
+        tool = request.path_params["tool"]
+        started = time.perf_counter()
+        status, error_type, caller = 200, None, "-"
+        try:
+            principal = self.view.auth.require(request.headers.get("authorization"))
+            caller = principal.name
+            handle = self._handle(server)
+            principal.check(server)
+            tool_def = self._tool(handle, tool)
+            principal.check(server, tool)
+            arguments = await self._arguments(request, handle, tool_def)
+            result = await _unless_disconnected(request, handle.call_tool(tool, arguments))
+            if result is None:
+                status = CLIENT_CLOSED
+                return Response(status_code=status)
+            try:
+                body = results.to_body(result, server=server, tool=tool)
+            except HubError as exc:
+                status, error_type = exc.status_code, exc.type
+                return _error_response(exc)
+            return JSONResponse(body)
+        except MCPError as exc:
+            error = results.from_mcp_error(exc, server=server, tool=tool)
+            status, error_type = error.status_code, error.type
+            return _error_response(error)
+        except HubError as exc:
+            if exc.server is None and not isinstance(exc, Unauthorized):
+                exc.server = server
+            status, error_type = exc.status_code, exc.type
+            return _error_response(exc)
+        finally:
+            elapsed = time.perf_counter() - started
+            if server in self.supervisor.servers:  # bounded label values: configured servers only
+                known_tool = tool if tool in self.supervisor.servers[server].tools else "(unknown)"
+                self.metrics.observe(server, known_tool, status, elapsed, error_type)
+            access_logger.info("%s %s/%s %d %.1fms", caller, server, tool, status, elapsed * 1000)
+
+    def _handle(self, server: str) -> ServerHandle:
+        handle = self.supervisor.servers.get(server)
+        if handle is None:
+            raise NotFound(f"no server named '{server}' (servers: {', '.join(sorted(self.supervisor.servers)) or 'none'})",
+                           server=server)
+        return handle
+
+    def _tool(self, handle: ServerHandle, tool: str) -> Tool:
+        found = handle.tools.get(tool)
+        if found is not None:
+            return found
+        if handle.state is not State.READY and not handle.tools:
+            raise handle._unavailable(tool, None)  # never listed yet: cannot tell a typo from a tool
+        raise NotFound(f"server '{handle.name}' has no tool '{tool}' (tools: {', '.join(sorted(handle.tools))})",
+                       server=handle.name, tool=tool)
+
+    async def _arguments(self, request: Request, handle: ServerHandle, tool: Tool) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw.strip():
+            arguments: Any = {}
+        else:
+            try:
+                arguments = json.loads(raw)
+            except ValueError as exc:
+                raise InvalidArguments(
+                    f"request body is not valid JSON: {exc}",
+                    [{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
+                    server=handle.name, tool=tool.name,
+                ) from None
+        if not isinstance(arguments, dict):
+            raise InvalidArguments(
+                "request body must be a JSON object of the tool's arguments",
+                [{"loc": ["body"], "msg": f"expected an object, got {type(arguments).__name__}"}],
+                server=handle.name, tool=tool.name,
+            )
+        validator = self._validator(handle, tool)
+        if validator is not None:
+            errors = sorted(validator.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
+            if errors:
+                details = [
+                    {"loc": ["body", *e.absolute_path], "msg": e.message} for e in errors[:MAX_VALIDATION_ERRORS]
+                ]
+                where = ".".join(map(str, errors[0].absolute_path)) or "body"
+                raise InvalidArguments(
+                    f"arguments do not match the input schema of tool '{tool.name}': {where}: {errors[0].message}",
+                    details, server=handle.name, tool=tool.name,
+                )
+        return arguments
+
+    def _validator(self, handle: ServerHandle, tool: Tool) -> Any:
+        key = (handle.name, tool.name, handle.version)
+        if key not in self._validators:
+            try:
+                cls = jsonschema.validators.validator_for(tool.input_schema, default=jsonschema.Draft202012Validator)
+                cls.check_schema(tool.input_schema)
+                self._validators[key] = cls(tool.input_schema)
+            except jsonschema.SchemaError as exc:
+                logger.warning("'%s' tool '%s' has an invalid input schema (%s); arguments are passed unchecked",
+                               handle.name, tool.name, exc.message)
+                self._validators[key] = None
+        return self._validators[key]
+
+    # ---------------------------------------------------------------------------------- documents
+
+    def spec(self, request: Request, server: str | None) -> dict[str, Any]:
+        principal = self._docs_principal(request)
+        root = request.scope.get("root_path", "")
+        handles = self.supervisor.servers
+        if server is not None:
+            handle = self._handle(server)
+            if principal is not None:
+                principal.check(server)
+            chosen = [handle]
+        else:
+            chosen = [h for h in handles.values() if principal is None or principal.may_use_server(h.name)]
+        key = (server, root, principal, tuple((h.name, h.version) for h in chosen))
+        cached = self._specs.get(key)
+        if cached is not None:
+            return cached
+        operations = []
+        for handle in chosen:
+            for tool in handle.tools.values():
+                if principal is not None and not principal.may_call(handle.name, tool.name):
+                    continue
+                if server is None:
+                    path, op_id = f"/{handle.name}/{tool.name}", schema.operation_id(f"{handle.name}_{tool.name}")
+                else:
+                    path, op_id = f"/{tool.name}", schema.operation_id(tool.name)
+                operations.append(schema.Operation(path=path, operation_id=op_id, server=handle.name, tool=tool))
+        if server is None:
+            title, url = "mcphub", root or "/"
+            description = f"Tools of {len(chosen)} MCP servers: " + ", ".join(h.name for h in chosen)
+        else:
+            title, url = f"mcphub: {server}", f"{root}/{server}"
+            description = handles[server].config.description or f"Tools of the MCP server '{server}'."
+        document = schema.build_spec(
+            operations, title=title, version=__version__, description=description,
+            server_url=url, secured=self.view.auth.enabled,
+        )
+        if len(self._specs) > 256:
+            self._specs.clear()
+        self._specs[key] = document
+        return document
+
+    def _docs_principal(self, request: Request) -> Principal | None:
+        """None: show everything. Specs are public while hub.public_docs is on; a caller who sends a
+        credential sees only what it may call."""
+        auth = self.view.auth
+        principal = auth.authenticate(request.headers.get("authorization"))
+        if principal is None and auth.enabled and not self.view.config.hub.public_docs:
+            raise Unauthorized("missing credential: the API documents need one (hub.public_docs is false)")
+        return principal if auth.enabled else None
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        servers = {}
+        ready = True
+        for name, handle in self.supervisor.servers.items():
+            servers[name] = {
+                "state": str(handle.state),
+                "transport": handle.config.transport,
+                "tools": len(handle.tools),
+                "required": handle.config.required,
+                "restarts": handle.restarts,
+                "last_error": handle.last_error,
+            }
+            if handle.config.required and handle.state is not State.READY:
+                ready = False
+        return (200 if ready else 503), {"status": "ready" if ready else "not_ready", "servers": servers}
+
+
+def create_app(supervisor: Supervisor, config: HubConfig, *, api_keys: tuple[str, ...] = ()) -> Starlette:
+    """A Starlette app serving `supervisor`'s servers. `api_keys` are extra all-access keys
+    (`--api-key`, `MCPHUB_API_KEY`). `app.state.hub.reconfigure(new_config)` applies a reload."""
+    hub = _Hub(supervisor, config, api_keys)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        status, body = hub.readiness()
+        return JSONResponse(body, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        return Response(hub.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def index(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return JSONResponse({
+            "name": "mcphub",
+            "version": __version__,
+            "docs": f"{root}/docs",
+            "openapi": f"{root}/openapi.json",
+            "servers": {
+                name: {"state": str(h.state), "openapi": f"{root}/{name}/openapi.json", "docs": f"{root}/{name}/docs"}
+                for name, h in supervisor.servers.items()
+            },
+        })
+
+    async def combined_spec(request: Request) -> Response:
+        return _guarded(lambda: JSONResponse(hub.spec(request, None)))
+
+    async def server_spec(request: Request) -> Response:
+        return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"])))
+
+    async def combined_docs(request: Request) -> Response:
+        return _guarded(lambda: _docs(request, "/openapi.json", "mcphub"))
+
+    async def server_docs(request: Request) -> Response:
+        server = request.path_params["server"]
+
+        def page() -> Response:
+            hub._handle(server)
+            return _docs(request, f"/{server}/openapi.json", f"mcphub: {server}")
+
+        return _guarded(page)
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", combined_spec, methods=["GET"]),
+        Route("/docs", combined_docs, methods=["GET"]),
+        Route("/{server}/openapi.json", server_spec, methods=["GET"]),
+        Route("/{server}/docs", server_docs, methods=["GET"]),
+        Route("/{server}/{tool}", hub.call, methods=["POST"]),
+    ]
+    middleware = []
+    origins = config.hub.cors_origins
+    if origins:
+        # Never `*` together with credentials: a wildcard origin gets no cookies/credentials.
+        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                                     allow_headers=["authorization", "content-type"],
+                                     allow_credentials="*" not in origins))
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={
+        HubError: _hub_error_handler, 404: _not_found_handler, 405: _method_handler, 500: _internal_error_handler,
+    })
+    app.state.hub = hub
+    return app
+
+
+def _guarded(build: Callable[[], Response]) -> Response:
+    try:
+        return build()
+    except HubError as exc:
+        return _error_response(exc)
+
+
+def _docs(request: Request, spec_path: str, title: str) -> Response:
+    root = request.scope.get("root_path", "")
+    hub: _Hub = request.app.state.hub
+    hub._docs_principal(request)
+    page: HTMLResponse = get_swagger_ui_html(openapi_url=f"{root}{spec_path}", title=title)
+    return page
+
+
+async def _unless_disconnected(request: Request, call: Awaitable[T]) -> T | None:
+    """Await `call`, cancelling it (and so the MCP request: the SDK sends notifications/cancelled)
+    if the HTTP client hangs up first. None when the client went away; the call's exception otherwise."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    async def run_call(scope: anyio.CancelScope) -> None:
+        try:
+            outcome.append(await call)
+        except Exception as exc:  # re-raised below, outside the task group, unwrapped
+            failure.append(exc)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_call, tg.cancel_scope)
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                tg.cancel_scope.cancel()
+                break
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
+
+
+def _error_response(exc: HubError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+
+async def _hub_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    return _error_response(exc)
+
+
+async def _not_found_handler(request: Request, exc: Exception) -> Response:
+    return JSONResponse(error_body("not_found", f"no route for {request.method} {request.url.path}"), status_code=404)
+
+
+async def _method_handler(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        error_body("method_not_allowed", f"{request.method} is not allowed on {request.url.path} (tools are called with POST)"),
+        status_code=405,
+    )
+
+
+async def _internal_error_handler(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal_error", "internal error in the hub (see its log)"), status_code=500)

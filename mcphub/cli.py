@@ -1,0 +1,258 @@
+"""`mcphub` command line: argv → config → logging → run. The only module that touches sys.argv,
+sys.exit and log handlers.
+
+Exit codes: 0 ok; 1 the command ran and found a problem (a server failed, a tool call failed);
+2 bad config or arguments (one message, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from rich.console import Console
+from rich.table import Table
+
+from mcphub import __version__, schema
+from mcphub.app import create_app
+from mcphub.config import HubConfig, default_config_path, key_hash, load_config, parse_config
+from mcphub.errors import ConfigError
+from mcphub.logs import configure_logging
+from mcphub.serve import ServeOptions, serve
+from mcphub.supervisor import State, Supervisor
+
+API_KEY_ENV = "MCPHUB_API_KEY"
+_LAUNCHERS = {"uvx", "npx", "pipx", "bunx", "uv", "node", "deno", "docker", "python", "python3"}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    configure_logging(getattr(args, "log_level", None) or "info")
+    try:
+        code = args.run(args)
+    except ConfigError as exc:
+        print(f"mcphub: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcphub", description="Serve MCP servers as authenticated OpenAPI tools.")
+    parser.add_argument("--version", action="version", version=f"mcphub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, run: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(run=run)
+        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+        return p
+
+    p = command("serve", "run the hub", _serve)
+    _config_arg(p)
+    p.add_argument("--instance", help="run one instance of an `instances:` config")
+    p.add_argument("--host", help="bind address (default: hub.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: hub.port, 8000)")
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                   help=f"a key allowed to call everything (repeatable; also ${API_KEY_ENV})")
+    p.add_argument("--allow-no-auth", action="store_true",
+                   help="allow binding a non-loopback address with no credential configured")
+    p.add_argument("--name", help="server name for the one-server form (default: from the command)")
+    p.add_argument("stdio_command", nargs=argparse.REMAINDER, metavar="-- CMD ARG...",
+                   help="serve this one stdio MCP server instead of a config file")
+
+    p = command("check", "validate the config, start every server, lint tool schemas", _check)
+    _config_arg(p)
+    p = command("tools", "list servers, their state and tools", _tools)
+    _config_arg(p)
+    p = command("call", "call one tool and print the result", _call)
+    _config_arg(p)
+    p.add_argument("server")
+    p.add_argument("tool")
+    p.add_argument("--args", default="{}", metavar="JSON", help="the tool's arguments as a JSON object")
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("new", help="print a fresh key and the config line (hash only) to store")
+    p.set_defaults(run=_keys_new)
+    p.add_argument("--name", default="client")
+    p.add_argument("--servers", default="*", help="comma-separated server names (default: all)")
+    p.add_argument("--tools", default=None, help="comma-separated tool names (default: all)")
+    return parser
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", type=Path, default=None,
+                   help="config file (default: ./mcphub.yaml, else the packaged default)")
+
+
+def _load(args: argparse.Namespace) -> tuple[HubConfig, Path]:
+    path = args.config or default_config_path()
+    config = load_config(path)
+    instance = getattr(args, "instance", None)
+    if instance is not None:
+        config = _select_instance(config, instance, path)
+    elif config.instances and args.command == "serve":
+        raise ConfigError(f"{path}: instances: this config defines instances "
+                          f"({', '.join(sorted(config.instances))}); choose one with --instance NAME")
+    return config, path
+
+
+def _select_instance(config: HubConfig, name: str, path: Path) -> HubConfig:
+    inst = config.instances.get(name)
+    if inst is None:
+        raise ConfigError(f"{path}: --instance {name!r}: no such instance "
+                          f"(instances: {', '.join(sorted(config.instances)) or 'none'})")
+    hub = config.hub.model_copy(update={k: v for k, v in (("host", inst.host), ("port", inst.port)) if v is not None})
+    return config.model_copy(update={
+        "hub": hub,
+        "servers": {n: c for n, c in config.servers.items() if n in inst.servers},
+        "auth": inst.auth or config.auth,
+    })
+
+
+# ------------------------------------------------------------------------------------------- serve
+
+
+def _serve(args: argparse.Namespace) -> int:
+    command = [a for a in args.stdio_command if a != "--"] if args.stdio_command else []
+    if command:
+        if args.config is not None:
+            raise ConfigError("give either -c FILE or -- CMD ARG..., not both")
+        name = args.name or _name_from_command(command)
+        config = parse_config(json.dumps({"servers": {name: {"transport": "stdio", "command": command[0],
+                                                             "args": command[1:]}}}), source="command line")
+        path = None
+    else:
+        config, path = _load(args)
+    keys = tuple(args.api_key) + ((os.environ[API_KEY_ENV],) if os.environ.get(API_KEY_ENV) else ())
+    options = ServeOptions(
+        host=args.host or config.hub.host,
+        port=args.port if args.port is not None else config.hub.port,
+        api_keys=keys,
+        allow_no_auth=args.allow_no_auth,
+        config_path=path,
+    )
+    if args.log_level is None:
+        configure_logging(config.hub.log_level)
+    anyio.run(serve, config, options)
+    return 0
+
+
+def _name_from_command(command: list[str]) -> str:
+    """`uvx mcp-server-time` → mcp-server-time; `python -m pkg.mod` → mod; `npx -y @scope/pkg` → pkg."""
+    words = list(command)
+    if Path(words[0]).name in ("python", "python3") and len(words) > 2 and words[1] == "-m":
+        candidate = words[2].rsplit(".", 1)[-1]
+    else:
+        rest = [w for w in words if not w.startswith("-")]
+        candidate = next((w for w in rest if Path(w).name not in _LAUNCHERS), rest[0] if rest else "server")
+        candidate = Path(candidate.split("@", 1)[-1] if candidate.startswith("@") else candidate).name
+        candidate = candidate.split("@", 1)[0]
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", candidate).strip("-_")[:48]
+    return name or "server"
+
+
+# ------------------------------------------------------------------------------ check, tools, call
+
+
+def _check(args: argparse.Namespace) -> int:
+    config, path = _load(args)
+    console = Console()
+    problems: list[str] = []
+
+    async def run() -> None:
+        async with Supervisor(config) as supervisor:
+            _server_table(console, supervisor)
+            names: dict[str, list[str]] = {}
+            for handle in supervisor.servers.values():
+                if handle.state is not State.READY:
+                    problems.append(f"{handle.name}: {handle.state}: {handle.last_error}")
+                for tool in handle.tools.values():
+                    prefixed = schema.operation_id(f"{handle.name}_{tool.name}")
+                    names.setdefault(prefixed, []).append(f"{handle.name}/{tool.name}")
+                    problems.extend(f"{handle.name}/{tool.name}: {p}" for p in
+                                    schema.lint_tool(handle.name, tool, prefixed_name=prefixed))
+            problems.extend(schema.lint_collisions(names))
+
+    anyio.run(run)
+    for problem in problems:
+        console.print(f"[red]✗[/red] {problem}", highlight=False)
+    if problems:
+        console.print(f"{path}: {len(problems)} problem(s)")
+        return 1
+    console.print(f"[green]✓[/green] {path}: {len(config.servers)} servers ready, schemas lint clean")
+    return 0
+
+
+def _tools(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    console = Console()
+    failed = False
+
+    async def run() -> None:
+        nonlocal failed
+        async with Supervisor(config) as supervisor:
+            _server_table(console, supervisor, with_tools=True)
+            failed = any(h.state is not State.READY for h in supervisor.servers.values())
+
+    anyio.run(run)
+    return 1 if failed else 0
+
+
+def _server_table(console: Console, supervisor: Supervisor, *, with_tools: bool = False) -> None:
+    table = Table("server", "transport", "state", "tools", "detail")
+    for handle in supervisor.servers.values():
+        style = "green" if handle.state is State.READY else "red"
+        detail = ", ".join(sorted(handle.tools)) if with_tools or handle.state is State.READY else ""
+        table.add_row(handle.name, handle.config.transport, f"[{style}]{handle.state}[/{style}]",
+                      str(len(handle.tools)), handle.last_error or detail)
+    console.print(table)
+
+
+def _call(args: argparse.Namespace) -> int:
+    """Through the same HTTP app a client would use (validation, result mapping, error shape), in-process."""
+    config, path = _load(args)
+    if args.server not in config.servers:
+        raise ConfigError(f"{path}: no server named {args.server!r} (servers: {', '.join(sorted(config.servers))})")
+    try:
+        arguments = json.loads(args.args)
+    except ValueError as exc:
+        raise ConfigError(f"--args: not valid JSON: {exc}") from None
+    config = config.model_copy(update={"servers": {args.server: config.servers[args.server]}})
+    key = secrets.token_urlsafe(32)
+    output: dict[str, Any] = {}
+
+    async def run() -> None:
+        async with Supervisor(config) as supervisor:
+            app = create_app(supervisor, config, api_keys=(key,))
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://mcphub", timeout=None) as client:
+                response = await client.post(f"/{args.server}/{args.tool}", json=arguments,
+                                             headers={"Authorization": f"Bearer {key}"})
+                output["status"], output["body"] = response.status_code, response.json()
+
+    anyio.run(run)
+    print(json.dumps(output["body"], indent=2, ensure_ascii=False))
+    return 0 if output["status"] == 200 else 1
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    key = "mh_" + secrets.token_urlsafe(32)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()] or ["*"]
+    entry: dict[str, Any] = {"name": args.name, "hash": key_hash(key), "servers": servers}
+    if args.tools:
+        entry["tools"] = [t.strip() for t in args.tools.split(",") if t.strip()]
+    print(f"key (shown once, give it to the client): {key}")
+    print("config line for auth.api_keys:")
+    print("  - " + json.dumps(entry))
+    return 0

@@ -1,0 +1,428 @@
+"""The config file: YAML (or JSON) → a frozen `HubConfig`.
+
+Owns the format, its defaults, `${VAR}` / `${VAR:-default}` expansion, the lenient adapter for
+Claude-Desktop / mcpo `{"mcpServers": ...}` files, and error messages that name the file, the dotted
+path and the value. Touches no process, socket or web framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mcphub.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "mcphub.yaml"
+SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    root_path: str = ""
+    cors_origins: list[str] = Field(default_factory=list)
+    public_docs: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_arguments: bool = False  # log tool-call arguments (off: they may hold personal data)
+    reload: bool = True  # watch the config file and apply changes without a restart
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError(f"must start with '/' (got {value!r})")
+        return value
+
+
+class ApiKey(_Model):
+    name: str
+    key: str | None = None
+    hash: str | None = None
+    servers: list[str] = Field(default_factory=lambda: ["*"])
+    tools: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKey:
+        if (self.key is None) == (self.hash is None):
+            raise ValueError("give exactly one of 'key' or 'hash'")
+        if self.hash is not None and not _HASH.match(self.hash):
+            raise ValueError("'hash' must be 'sha256:' followed by 64 lowercase hex digits")
+        if self.key is not None and not self.key.strip():
+            raise ValueError("'key' is empty (is its ${VARIABLE} set?)")
+        return self
+
+    @property
+    def digest(self) -> str:
+        """`sha256:<hex>` of the key, whichever way the config gave it."""
+        if self.hash is not None:
+            return self.hash
+        assert self.key is not None
+        return key_hash(self.key)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ApiKey(name={self.name!r}, servers={self.servers!r}, tools={self.tools!r})"
+
+
+class JwtConfig(_Model):
+    secret: str | None = None
+    jwks_url: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    issuer: str | None = None
+    audience: str | None = None
+    scopes: dict[str, list[str]] = Field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"JwtConfig(jwks_url={self.jwks_url!r}, algorithms={self.algorithms!r})"
+
+
+class AuthConfig(_Model):
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    jwt: JwtConfig | None = None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_names(cls, keys: list[ApiKey]) -> list[ApiKey]:
+        seen: set[str] = set()
+        for key in keys:
+            if key.name in seen:
+                raise ValueError(f"two keys are named {key.name!r}")
+            seen.add(key.name)
+        return keys
+
+
+class ToolFilter(_Model):
+    allow: list[str] | None = None  # None: every tool
+    deny: list[str] = Field(default_factory=list)
+
+    def allows(self, tool: str) -> bool:
+        return tool not in self.deny and (self.allow is None or tool in self.allow)
+
+
+class RestartPolicy(_Model):
+    policy: Literal["always", "never"] = "always"
+    initial_delay: float = Field(0.5, gt=0)  # seconds before the first retry; doubles up to max_delay
+    max_delay: float = Field(30.0, gt=0)
+
+
+class _ServerBase(_Model):
+    timeout: float = Field(60.0, gt=0)  # seconds per call → 504
+    tool_timeouts: dict[str, float] = Field(default_factory=dict)
+    tools: ToolFilter = Field(default_factory=ToolFilter)
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    replicas: int = Field(1, ge=1, le=32)
+    required: bool = True  # /readyz is 503 while a required server is not ready
+    mode: Literal["auto", "legacy"] = "auto"  # MCP handshake: auto probes the 2026 protocol first
+    connect_timeout: float = Field(30.0, gt=0)  # seconds to connect, initialize and list tools
+    proxy: str | None = None
+    region: str | None = None
+    description: str | None = None
+
+    def timeout_for(self, tool: str) -> float:
+        return self.tool_timeouts.get(tool, self.timeout)
+
+
+class StdioServer(_ServerBase):
+    transport: Literal["stdio"]
+    command: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    def __repr__(self) -> str:  # env values are secrets
+        return f"StdioServer(command={self.command!r}, args={self.args!r}, env=[{', '.join(self.env)}])"
+
+
+class HttpServer(_ServerBase):
+    transport: Literal["streamable-http", "sse"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+        return value
+
+    def __repr__(self) -> str:  # header values are secrets
+        return f"HttpServer(transport={self.transport!r}, url={self.url!r}, headers=[{', '.join(self.headers)}])"
+
+
+ServerConfig = Annotated[StdioServer | HttpServer, Field(discriminator="transport")]
+
+
+class InstanceConfig(_Model):
+    host: str | None = None
+    port: int | None = Field(None, ge=0, le=65535)
+    servers: list[str] = Field(default_factory=list)
+    mount: list[str] = Field(default_factory=list)
+    url: str | None = None
+    auth: AuthConfig | None = None
+
+
+class RemoteHub(_Model):
+    url: str
+    api_key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteHub(url={self.url!r})"
+
+
+class RunnerConfig(_Model):
+    backend: Literal["ollama", "openai"] = "ollama"
+    base_url: str = "http://127.0.0.1:11434"
+    api_key: str | None = None
+    model: str = "qwen3:14b"
+    servers: list[str] = Field(default_factory=lambda: ["*"])
+    max_steps: int = Field(8, ge=1, le=64)
+    max_result_chars: int = Field(16000, ge=256)
+    timeout: float = Field(120.0, gt=0)
+
+
+class HubConfig(_Model):
+    hub: HubSettings = Field(default_factory=HubSettings)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    instances: dict[str, InstanceConfig] = Field(default_factory=dict)
+    remotes: dict[str, RemoteHub] = Field(default_factory=dict)
+    runner: RunnerConfig | None = None
+
+    @field_validator("servers")
+    @classmethod
+    def _server_names(cls, servers: dict[str, Any]) -> dict[str, Any]:
+        for name in servers:
+            if not SERVER_NAME.match(name):
+                raise ValueError(
+                    f"server name {name!r} must be 1-48 characters of letters, digits, '_' or '-', "
+                    "starting with a letter or digit (it becomes a URL path segment)"
+                )
+        return servers
+
+
+def key_hash(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def default_config_path() -> Path:
+    """`./mcphub.yaml` if there is one, else the packaged default that serves the bundled servers."""
+    local = Path(DEFAULT_CONFIG_NAME)
+    if local.is_file():
+        return local
+    return Path(str(resources.files("mcphub").joinpath("default.yaml")))
+
+
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> HubConfig:
+    """Read, expand and validate a config file. Raises ConfigError naming file, dotted path and value."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    env = dict(environ if environ is not None else os.environ)
+    for name, value in _read_dotenv(path.parent / ".env").items():
+        env.setdefault(name, value)
+    return parse_config(text, source=str(path), environ=env)
+
+
+def parse_config(text: str, *, source: str = "<config>", environ: Mapping[str, str] | None = None) -> HubConfig:
+    try:
+        raw = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}: not valid YAML or JSON{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    raw = _expand(raw, environ if environ is not None else os.environ, source, ())
+    if "mcpServers" in raw:
+        raw = _from_mcp_servers(raw, source)
+    try:
+        config = HubConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, raw)) from None
+    _check_references(config, source)
+    return config
+
+
+def _expand(value: Any, environ: Mapping[str, str], source: str, path: tuple[str | int, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, environ, source, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, source, (*path, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = environ.get(name)
+        if found is not None and (found != "" or default is None):
+            return found
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{source}: {_dotted(path)}: environment variable {name} is not set "
+            f"(set it, put it in a .env file beside the config, or write ${{{name}:-default}})"
+        )
+
+    return _VAR.sub(substitute, value)
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+_MCP_TRANSPORTS = {
+    "stdio": "stdio",
+    "sse": "sse",
+    "streamable-http": "streamable-http",
+    "streamable_http": "streamable-http",
+    "streamablehttp": "streamable-http",
+    "http": "streamable-http",
+}
+
+
+def _from_mcp_servers(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Claude-Desktop / mcpo files: lenient about spellings, as those tools are; strict about the rest."""
+    entries = raw.get("mcpServers")
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{source}: mcpServers: must be a mapping of server name to settings")
+    servers: dict[str, Any] = {}
+    for name, entry in entries.items():
+        where = f"{source}: mcpServers.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a mapping")
+        if entry.get("disabled") is True:
+            continue
+        kind = str(entry.get("type") or entry.get("transport") or "").lower()
+        if kind and kind not in _MCP_TRANSPORTS:
+            raise ConfigError(f"{where}.type: unknown transport {kind!r} (use stdio, sse or streamable-http)")
+        server: dict[str, Any] = {}
+        if "url" in entry and kind != "stdio":
+            url = str(entry["url"])
+            server["transport"] = _MCP_TRANSPORTS.get(kind) or ("sse" if url.rstrip("/").endswith("/sse") else "streamable-http")
+            server["url"] = url
+            if entry.get("headers"):
+                server["headers"] = entry["headers"]
+        elif "command" in entry:
+            server["transport"] = "stdio"
+            server["command"] = entry["command"]
+            for field in ("args", "env", "cwd"):
+                if entry.get(field) is not None:
+                    server[field] = entry[field]
+        else:
+            raise ConfigError(f"{where}: needs 'command' (stdio) or 'url' (sse / streamable-http)")
+        if entry.get("disabledTools"):
+            server["tools"] = {"deny": list(entry["disabledTools"])}
+        if entry.get("timeout") is not None:
+            server["timeout"] = entry["timeout"]
+        servers[name] = server
+    converted = {k: v for k, v in raw.items() if k != "mcpServers"}
+    converted["servers"] = {**servers, **converted.get("servers", {})}
+    return converted
+
+
+def _describe(exc: ValidationError, source: str, raw: Any) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [part for part in error["loc"] if not _is_union_tag(part)]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see config/example.yaml for every field)"
+        elif error["type"] == "union_tag_invalid":
+            message = "transport must be one of: stdio, streamable-http, sse"
+        elif error["type"] == "union_tag_not_found":
+            message = "missing 'transport' (one of: stdio, streamable-http, sse)"
+        value = _lookup(raw, loc)
+        shown = "" if value is _MISSING or _is_secret_path(loc) else f" (got {_short(value)})"
+        lines.append(f"{source}: {_dotted(loc)}: {message}{shown}")
+    return "\n".join(lines)
+
+
+_MISSING = object()
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("stdio", "streamable-http", "sse") or (isinstance(part, str) and part.startswith("function-"))
+
+
+def _is_secret_path(loc: list[Any]) -> bool:
+    return any(str(p) in ("key", "secret", "env", "headers", "api_key") for p in loc)
+
+
+def _lookup(raw: Any, loc: list[Any]) -> Any:
+    for part in loc:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+        else:
+            return _MISSING
+    return raw
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _dotted(path: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _check_references(config: HubConfig, source: str) -> None:
+    """Names that must point at something that exists. (Key scopes may name servers of a mounted hub,
+    which this file cannot know, so they are not checked here.)"""
+    known = set(config.servers)
+    for name, inst in config.instances.items():
+        for server in inst.servers:
+            if server not in known:
+                raise ConfigError(
+                    f"{source}: instances.{name}.servers: no server named {server!r} "
+                    f"(servers: {', '.join(sorted(known)) or 'none'})"
+                )
+        for target in inst.mount:
+            if target not in config.instances and target not in config.remotes:
+                raise ConfigError(
+                    f"{source}: instances.{name}.mount: {target!r} is neither an instance nor a remote "
+                    f"(instances: {', '.join(sorted(config.instances))}; "
+                    f"remotes: {', '.join(sorted(config.remotes)) or 'none'})"
+                )

@@ -1,0 +1,64 @@
+"""Prometheus metrics for one hub app: calls, errors, latency per server and tool, restarts, server state.
+
+Each app gets its own registry (several hubs can live in one process: instances, tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class HubMetrics:
+    def __init__(self, servers: Callable[[], Mapping[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.calls = Counter(
+            "mcphub_tool_calls", "Tool calls by outcome", ["server", "tool", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "mcphub_tool_errors", "Failed tool calls by error type", ["server", "tool", "type"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "mcphub_tool_call_duration_seconds",
+            "Tool call latency through the hub",
+            ["server", "tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.restarts = Counter("mcphub_server_restarts", "Server restarts", ["server"], registry=self.registry)
+        self.registry.register(_ServerCollector(servers))
+
+    def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None) -> None:
+        self.calls.labels(server, tool, str(status)).inc()
+        self.latency.labels(server, tool).observe(seconds)
+        if error_type is not None:
+            self.errors.labels(server, tool, error_type).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ServerCollector(Collector):
+    """Per-server gauges read from the supervisor's handles at scrape time."""
+
+    def __init__(self, servers: Callable[[], Mapping[str, Any]]) -> None:
+        self._servers = servers
+
+    def collect(self) -> Iterable[Any]:
+        up = GaugeMetricFamily("mcphub_server_up", "1 if the server is ready", labels=["server", "state"])
+        tools = GaugeMetricFamily("mcphub_server_tools", "Tools the server exposes", labels=["server"])
+        for name, handle in self._servers().items():
+            up.add_metric([name, str(handle.state)], 1.0 if handle.state == "ready" else 0.0)
+            tools.add_metric([name], float(len(handle.tools)))
+        yield up
+        yield tools
+
+    def describe(self) -> Iterable[Any]:
+        return []

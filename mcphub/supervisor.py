@@ -1,0 +1,430 @@
+"""The lifecycle of every MCP server the hub talks to.
+
+One anyio task group; per server a `ServerHandle` (name, state, tools, last error) and per replica one
+task that owns its connection: connect → initialize → list tools → ready → wait until the connection
+dies or a stop is asked for → restart with exponential backoff. A failure is caught inside its own
+task and never reaches the task group, so one server cannot take another down. Calls come from other
+tasks (HTTP handlers) and share a replica's `Client` concurrently.
+
+Knows nothing of HTTP, URLs, OpenAPI or auth.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+import pydantic
+from anyio.abc import TaskStatus
+from mcp import Client, MCPError
+from mcp.types import (
+    CONNECTION_CLOSED,
+    INVALID_REQUEST,
+    REQUEST_TIMEOUT,
+    CallToolRequest,
+    CallToolRequestParams,
+    CallToolResult,
+    PaginatedRequestParams,
+    Tool,
+)
+
+from mcphub import transports
+from mcphub.config import HubConfig, ServerConfig
+from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE = 5.0  # seconds a server gets to close cleanly (SDK: stdin close, 2 s, SIGTERM, SIGKILL) before we cancel
+STABLE_AFTER = 30.0  # seconds of uptime after which a crash restarts from the initial backoff again
+CALL_GRACE = 2.0  # seconds past a call's own timeout before the hub stops waiting on the SDK
+REREADY_WAIT = 5.0  # seconds a call waits for a re-initialised session after the old one expired
+MAX_TOOL_PAGES = 100  # bound on tools/list pagination (a server that loops its cursor)
+
+Connect = Callable[..., AbstractAsyncContextManager[Client]]
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False)
+class _Replica:
+    index: int
+    state: State = State.STARTING
+    client: Client | None = None
+    in_flight: int = 0
+    closed: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+@dataclass(eq=False)
+class ServerHandle:
+    """What the rest of the hub sees of one server. Read its fields; call `call_tool`."""
+
+    name: str
+    config: ServerConfig
+    state: State = State.STARTING
+    tools: dict[str, Tool] = field(default_factory=dict)
+    version: int = 0  # bumps whenever `tools` changes
+    last_error: str | None = None
+    restarts: int = 0
+    next_retry_at: float | None = None  # anyio clock
+    replicas: list[_Replica] = field(default_factory=list)
+    on_restart: Callable[[str], None] | None = None
+    _stopping: anyio.Event = field(default_factory=anyio.Event)
+    _done: anyio.Event = field(default_factory=anyio.Event)
+    _ready: anyio.Event = field(default_factory=anyio.Event)
+
+    # ---------------------------------------------------------------------------------------- calls
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any], *, timeout: float | None = None) -> CallToolResult:
+        """Call a tool on the least busy ready replica.
+
+        Returns the server's CallToolResult (isError included) unchanged. Raises ServerUnavailable,
+        ToolTimeout, BadUpstreamResponse, or MCPError for the server's own error answer.
+        """
+        timeout = self.config.timeout_for(tool) if timeout is None else timeout
+        try:
+            return await self._call_once(tool, arguments, timeout)
+        except _SessionExpired:
+            # The server refused the request before running it: re-initialise and send it once more.
+            with anyio.move_on_after(REREADY_WAIT):
+                await self._wait_ready()
+            return await self._call_once(tool, arguments, timeout)
+
+    async def _call_once(self, tool: str, arguments: dict[str, Any], timeout: float) -> CallToolResult:
+        replica = self._pick()
+        client = replica.client
+        assert client is not None
+        request = CallToolRequest(params=CallToolRequestParams(name=tool, arguments=arguments))
+        replica.in_flight += 1
+        try:
+            with anyio.fail_after(timeout + CALL_GRACE):
+                # send_request, not Client.call_tool: results pass through verbatim, without the SDK
+                # rejecting structured content that disagrees with the tool's own outputSchema.
+                return await client.session.send_request(
+                    request, CallToolResult, request_read_timeout_seconds=timeout
+                )
+        except MCPError as exc:
+            if exc.code == REQUEST_TIMEOUT:
+                raise ToolTimeout(
+                    f"tool '{tool}' on server '{self.name}' did not answer within {timeout:g}s",
+                    server=self.name,
+                    tool=tool,
+                ) from None
+            if exc.code == CONNECTION_CLOSED:
+                replica.closed.set()
+                raise self._unavailable(tool, "the connection to the server closed during the call") from None
+            if exc.code == INVALID_REQUEST and "session terminated" in exc.message.lower():
+                replica.closed.set()
+                raise _SessionExpired from None
+            raise
+        except TimeoutError:
+            raise ToolTimeout(
+                f"tool '{tool}' on server '{self.name}' did not answer within {timeout:g}s",
+                server=self.name,
+                tool=tool,
+            ) from None
+        except (pydantic.ValidationError, ValueError) as exc:
+            raise BadUpstreamResponse(
+                f"server '{self.name}' answered tool '{tool}' with something that is not a valid MCP result "
+                f"({_first_line(exc)})",
+                server=self.name,
+                tool=tool,
+            ) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.TransportError) as exc:
+            replica.closed.set()
+            raise self._unavailable(tool, f"connection lost ({_first_line(exc)})") from None
+        finally:
+            replica.in_flight -= 1
+
+    def _pick(self) -> _Replica:
+        ready = [r for r in self.replicas if r.state is State.READY and r.client is not None]
+        if not ready:
+            raise self._unavailable(None, None)
+        return min(ready, key=lambda r: r.in_flight)
+
+    async def _wait_ready(self) -> None:
+        while not any(r.state is State.READY for r in self.replicas):
+            self._ready = anyio.Event()
+            await self._ready.wait()
+
+    def _unavailable(self, tool: str | None, reason: str | None) -> ServerUnavailable:
+        detail = reason or f"state: {self.state}" + (f"; last error: {self.last_error}" if self.last_error else "")
+        return ServerUnavailable(
+            f"MCP server '{self.name}' is not available ({detail}). See GET /readyz.",
+            retry_after=self.retry_after(),
+            server=self.name,
+            tool=tool,
+        )
+
+    def retry_after(self) -> int:
+        if self.next_retry_at is None:
+            return 1
+        return max(1, math.ceil(self.next_retry_at - anyio.current_time()) + 1)
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    def _set_tools(self, tools: list[Tool]) -> None:
+        allowed = {t.name: t for t in tools if self.config.tools.allows(t.name)}
+        if _tool_dump(allowed) != _tool_dump(self.tools):
+            self.tools = allowed
+            self.version += 1
+
+    def _refresh_state(self) -> None:
+        states = {r.state for r in self.replicas}
+        for state in (State.READY, State.STARTING, State.RESTARTING, State.FAILED):
+            if state in states:
+                self.state = state
+                break
+        else:
+            self.state = State.STOPPED
+        if self.state is State.READY:
+            self._ready.set()
+
+
+class _SessionExpired(Exception):
+    pass
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops MCP servers. `async with Supervisor(config) as sup:`."""
+
+    def __init__(self, config: HubConfig | None = None, *, connect: Connect = transports.connect,
+                 servers: Mapping[str, ServerConfig] | None = None) -> None:
+        self._initial = dict(servers if servers is not None else (config.servers if config else {}))
+        self._connect = connect
+        self.servers: dict[str, ServerHandle] = {}
+        self.on_restart: Callable[[str], None] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Supervisor:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        started = time.monotonic()
+        await self.apply(self._initial)
+        ready = sum(1 for h in self.servers.values() if h.state is State.READY)
+        logger.info("%d of %d servers ready in %.2fs", ready, len(self.servers), time.monotonic() - started)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._tg is not None
+        with anyio.CancelScope(shield=True):
+            await self._stop_all(list(self.servers))
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(*exc)
+
+    async def apply(self, servers: Mapping[str, ServerConfig]) -> None:
+        """Make the running set match `servers`: stop removed and changed ones, start new and changed ones.
+
+        A changed server's old process is stopped before its new one starts, so it never keeps serving.
+        Starts run in parallel; returns once every server is ready or has recorded its first failure.
+        """
+        removed = [n for n, h in self.servers.items() if n not in servers or servers[n] != h.config]
+        await self._stop_all(removed)
+        added = {n: c for n, c in servers.items() if n not in self.servers}
+        async with anyio.create_task_group() as starters:
+            for name, cfg in added.items():
+                starters.start_soon(self._start, name, cfg)
+
+    async def _start(self, name: str, cfg: ServerConfig) -> None:
+        assert self._tg is not None
+        handle = ServerHandle(name=name, config=cfg, on_restart=self.on_restart)
+        handle.replicas = [_Replica(index=i) for i in range(cfg.replicas)]
+        self.servers[name] = handle
+        logger.info("starting '%s' (%s%s)", name, transports.describe(cfg),
+                    f", {cfg.replicas} replicas" if cfg.replicas > 1 else "")
+        await self._tg.start(self._supervise, handle)
+
+    async def _stop_all(self, names: list[str]) -> None:
+        async with anyio.create_task_group() as stoppers:
+            for name in names:
+                stoppers.start_soon(self._stop, self.servers[name])
+        for name in names:
+            self.servers.pop(name, None)
+
+    async def _stop(self, handle: ServerHandle) -> None:
+        handle._stopping.set()
+        for replica in handle.replicas:
+            replica.closed.set()
+            if replica.client is None:  # connecting or backing off: nothing to close gracefully
+                replica.scope.cancel()
+        with anyio.move_on_after(STOP_GRACE) as grace:
+            await handle._done.wait()
+        if grace.cancelled_caught:
+            logger.warning("'%s' did not stop within %.0fs; cancelling", handle.name, STOP_GRACE)
+            for replica in handle.replicas:
+                replica.scope.cancel()
+            await handle._done.wait()
+        logger.info("'%s' stopped", handle.name)
+
+    async def _supervise(self, handle: ServerHandle, *, task_status: TaskStatus[ServerHandle]) -> None:
+        first_round = anyio.Event()
+        pending = set(handle.replicas)
+
+        def reporter(replica: _Replica) -> Callable[[], None]:
+            def reported() -> None:  # this replica is ready, has failed once, or has ended
+                pending.discard(replica)
+                if not pending:
+                    first_round.set()
+
+            return reported
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for replica in handle.replicas:
+                    tg.start_soon(self._run_replica, handle, replica, reporter(replica))
+                await first_round.wait()
+                task_status.started(handle)
+        finally:
+            handle.state = State.STOPPED
+            handle._done.set()
+
+    async def _run_replica(self, handle: ServerHandle, replica: _Replica, reported: Callable[[], None]) -> None:
+        label = handle.name if len(handle.replicas) == 1 else f"{handle.name}#{replica.index}"
+        try:
+            await self._replica_loop(handle, replica, label, reported)
+        finally:
+            reported()
+            replica.state = State.STOPPED
+            handle._refresh_state()
+
+    async def _replica_loop(
+        self, handle: ServerHandle, replica: _Replica, label: str, reported: Callable[[], None]
+    ) -> None:
+        cfg = handle.config
+        delay = cfg.restart.initial_delay
+        first = True
+        with replica.scope:
+            while not handle._stopping.is_set():
+                replica.closed = anyio.Event()
+                up_since, error = await self._connect_once(handle, replica, label, first, reported)
+                replica.client = None
+                if handle._stopping.is_set():
+                    replica.state = State.STOPPED
+                    break
+                if first:
+                    first = False
+                    if up_since is None:
+                        reported()
+                handle.last_error = _redact(error or "the server closed the connection")
+                if up_since is not None and anyio.current_time() - up_since > STABLE_AFTER:
+                    delay = cfg.restart.initial_delay
+                replica.state = State.RESTARTING if up_since is not None else State.FAILED
+                if cfg.restart.policy == "never":
+                    replica.state = State.FAILED
+                    handle._refresh_state()
+                    logger.error("'%s' is down and restart policy is 'never': %s", label, handle.last_error)
+                    await handle._stopping.wait()
+                    break
+                handle.next_retry_at = anyio.current_time() + delay
+                handle._refresh_state()
+                log = logger.warning if up_since is not None else logger.error
+                log("'%s' %s: %s; restart in %.1fs", label, "exited" if up_since is not None else "failed",
+                    handle.last_error, delay)
+                with anyio.move_on_after(delay):
+                    await handle._stopping.wait()
+                handle.next_retry_at = None
+                delay = min(delay * 2, cfg.restart.max_delay)
+                if not handle._stopping.is_set():
+                    handle.restarts += 1
+                    if handle.on_restart is not None:
+                        handle.on_restart(handle.name)
+
+    async def _connect_once(
+        self, handle: ServerHandle, replica: _Replica, label: str, first: bool, reported: Callable[[], None]
+    ) -> tuple[float | None, str | None]:
+        """One connection's life. Returns (time it became ready or None, error text or None)."""
+        cfg = handle.config
+        started = anyio.current_time()
+        up_since: float | None = None
+        try:
+            with anyio.CancelScope(deadline=started + cfg.connect_timeout) as scope:
+                async with self._connect(handle.name, cfg, on_closed=replica.closed.set) as client:
+                    tools = await _list_tools(client)
+                    scope.deadline = math.inf
+                    up_since = anyio.current_time()
+                    handle._set_tools(tools)
+                    replica.client = client
+                    replica.state = State.READY
+                    handle.last_error = None
+                    handle._refresh_state()
+                    logger.info("'%s' ready: %d tools (%.2fs)", label, len(handle.tools), up_since - started)
+                    if first:
+                        reported()
+                    await replica.closed.wait()
+                    replica.client = None
+                    if replica.state is State.READY and not handle._stopping.is_set():
+                        replica.state = State.RESTARTING
+                        handle._refresh_state()
+            if scope.cancelled_caught and up_since is None:
+                return None, f"no answer within {cfg.connect_timeout:g}s (connect, initialize, list tools)"
+            return up_since, None
+        except Exception as exc:  # every failure of one connection stays inside this task
+            return up_since, _describe(exc, cfg)
+        except BaseExceptionGroup as group:
+            return up_since, _describe(group, cfg)
+
+
+async def _list_tools(client: Client) -> list[Tool]:
+    tools: list[Tool] = []
+    cursor: str | None = None
+    for _ in range(MAX_TOOL_PAGES):
+        page = await client.session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return tools
+
+
+def _tool_dump(tools: dict[str, Tool]) -> list[Any]:
+    return [t.model_dump(mode="json") for t in tools.values()]
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _describe(exc: BaseException, cfg: ServerConfig) -> str:
+    """One line a user can act on, from whatever a failed connection raised."""
+    leaves = [e for e in _leaves(exc) if not isinstance(e, anyio.get_cancelled_exc_class())] or [exc]
+    leaf = leaves[0]
+    if isinstance(leaf, FileNotFoundError):
+        return f"command not found: {getattr(cfg, 'command', leaf.filename)!r} (is it installed and on PATH?)"
+    if isinstance(leaf, PermissionError):
+        return f"cannot execute {getattr(cfg, 'command', '')!r}: permission denied"
+    if isinstance(leaf, httpx2.ConnectError):
+        return f"cannot connect to {getattr(cfg, 'url', '?')}: {_first_line(leaf)}"
+    if isinstance(leaf, httpx2.HTTPStatusError):
+        return f"{getattr(cfg, 'url', '?')} answered HTTP {leaf.response.status_code}"
+    if isinstance(leaf, MCPError):
+        if leaf.code == CONNECTION_CLOSED:
+            return "the server closed the connection during start-up (see its stderr above)"
+        return f"MCP error {leaf.code}: {leaf.message}"
+    return _first_line(leaf)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+def _redact(text: str) -> str:
+    """Strip userinfo from URLs in an error text (`https://user:pass@host` → `https://host`)."""
+    return re.sub(r"(https?://)[^/@\s]+@", r"\1", text)

@@ -1,0 +1,196 @@
+"""ServerConfig → a connected MCP `Client`.
+
+Owns the mapping from config to SDK transport (stdio / streamable HTTP / SSE), the child environment
+(an allowlist of the hub's environment plus the server's own `env:`), capture of each child's stderr
+tagged with its server name, and noticing when a connection's read side ends. Holds no state between
+connections, retries nothing, decides nothing about restarts: the supervisor does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcphub.config import HttpServer, ServerConfig, StdioServer
+
+logger = logging.getLogger(__name__)
+stderr_logger = logging.getLogger("mcphub.stderr")
+
+# What a child inherits from the hub's environment; everything else it gets from its own `env:`.
+# (The SDK adds HOME, LOGNAME, PATH, SHELL, TERM and USER itself.)
+CHILD_ENV_ALLOWLIST = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "NODE_PATH")
+HTTP_READ_TIMEOUT = 300.0  # seconds an idle SSE / streamable-HTTP stream may stay silent
+HTTP_CONNECT_TIMEOUT = 10.0  # seconds to open a TCP+TLS connection to a remote server
+_PYTHON_ALIASES = ("python", "python3")
+
+OnClosed = Callable[[], None]
+
+
+def child_env(cfg: StdioServer) -> dict[str, str]:
+    """The environment a stdio child gets: the allowlist, its proxy, then its own `env:` on top."""
+    env = {name: os.environ[name] for name in CHILD_ENV_ALLOWLIST if name in os.environ}
+    if cfg.proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = cfg.proxy
+        env.setdefault("NO_PROXY", "localhost,127.0.0.1,::1")
+    env.update(cfg.env)
+    return env
+
+
+def describe(cfg: ServerConfig) -> str:
+    """A one-line, secret-free description for logs: `stdio: python -m x` or `sse: http://host/sse`."""
+    if isinstance(cfg, StdioServer):
+        return f"stdio: {' '.join([cfg.command, *cfg.args])}"
+    return f"{cfg.transport}: {cfg.url}"
+
+
+@asynccontextmanager
+async def connect(name: str, cfg: ServerConfig, *, on_closed: OnClosed) -> AsyncIterator[Client]:
+    """Open one MCP connection and yield an initialised `Client`.
+
+    `on_closed` is called (from the transport's task) when the server's side of the connection
+    ends: the stdio child exited, or the HTTP stream closed. Calls in flight then fail with
+    CONNECTION_CLOSED on their own; the callback lets the supervisor notice an idle death too.
+    """
+    if isinstance(cfg, StdioServer):
+        with _stderr_pipe(name) as errlog:
+            transport = stdio_client(_stdio_params(cfg), errlog=errlog)
+            async with Client(_Watched(transport, on_closed), mode=cfg.mode, cache=None) as client:
+                yield client
+        return
+    async with _http_transport(cfg) as transport:
+        async with Client(_Watched(transport, on_closed), mode=cfg.mode, cache=None) as client:
+            yield client
+
+
+def _stdio_params(cfg: StdioServer) -> StdioServerParameters:
+    command = cfg.command
+    if command in _PYTHON_ALIASES:
+        # `python` means the hub's own interpreter, so `python -m mcphub_servers.x` works from a venv
+        # or a container without relying on which python is first on PATH.
+        command = sys.executable
+    return StdioServerParameters(command=command, args=list(cfg.args), env=child_env(cfg), cwd=cfg.cwd)
+
+
+@asynccontextmanager
+async def _http_transport(cfg: HttpServer) -> AsyncIterator[Any]:
+    timeout = httpx2.Timeout(HTTP_READ_TIMEOUT, connect=HTTP_CONNECT_TIMEOUT)
+    if cfg.transport == "sse":
+
+        def factory(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
+            return httpx2.AsyncClient(
+                headers=headers, timeout=timeout, auth=auth, proxy=cfg.proxy, follow_redirects=True
+            )
+
+        yield sse_client(
+            cfg.url,
+            headers=dict(cfg.headers),
+            timeout=HTTP_CONNECT_TIMEOUT,
+            sse_read_timeout=HTTP_READ_TIMEOUT,
+            httpx_client_factory=factory,
+        )
+        return
+    async with httpx2.AsyncClient(
+        headers=dict(cfg.headers), timeout=timeout, proxy=cfg.proxy, follow_redirects=True
+    ) as http:
+        yield streamable_http_client(cfg.url, http_client=http)
+
+
+class _Watched:
+    """Wraps a transport context manager so the end of its read stream calls `on_closed`."""
+
+    def __init__(self, transport: Any, on_closed: OnClosed) -> None:
+        self._transport = transport
+        self._on_closed = on_closed
+
+    async def __aenter__(self) -> tuple[Any, Any]:
+        read, write = await self._transport.__aenter__()
+        return _WatchedRead(read, self._on_closed), write
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._transport.__aexit__(*exc)
+
+
+class _WatchedRead:
+    """A read stream that reports EOF. Implements the SDK's ReadStream protocol by delegation."""
+
+    def __init__(self, inner: Any, on_closed: OnClosed) -> None:
+        self._inner = inner
+        self._on_closed = on_closed
+        self._reported = False
+
+    def _report(self) -> None:
+        if not self._reported:
+            self._reported = True
+            self._on_closed()
+
+    async def receive(self) -> Any:
+        try:
+            item = await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._report()
+            raise
+        if isinstance(item, Exception):
+            logger.warning("MCP transport error: %s", _exception_text(item))
+        return item
+
+    def __aiter__(self) -> _WatchedRead:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _WatchedRead:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`
+        return getattr(self._inner, name)
+
+
+def _exception_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _stderr_pipe(name: str) -> Any:
+    """A file for the child's stderr; each line it writes is logged as `[name] line`."""
+    read_fd, write_fd = os.pipe()
+    reader = threading.Thread(target=_pump_stderr, args=(name, read_fd), name=f"stderr:{name}", daemon=True)
+    reader.start()
+    errlog = os.fdopen(write_fd, "w", encoding="utf-8", errors="replace")
+    try:
+        yield errlog
+    finally:
+        errlog.close()  # the child (now exited) holds the only other write end → the reader sees EOF
+
+
+def _pump_stderr(name: str, fd: int) -> None:
+    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            line = line.rstrip()
+            if line:
+                stderr_logger.info("[%s] %s", name, line, extra={"mcp_server": name})
