@@ -1,0 +1,3 @@
+from mcphub_servers.weather.server import main
+
+main()
