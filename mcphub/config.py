@@ -369,7 +369,7 @@ def _describe(exc: ValidationError, source: str, raw: Any) -> str:
         elif error["type"] == "union_tag_not_found":
             message = "missing 'transport' (one of: stdio, streamable-http, sse)"
         value = _lookup(raw, loc)
-        shown = "" if value is _MISSING or _is_secret_path(loc) else f" (got {_short(value)})"
+        shown = "" if value is _MISSING or _is_secret_path(loc) else f" (got {_short(_redact(value))})"
         lines.append(f"{source}: {_dotted(loc)}: {message}{shown}")
     return "\n".join(lines)
 
@@ -381,8 +381,20 @@ def _is_union_tag(part: Any) -> bool:
     return part in ("stdio", "streamable-http", "sse") or (isinstance(part, str) and part.startswith("function-"))
 
 
+_SECRET_FIELDS = ("key", "secret", "env", "headers", "api_key")
+
+
 def _is_secret_path(loc: list[Any]) -> bool:
-    return any(str(p) in ("key", "secret", "env", "headers", "api_key") for p in loc)
+    return any(str(p) in _SECRET_FIELDS for p in loc)
+
+
+def _redact(value: Any) -> Any:
+    """A value as it may be shown: secrets inside it (an api key, an env or headers mapping) masked."""
+    if isinstance(value, dict):
+        return {k: "***" if str(k) in _SECRET_FIELDS else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
 
 
 def _lookup(raw: Any, loc: list[Any]) -> Any:
