@@ -57,12 +57,17 @@ class ApiKey(_Model):
     servers: list[str] = Field(default_factory=lambda: ["*"])
     tools: list[str] | None = None
 
+    @field_validator("hash")
+    @classmethod
+    def _hash_format(cls, value: str | None) -> str | None:
+        if value is not None and not _HASH.match(value):
+            raise ValueError("must be 'sha256:' followed by 64 lowercase hex digits (see `mcphub keys new`)")
+        return value
+
     @model_validator(mode="after")
     def _one_secret(self) -> ApiKey:
         if (self.key is None) == (self.hash is None):
             raise ValueError("give exactly one of 'key' or 'hash'")
-        if self.hash is not None and not _HASH.match(self.hash):
-            raise ValueError("'hash' must be 'sha256:' followed by 64 lowercase hex digits")
         if self.key is not None and not self.key.strip():
             raise ValueError("'key' is empty (is its ${VARIABLE} set?)")
         return self
@@ -209,8 +214,8 @@ class HubConfig(_Model):
         for name in servers:
             if not SERVER_NAME.match(name):
                 raise ValueError(
-                    f"server name {name!r} must be 1-48 characters of letters, digits, '_' or '-', "
-                    "starting with a letter or digit (it becomes a URL path segment)"
+                    "a server name must be 1-48 characters of letters, digits, '_' or '-', "
+                    f"starting with a letter or digit, as it becomes a URL path segment (got {name!r})"
                 )
         return servers
 
@@ -365,11 +370,13 @@ def _describe(exc: ValidationError, source: str, raw: Any) -> str:
         if error["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see config/example.yaml for every field)"
         elif error["type"] == "union_tag_invalid":
-            message = "transport must be one of: stdio, streamable-http, sse"
+            loc.append("transport")
+            message = "must be one of: stdio, streamable-http, sse"
         elif error["type"] == "union_tag_not_found":
             message = "missing 'transport' (one of: stdio, streamable-http, sse)"
         value = _lookup(raw, loc)
-        shown = "" if value is _MISSING or _is_secret_path(loc) else f" (got {_short(_redact(value))})"
+        hidden = value is _MISSING or _is_secret_path(loc) or "(got " in message  # a validator named it
+        shown = "" if hidden else f" (got {_short(_redact(value))})"
         lines.append(f"{source}: {_dotted(loc)}: {message}{shown}")
     return "\n".join(lines)
 
