@@ -11,6 +11,7 @@ Knows nothing of HTTP, URLs, OpenAPI or auth.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import math
@@ -84,6 +85,7 @@ class ServerHandle:
     next_retry_at: float | None = None  # anyio clock
     replicas: list[_Replica] = field(default_factory=list)
     on_restart: Callable[[str], None] | None = None
+    _turn: int = 0
     _stopping: anyio.Event = field(default_factory=anyio.Event)
     _done: anyio.Event = field(default_factory=anyio.Event)
     _ready: anyio.Event = field(default_factory=anyio.Event)
@@ -152,10 +154,16 @@ class ServerHandle:
             replica.in_flight -= 1
 
     def _pick(self) -> _Replica:
+        """The ready replica with the fewest calls in flight; ties go round-robin."""
         ready = [r for r in self.replicas if r.state is State.READY and r.client is not None]
         if not ready:
             raise self._unavailable(None, None)
-        return min(ready, key=lambda r: r.in_flight)
+        if len(ready) == 1:
+            return ready[0]
+        self._turn += 1
+        start = self._turn % len(ready)
+        rotated = ready[start:] + ready[:start]
+        return min(rotated, key=lambda r: r.in_flight)
 
     async def _wait_ready(self) -> None:
         while not any(r.state is State.READY for r in self.replicas):
@@ -351,9 +359,10 @@ class Supervisor:
         cfg = handle.config
         started = anyio.current_time()
         up_since: float | None = None
+        tail: collections.deque[str] = collections.deque(maxlen=transports.STDERR_TAIL_LINES)
         try:
             with anyio.CancelScope(deadline=started + cfg.connect_timeout) as scope:
-                async with self._connect(handle.name, cfg, on_closed=replica.closed.set) as client:
+                async with self._connect(handle.name, cfg, on_closed=replica.closed.set, stderr_tail=tail) as client:
                     tools = await _list_tools(client)
                     scope.deadline = math.inf
                     up_since = anyio.current_time()
@@ -371,12 +380,13 @@ class Supervisor:
                         replica.state = State.RESTARTING
                         handle._refresh_state()
             if scope.cancelled_caught and up_since is None:
-                return None, f"no answer within {cfg.connect_timeout:g}s (connect, initialize, list tools)"
+                return None, _with_tail(
+                    f"no answer within {cfg.connect_timeout:g}s (connect, initialize, list tools)", tail)
             return up_since, None
         except Exception as exc:  # every failure of one connection stays inside this task
-            return up_since, _describe(exc, cfg)
+            return up_since, _with_tail(_describe(exc, cfg), tail)
         except BaseExceptionGroup as group:
-            return up_since, _describe(group, cfg)
+            return up_since, _with_tail(_describe(group, cfg), tail)
 
 
 async def _list_tools(client: Client) -> list[Tool]:
@@ -418,6 +428,14 @@ def _describe(exc: BaseException, cfg: ServerConfig) -> str:
             return "the server closed the connection during start-up (see its stderr above)"
         return f"MCP error {leaf.code}: {leaf.message}"
     return _first_line(leaf)
+
+
+def _with_tail(error: str | None, tail: collections.deque[str]) -> str | None:
+    """The error, with the child's last stderr line: usually the real reason a server died."""
+    if not tail:
+        return error
+    last = tail[-1][:300]
+    return f"{error}; stderr: {last}" if error else f"the server exited; stderr: {last}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ connections, retries nothing, decides nothing about restarts: the supervisor doe
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -36,6 +37,8 @@ HTTP_READ_TIMEOUT = 300.0  # seconds an idle SSE / streamable-HTTP stream may st
 HTTP_CONNECT_TIMEOUT = 10.0  # seconds to open a TCP+TLS connection to a remote server
 _PYTHON_ALIASES = ("python", "python3")
 
+STDERR_TAIL_LINES = 5  # lines of a child's stderr kept to explain a failed start
+
 OnClosed = Callable[[], None]
 
 
@@ -58,20 +61,23 @@ def describe(cfg: ServerConfig) -> str:
 
 
 @asynccontextmanager
-async def connect(name: str, cfg: ServerConfig, *, on_closed: OnClosed) -> AsyncIterator[Client]:
+async def connect(
+    name: str, cfg: ServerConfig, *, on_closed: OnClosed, stderr_tail: collections.deque[str] | None = None
+) -> AsyncIterator[Client]:
     """Open one MCP connection and yield an initialised `Client`.
 
     `on_closed` is called (from the transport's task) when the server's side of the connection
     ends: the stdio child exited, or the HTTP stream closed. Calls in flight then fail with
     CONNECTION_CLOSED on their own; the callback lets the supervisor notice an idle death too.
+    A stdio child's last stderr lines are appended to `stderr_tail` (to explain a failed start).
     """
     if isinstance(cfg, StdioServer):
-        with _stderr_pipe(name) as errlog:
+        with _stderr_pipe(name, stderr_tail) as errlog:
             transport = stdio_client(_stdio_params(cfg), errlog=errlog)
             async with Client(_Watched(transport, on_closed), mode=cfg.mode, cache=None) as client:
                 yield client
         return
-    async with _http_transport(cfg) as transport:
+    async with _http_transport(cfg, on_closed) as transport:
         async with Client(_Watched(transport, on_closed), mode=cfg.mode, cache=None) as client:
             yield client
 
@@ -86,7 +92,7 @@ def _stdio_params(cfg: StdioServer) -> StdioServerParameters:
 
 
 @asynccontextmanager
-async def _http_transport(cfg: HttpServer) -> AsyncIterator[Any]:
+async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator[Any]:
     timeout = httpx2.Timeout(HTTP_READ_TIMEOUT, connect=HTTP_CONNECT_TIMEOUT)
     if cfg.transport == "sse":
 
@@ -103,8 +109,19 @@ async def _http_transport(cfg: HttpServer) -> AsyncIterator[Any]:
             httpx_client_factory=factory,
         )
         return
+
+    async def notice_lost_session(response: httpx2.Response) -> None:
+        # 404 to a request that carries a session id: the server no longer knows the session (it
+        # restarted, or expired it). The SDK reports that as the server's own error text, which
+        # varies ("Session not found" -32600 from the Python SDK, -32001 from the TypeScript one),
+        # and then keeps sending the dead id. Treat it as the end of this connection.
+        request = response.request
+        if response.status_code == 404 and request.method != "DELETE" and "mcp-session-id" in request.headers:
+            on_closed()
+
     async with httpx2.AsyncClient(
-        headers=dict(cfg.headers), timeout=timeout, proxy=cfg.proxy, follow_redirects=True
+        headers=dict(cfg.headers), timeout=timeout, proxy=cfg.proxy, follow_redirects=True,
+        event_hooks={"response": [notice_lost_session]},
     ) as http:
         yield streamable_http_client(cfg.url, http_client=http)
 
@@ -176,10 +193,10 @@ def _exception_text(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _stderr_pipe(name: str) -> Any:
+def _stderr_pipe(name: str, tail: collections.deque[str] | None) -> Any:
     """A file for the child's stderr; each line it writes is logged as `[name] line`."""
     read_fd, write_fd = os.pipe()
-    reader = threading.Thread(target=_pump_stderr, args=(name, read_fd), name=f"stderr:{name}", daemon=True)
+    reader = threading.Thread(target=_pump_stderr, args=(name, read_fd, tail), name=f"stderr:{name}", daemon=True)
     reader.start()
     errlog = os.fdopen(write_fd, "w", encoding="utf-8", errors="replace")
     try:
@@ -188,9 +205,11 @@ def _stderr_pipe(name: str) -> Any:
         errlog.close()  # the child (now exited) holds the only other write end → the reader sees EOF
 
 
-def _pump_stderr(name: str, fd: int) -> None:
+def _pump_stderr(name: str, fd: int, tail: collections.deque[str] | None) -> None:
     with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as stream:
         for line in stream:
             line = line.rstrip()
             if line:
                 stderr_logger.info("[%s] %s", name, line, extra={"mcp_server": name})
+                if tail is not None:
+                    tail.append(line)

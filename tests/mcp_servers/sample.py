@@ -78,6 +78,12 @@ async def sleep(seconds: float, tag: str = "x") -> str:
     return f"slept {seconds}"
 
 
+@mcp.tool(description="Sleep, then answer with the server's process id.")
+async def slow_pid(seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
 @mcp.tool(description="Exit the process at once, mid-call.")
 def crash() -> str:
     os._exit(17)

@@ -1,0 +1,137 @@
+"""`mcphub serve` as a real process: hot reload of the config file, and no orphans on shutdown."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2
+import psutil
+import pytest
+import yaml
+
+from tests.helpers import REPO, free_port
+from tests.hub import sample_server
+
+STARTUP = 30.0  # seconds for the hub process to answer /readyz
+EXIT = 20.0  # seconds for the hub process to stop after a signal
+
+
+@contextmanager
+def hub_process(config_path: Path, port: int) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcphub", "serve", "-c", str(config_path), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=EXIT)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def wait_until(predicate, *, timeout: float, what: str):
+    """Poll an external process's state (HTTP answers, process table), bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except httpx2.TransportError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def ready_servers(url: str) -> dict:
+    response = httpx2.get(f"{url}/readyz", timeout=5)
+    return response.json()["servers"]
+
+
+def write_config(path: Path, servers: dict) -> None:
+    path.write_text(yaml.safe_dump({"servers": servers}), encoding="utf-8")
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_hub_stops_every_child_process_even_mid_call(tmp_path: Path, signum: int):
+    config = tmp_path / "hub.yaml"
+    write_config(config, {"one": sample_server(), "two": sample_server(replicas=2)})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with hub_process(config, port) as proc:
+        wait_until(lambda: all(s["state"] == "ready" for s in ready_servers(url).values()),
+                   timeout=STARTUP, what="all servers ready")
+        children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(children) >= 3, children
+        # a call in flight while the signal arrives
+        with httpx2.Client(base_url=url, timeout=30) as client:
+            pending = subprocess.Popen([sys.executable, "-c", (
+                "import httpx2,sys; httpx2.post(sys.argv[1] + '/one/sleep', json={'seconds': 20}, timeout=30)"
+            ), url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_until(lambda: client.get("/metrics").status_code == 200, timeout=5, what="metrics")
+            time.sleep(0.3)  # let the call reach the child (nothing to observe it by)
+        proc.send_signal(signum)
+        assert proc.wait(timeout=EXIT) == 0
+        pending.wait(timeout=EXIT)
+        assert alive(children) == [], f"orphans after {signal.Signals(signum).name}: {alive(children)}"
+
+
+def test_config_changes_are_applied_without_a_restart(tmp_path: Path):
+    config = tmp_path / "hub.yaml"
+    write_config(config, {"a": sample_server()})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with hub_process(config, port) as proc, httpx2.Client(base_url=url, timeout=10) as client:
+        wait_until(lambda: ready_servers(url).get("a", {}).get("state") == "ready", timeout=STARTUP, what="a ready")
+        old_a = client.post("/a/pid", json={}).json()["result"]
+
+        # added server starts and is served
+        write_config(config, {"a": sample_server(), "b": sample_server()})
+        wait_until(lambda: ready_servers(url).get("b", {}).get("state") == "ready", timeout=STARTUP, what="b added")
+        assert client.post("/b/add", json={"a": 1, "b": 2}).json()["total"] == 3
+        b_pid = client.post("/b/pid", json={}).json()["result"]
+        assert client.post("/a/pid", json={}).json()["result"] == old_a  # unchanged server untouched
+
+        # changed server restarts: new process, old one gone, new tool list served
+        write_config(config, {"a": sample_server(env={"SAMPLE_TOOLS": "extra"}), "b": sample_server()})
+        wait_until(lambda: client.post("/a/extra", json={}).status_code == 200, timeout=STARTUP, what="a changed")
+        assert client.post("/a/pid", json={}).json()["result"] != old_a
+        assert alive([old_a]) == []
+        assert "/a/extra" in client.get("/openapi.json").json()["paths"]
+
+        # removed server stops and is unmounted
+        write_config(config, {"a": sample_server(env={"SAMPLE_TOOLS": "extra"})})
+        wait_until(lambda: client.post("/b/add", json={"a": 1, "b": 2}).status_code == 404,
+                   timeout=STARTUP, what="b removed")
+        assert "b" not in ready_servers(url)
+        wait_until(lambda: alive([b_pid]) == [], timeout=10, what="b's process to exit")
+
+        # a broken edit is refused and the running config keeps serving
+        config.write_text("servers: {a: {transport: nope}}", encoding="utf-8")
+        time.sleep(2.5)  # two reload polls; nothing observable changes, which is the point
+        assert client.post("/a/add", json={"a": 2, "b": 2}).json()["total"] == 4
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=EXIT)[0]
+    assert "cannot be used; keeping the running config" in output
+    assert "servers.a.transport" in output or "servers.a" in output
