@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--instance", help="run one instance of an `instances:` config")
     p.add_argument("--host", help="bind address (default: hub.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: hub.port, 8000)")
+    p.add_argument("--port", type=_port, help="port (default: hub.port, 8000)")
     p.add_argument("--api-key", action="append", default=[], metavar="KEY",
                    help=f"a key allowed to call everything (repeatable; also ${API_KEY_ENV})")
     p.add_argument("--allow-no-auth", action="store_true",
@@ -88,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", default="*", help="comma-separated server names (default: all)")
     p.add_argument("--tools", default=None, help="comma-separated tool names (default: all)")
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {port}")
+    return port
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
