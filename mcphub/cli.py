@@ -31,7 +31,8 @@ from mcphub.serve import ServeOptions, serve
 from mcphub.supervisor import State, Supervisor
 
 API_KEY_ENV = "MCPHUB_API_KEY"
-_LAUNCHERS = {"uvx", "npx", "pipx", "bunx", "uv", "node", "deno", "docker", "python", "python3"}
+_LAUNCHERS = {"uvx", "npx", "pipx", "bunx", "uv", "node", "deno", "docker", "python", "python3", "run"}
+_PYTHON = re.compile(r"^python[0-9.]*$")  # python, python3, python3.11, as sys.executable often is
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -161,15 +162,33 @@ def _serve(args: argparse.Namespace) -> int:
 def _name_from_command(command: list[str]) -> str:
     """`uvx mcp-server-time` → mcp-server-time; `python -m pkg.mod` → mod; `npx -y @scope/pkg` → pkg."""
     words = list(command)
-    if Path(words[0]).name in ("python", "python3") and len(words) > 2 and words[1] == "-m":
-        candidate = words[2].rsplit(".", 1)[-1]
+    module = _python_module(words)
+    if module is not None:
+        candidate = module.rsplit(".", 1)[-1]
     else:
         rest = [w for w in words if not w.startswith("-")]
-        candidate = next((w for w in rest if Path(w).name not in _LAUNCHERS), rest[0] if rest else "server")
+        candidate = next((w for w in rest if not _is_launcher(w)), rest[0] if rest else "server")
         candidate = Path(candidate.split("@", 1)[-1] if candidate.startswith("@") else candidate).name
-        candidate = candidate.split("@", 1)[0]
+        candidate = re.sub(r"\.(py|js|mjs|cjs|ts)$", "", candidate.split("@", 1)[0])
     name = re.sub(r"[^A-Za-z0-9_-]", "-", candidate).strip("-_")[:48]
     return name or "server"
+
+
+def _is_launcher(word: str) -> bool:
+    name = Path(word).name
+    return name in _LAUNCHERS or bool(_PYTHON.match(name))
+
+
+def _python_module(words: list[str]) -> str | None:
+    """The module of `python [-u ...] -m pkg.mod ...`, else None."""
+    if not _PYTHON.match(Path(words[0]).name):
+        return None
+    for i, word in enumerate(words[1:-1], start=1):
+        if word == "-m":
+            return words[i + 1]
+        if not word.startswith("-"):
+            return None
+    return None
 
 
 # ------------------------------------------------------------------------------ check, tools, call
