@@ -1,0 +1,3 @@
+from mcphub_servers.searxng.server import main
+
+main()
