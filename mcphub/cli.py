@@ -155,7 +155,15 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.log_level is None:
         configure_logging(config.hub.log_level)
-    anyio.run(serve, config, options)
+    try:
+        anyio.run(serve, config, options)
+    except BaseExceptionGroup as group:
+        # uvicorn calls sys.exit(3) when it cannot bind (address in use); it has logged why, and the
+        # supervisor has already stopped every server on the way out.
+        if group.split(SystemExit)[1] is not None:
+            raise
+        print(f"mcphub: could not serve on {options.host}:{options.port} (see the error above)", file=sys.stderr)
+        return 1
     return 0
 
 
