@@ -265,6 +265,8 @@ def _call(args: argparse.Namespace) -> int:
         arguments = json.loads(args.args)
     except ValueError as exc:
         raise ConfigError(f"--args: not valid JSON: {exc}") from None
+    if not isinstance(arguments, dict):
+        raise ConfigError(f"--args: must be a JSON object of the tool's arguments (got {args.args})")
     config = config.model_copy(update={"servers": {args.server: config.servers[args.server]}})
     key = secrets.token_urlsafe(32)
     output: dict[str, Any] = {}
