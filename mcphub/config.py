@@ -263,12 +263,15 @@ def parse_config(text: str, *, source: str = "<config>", environ: Mapping[str, s
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
     raw = _expand(raw, environ if environ is not None else os.environ, source, ())
+    adapted: frozenset[str] = frozenset()
     if "mcpServers" in raw:
+        own = set(raw.get("servers") or ())
         raw = _from_mcp_servers(raw, source)
+        adapted = frozenset(raw["servers"]) - own
     try:
         config = HubConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, raw)) from None
+        raise ConfigError(_describe(exc, source, raw, adapted)) from None
     _check_references(config, source)
     return config
 
@@ -362,7 +365,8 @@ def _from_mcp_servers(raw: dict[str, Any], source: str) -> dict[str, Any]:
     return converted
 
 
-def _describe(exc: ValidationError, source: str, raw: Any) -> str:
+def _describe(exc: ValidationError, source: str, raw: Any, adapted: frozenset[str] = frozenset()) -> str:
+    """One line per error. `adapted`: servers that came from `mcpServers`, named as the file names them."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = [part for part in error["loc"] if not _is_union_tag(part)]
@@ -377,6 +381,8 @@ def _describe(exc: ValidationError, source: str, raw: Any) -> str:
         value = _lookup(raw, loc)
         hidden = value is _MISSING or _is_secret_path(loc) or "(got " in message  # a validator named it
         shown = "" if hidden else f" (got {_short(_redact(value))})"
+        if len(loc) > 1 and loc[0] == "servers" and loc[1] in adapted:
+            loc[0] = "mcpServers"
         lines.append(f"{source}: {_dotted(loc)}: {message}{shown}")
     return "\n".join(lines)
 
