@@ -192,7 +192,7 @@ class RemoteHub(_Model):
 class RunnerConfig(_Model):
     backend: Literal["ollama", "openai"] = "ollama"
     base_url: str = "http://127.0.0.1:11434"
-    api_key: str | None = None
+    api_key: str | None = Field(None, repr=False)  # a secret: never in a repr or log line
     model: str = "qwen3:14b"
     servers: list[str] = Field(default_factory=lambda: ["*"])
     max_steps: int = Field(8, ge=1, le=64)
