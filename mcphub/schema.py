@@ -1,24 +1,19 @@
 """MCP tools → one OpenAPI 3.1 document. Pure functions: no I/O, no sessions, no web framework.
 
-OpenAPI 3.1 speaks JSON Schema 2020-12, so a tool's schema mostly passes through unchanged. The real work
-is ``$ref``: inside a tool schema ``#/...`` is relative to the tool schema, inside the document it would
-resolve against the document root. Every reference target is therefore hoisted into
-``components/schemas`` under a name prefixed with the operationId, and every ``$ref`` points there:
+OpenAPI 3.1 speaks JSON Schema 2020-12, so tool schemas mostly pass through unchanged. The work is
+``$ref``: in a tool schema ``#/...`` is relative to that schema, in the document it would resolve against
+the document root. So every reference target is hoisted into ``components/schemas`` under a name
+prefixed with the operationId (``$defs``/``definitions`` entries → ``<opid>__<Name>``; the root, as in
+``"$ref": "#"`` → ``<opid>__Input`` or ``<opid>__Output``; any other pointer → a copy of its target,
+``<opid>__properties_a``) and every ``$ref`` points there. An unresolvable reference (external URL,
+missing definition, anchor) becomes an open schema whose description names it; ``lint_tool`` reports it.
+The request body itself stays inline with its ``properties``: that is what Open WebUI reads.
 
-* ``$defs`` / ``definitions`` entries, nested ones included, become ``<opid>__<Name>``;
-* the schema root (``"$ref": "#"``) becomes ``<opid>__Input`` (``<opid>__Output`` for an outputSchema);
-* any other pointer (``#/properties/a``) gets a copy of its target, ``<opid>__properties_a``;
-* a reference that cannot be resolved (external URL, missing definition, anchor) becomes an
-  unconstrained schema whose description names the dropped reference; ``lint_tool`` reports it.
-
-The request body schema stays inline, one object with ``properties``: Open WebUI builds a tool's
-parameters from ``requestBody.content["application/json"].schema.properties``.
-
-Open WebUI's two converters (backend ``resolve_schema``, browser ``resolveSchema``) expand ``$ref``,
-``properties`` and ``items`` with no working cycle check, so a recursive schema recurses until the stack
-overflows and the whole tool server is dropped. A reference that closes a cycle (source and target in one
-strongly connected group of components) is therefore written ``{"allOf": [{"$ref": ...}]}``: the same
-constraint for a validator, an opaque leaf to both converters, which do not descend into ``allOf``.
+Open WebUI's converters (backend ``resolve_schema``, browser ``resolveSchema``) expand ``$ref``,
+``properties`` and ``items`` with no working cycle check, so a recursive schema overflows the stack and
+the whole tool server is dropped. A reference that closes a cycle (source and target in one strongly
+connected group of components) is therefore written ``{"allOf": [{"$ref": ...}]}``: the same constraint
+for a validator, an opaque leaf to both converters, which never descend into ``allOf``.
 """
 
 from __future__ import annotations
@@ -153,48 +148,29 @@ def build_spec(
 
 def lint_tool(server: str, tool: Tool, *, prefixed_name: str) -> list[str]:
     """Human-readable problems that break clients (for ``mcphub check``); empty list = fine."""
-    where = f"{server}/{tool.name}"
-    problems = []
+    problems: list[str] = []
+
+    def say(problem: str) -> None:
+        problems.append(f"{server}/{tool.name}: {problem}")
+
     for name in dict.fromkeys([prefixed_name, tool.name]):
+        fixed = f"(the hub uses {operation_id(name)!r})"
         if len(name) > MAX_NAME_LENGTH:
-            problems.append(
-                f"{where}: function name {name!r} is {len(name)} characters; OpenAI allows "
-                f"at most {MAX_NAME_LENGTH} (the hub uses {operation_id(name)!r})"
-            )
+            say(f"function name {name!r} is {len(name)} characters, over OpenAI's 64 {fixed}")
         if _BAD_NAME.search(name):
-            problems.append(
-                f"{where}: function name {name!r} has characters outside [a-zA-Z0-9_-], which "
-                f"OpenAI rejects (the hub uses {operation_id(name)!r})"
-            )
-    size = len(
-        json.dumps({"name": prefixed_name, "description": tool.description, "parameters": tool.input_schema})
-    )
-    if size > MAX_DEFINITION_LENGTH:
-        problems.append(
-            f"{where}: tool definition is {size} characters (name, description, parameters); "
-            f"Open WebUI hides tools over {MAX_DEFINITION_LENGTH} behind a search step"
-        )
+            say(f"function name {name!r} has characters OpenAI rejects (not [a-zA-Z0-9_-]) {fixed}")
+    definition = {"name": prefixed_name, "description": tool.description, "parameters": tool.input_schema}
+    if (size := len(json.dumps(definition))) > MAX_DEFINITION_LENGTH:
+        say(f"tool definition is {size} characters; Open WebUI hides one over 400 behind a search step")
     for label, schema in (("input", tool.input_schema), ("output", tool.output_schema)):
-        if schema is None:
-            continue
-        hoisted = _Hoisted(schema, "t", "t__Root", set())
-        for ref, at in hoisted.unresolved:
-            problems.append(
-                f"{where}: {label} schema has an unresolvable $ref {ref!r} at {_format(at)}; "
-                "the hub replaces it with an unconstrained schema"
-            )
-        if hoisted.recursive:
+        hoisted = _Hoisted(schema, "t", "t__Root", set()) if schema is not None else None
+        for ref, at in hoisted.unresolved if hoisted else ():
+            say(f"{label} schema has an unresolvable $ref {ref!r} at {_format(at)}; it becomes open")
+        if hoisted and hoisted.recursive:
             targets = ", ".join(_format(ptr) for ptr in hoisted.recursive)
-            problems.append(
-                f"{where}: {label} schema is recursive ({targets}); Open WebUI shows the "
-                "model an unexpanded reference there"
-            )
-    shape = _flatness_problem(tool.input_schema)
-    if shape:
-        problems.append(
-            f"{where}: input schema is not one flat object ({shape}); Open WebUI reads only "
-            "its top-level 'properties'"
-        )
+            say(f"{label} schema is recursive ({targets}); Open WebUI stops expanding it there")
+    if shape := _flatness_problem(tool.input_schema):
+        say(f"input schema is not one flat object ({shape}); Open WebUI reads only its properties")
     return problems
 
 
@@ -240,12 +216,8 @@ def _operation(op: Operation, opid: str, schemas: dict[str, Any], taken: set[str
             "content": {"application/json": {"schema": {"$ref": _COMPONENTS + ERROR_COMPONENT}}},
         }
         if status == 503:
-            response_object["headers"] = {
-                "Retry-After": {
-                    "description": "Seconds to wait before retrying.",
-                    "schema": {"type": "integer"},
-                }
-            }
+            retry = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+            response_object["headers"] = {"Retry-After": retry}
         operation["responses"][str(status)] = response_object
     if annotations is not None:
         operation["x-mcp-annotations"] = annotations.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -283,19 +255,14 @@ class _Hoisted:
             self._rewrite(_lookup(schema, ptr), name)
         self.cyclic = {(a, b) for a, b in self.edges if _reaches(self.edges, b, a)}
         self.recursive = [ptr for ptr, name in self.names.items() if any(b == name for _, b in self.cyclic)]
-        self.components = {
-            name: self._rewrite(_lookup(schema, ptr), name) for ptr, name in self.names.items()
-        }
+        self.components = {name: self._rewrite(_lookup(schema, ptr), name) for ptr, name in self.names.items()}
         self.body = self._rewrite(schema, None)
 
     def _register(self, ptr: Pointer, name: str, taken: set[str]) -> None:
         if ptr in self.names:
             return
-        name = unique = _BAD_COMPONENT.sub("_", name)
-        n = 1
-        while unique in taken:
-            n += 1
-            unique = f"{name}_{n}"
+        name = _BAD_COMPONENT.sub("_", name)
+        unique = next(c for c in (name, *(f"{name}_{n}" for n in range(2, len(taken) + 3))) if c not in taken)
         taken.add(unique)
         self.names[ptr] = unique
 
@@ -410,9 +377,8 @@ def _flatness_problem(schema: dict[str, Any]) -> str | None:
     combined = [key for key in ("$ref", "oneOf", "anyOf", "allOf", "not", "if") if key in schema]
     if combined:
         return "top-level " + ", ".join(repr(key) for key in combined)
-    if "properties" not in schema and schema.get("additionalProperties", True) is not False:
-        if "patternProperties" in schema or isinstance(schema.get("additionalProperties"), dict):
-            return "arguments only through additionalProperties/patternProperties"
+    if "properties" not in schema and ("patternProperties" in schema or schema.get("additionalProperties")):
+        return "arguments only through additionalProperties/patternProperties"
     return None
 
 
