@@ -228,7 +228,8 @@ class _Hoisted:
     """One tool schema rewritten for a document: ``body`` (inline) plus the ``components`` it references."""
 
     def __init__(self, schema: Any, prefix: str, root_name: str, taken: set[str]) -> None:
-        self.base = schema.get("$id") if isinstance(schema, dict) else None
+        base = schema.get("$id") if isinstance(schema, dict) else None
+        self.base = base.rstrip("#") if isinstance(base, str) else None  # refs may spell it out
         self.names: dict[Pointer, str] = {}  # reference target in the tool schema → component name
         self.unresolved: list[tuple[str, Pointer]] = []
         refs: list[tuple[Any, Pointer]] = []
@@ -270,7 +271,7 @@ class _Hoisted:
         if not isinstance(ref, str):
             return None
         uri, _, fragment = ref.partition("#")
-        if uri and uri.rstrip("#") != self.base:
+        if uri and uri != self.base:
             return None
         fragment = unquote(fragment)
         if fragment and not fragment.startswith("/"):

@@ -91,18 +91,14 @@ def standalone(schema: dict[str, Any]) -> Any:
     return validator_for(schema, default=Draft202012Validator)(schema, registry=Registry(retrieve=refuse))
 
 
-def assert_faithful(
-    original: dict[str, Any] | None, ours: Draft202012Validator, valid: list, invalid: list
-) -> None:
+def assert_faithful(original: dict[str, Any] | None, ours: Draft202012Validator, valid: list, invalid: list) -> None:
     """The document and (unless None: it cannot be evaluated) the tool's own schema agree on each instance."""
     theirs = standalone(original) if original is not None else None
     for instance in valid:
         assert theirs is None or theirs.is_valid(instance), f"fixture: the tool's schema rejects {instance!r}"
         assert ours.is_valid(instance), f"the document rejects {instance!r}"
     for instance in invalid:
-        assert theirs is None or not theirs.is_valid(instance), (
-            f"fixture: the tool's schema accepts {instance!r}"
-        )
+        assert theirs is None or not theirs.is_valid(instance), f"fixture: the tool's schema accepts {instance!r}"
         assert not ours.is_valid(instance), f"the document accepts {instance!r}"
 
 
@@ -118,9 +114,7 @@ def expand_naively(schema: Any, components: dict[str, Any], depth: int = 0) -> A
         return expand_naively(components["schemas"][name], components, depth + 1)
     expanded = dict(schema)
     if "properties" in schema:
-        expanded["properties"] = {
-            k: expand_naively(v, components, depth + 1) for k, v in schema["properties"].items()
-        }
+        expanded["properties"] = {k: expand_naively(v, components, depth + 1) for k, v in schema["properties"].items()}
     if isinstance(schema.get("items"), dict | bool):
         expanded["items"] = expand_naively(schema["items"], components, depth + 1)
     return expanded
@@ -214,9 +208,7 @@ def test_error_statuses_share_one_error_schema_that_fits_the_hub_error_body() ->
     assert sorted(responses) == ["200", "400", "401", "403", "404", "422", "502", "503", "504"]
     for status in ("400", "401", "403", "404", "422", "502", "503", "504"):
         assert responses[status]["description"]
-        assert responses[status]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/Error"
-        }
+        assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert "Retry-After" in responses["503"]["headers"]
     error = in_document(spec, {"$ref": "#/components/schemas/Error"})
     assert error.is_valid({"error": {"type": "tool_error", "message": "boom", "server": "s", "tool": "t"}})
@@ -338,13 +330,9 @@ def test_refs_under_every_applicator_and_nested_defs_are_rewritten() -> None:
     spec = per_server_spec("s", [case_tool("ref_everywhere")])
     refs = walk_refs(body(spec, "/ref_everywhere")) + walk_refs(spec["components"]["schemas"])
     assert len(refs) >= 9
-    assert all(
-        ref.startswith("#/components/schemas/ref_everywhere__") or ref.endswith("/Error") for ref in refs
-    )
+    assert all(ref.startswith("#/components/schemas/ref_everywhere__") or ref.endswith("/Error") for ref in refs)
     properties = body(spec, "/ref_everywhere")["properties"]
-    assert properties["labels"]["additionalProperties"] == {
-        "$ref": "#/components/schemas/ref_everywhere__Short"
-    }
+    assert properties["labels"]["additionalProperties"] == {"$ref": "#/components/schemas/ref_everywhere__Short"}
     assert properties["cond"]["else"] == {"$ref": "#/components/schemas/ref_everywhere__Inner"}
     assert spec["components"]["schemas"]["ref_everywhere__Inner"] == {"type": "integer", "minimum": 10}
     assert "$defs" not in spec["components"]["schemas"]["ref_everywhere__Nested"]
@@ -367,7 +355,7 @@ def test_unresolvable_refs_become_open_schemas_that_say_so() -> None:
 def test_refs_qualified_with_the_schema_id_resolve_and_id_and_schema_are_dropped() -> None:
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://example.com/tool",
+        "$id": "https://example.com/tool#",
         "type": "object",
         "properties": {"a": {"$ref": "https://example.com/tool#/$defs/A"}, "b": {"$ref": "#/$defs/A"}},
         "$defs": {"A": {"type": "string", "$anchor": "a"}},
@@ -430,9 +418,7 @@ def test_same_definition_names_in_one_document_stay_apart() -> None:
             "b": [tool("t", refers_to("A", "boolean")), tool("t__A", refers_to("B", "null"))],
         }
     )
-    spec_twin = combined_spec(
-        {"a": [tool("t", refers_to("A__B", "integer")), tool("t__A", refers_to("B", "null"))]}
-    )
+    spec_twin = combined_spec({"a": [tool("t", refers_to("A__B", "integer")), tool("t__A", refers_to("B", "null"))]})
     schemas = spec["components"]["schemas"]
     assert schemas["a_t__A"] == {"type": "integer"} and schemas["b_t__A"] == {"type": "boolean"}
     assert schemas["a_t__A__B"] == {"type": "string"} and schemas["b_t__A__B"] == {"type": "null"}
@@ -491,33 +477,23 @@ def test_lint_reports_long_and_invalid_function_names() -> None:
 
 
 def test_lint_reports_recursion_unresolvable_refs_and_non_flat_bodies() -> None:
-    assert any(
-        "recursive (#/$defs/Node)" in p for p in lint_tool("s", case_tool("tree"), prefixed_name="s_tree")
-    )
-    assert any(
-        "recursive (#)" in p for p in lint_tool("s", case_tool("root_ref"), prefixed_name="s_root_ref")
-    )
+    assert any("recursive (#/$defs/Node)" in p for p in lint_tool("s", case_tool("tree"), prefixed_name="s_tree"))
+    assert any("recursive (#)" in p for p in lint_tool("s", case_tool("root_ref"), prefixed_name="s_root_ref"))
     unresolved = lint_tool("s", case_tool("unresolvable"), prefixed_name="s_unresolvable")
     assert len([p for p in unresolved if "unresolvable $ref" in p]) == 3
     union = tool("u", {"type": "object", "anyOf": [{"required": ["a"]}, {"required": ["b"]}]})
-    assert any(
-        "not one flat object (top-level 'anyOf')" in p for p in lint_tool("s", union, prefixed_name="s_u")
-    )
+    assert any("not one flat object (top-level 'anyOf')" in p for p in lint_tool("s", union, prefixed_name="s_u"))
     free = tool("f", {"type": "object", "additionalProperties": {"type": "string"}})
     assert any("not one flat object" in p for p in lint_tool("s", free, prefixed_name="s_f"))
 
 
 def test_lint_passes_an_ordinary_tool() -> None:
-    ordinary = tool(
-        "get_sum", {"type": "object", "properties": {"a": {"type": "number"}}}, description="Add."
-    )
+    ordinary = tool("get_sum", {"type": "object", "properties": {"a": {"type": "number"}}}, description="Add.")
     assert lint_tool("calc", ordinary, prefixed_name="calc_get_sum") == []
 
 
 def test_lint_collisions_names_every_source() -> None:
-    problems = lint_collisions(
-        {"a_b_c": ["a/b_c", "a_b/c"], "time_now": ["time/now"], "x_y": ["x/y", "x/y.", "x/y"]}
-    )
+    problems = lint_collisions({"a_b_c": ["a/b_c", "a_b/c"], "time_now": ["time/now"], "x_y": ["x/y", "x/y.", "x/y"]})
     assert problems == [
         "operation id 'a_b_c' is produced by 2 tools: a/b_c, a_b/c; rename or deny all but one",
         "operation id 'x_y' is produced by 2 tools: x/y, x/y.; rename or deny all but one",
