@@ -19,11 +19,7 @@ CASES = Path(__file__).with_name("tools.json")
 def wire_tools() -> list[Tool]:
     """Every case whose input schema the protocol allows (it must say "type": "object")."""
     cases = json.loads(CASES.read_text(encoding="utf-8"))
-    return [
-        Tool.model_validate(case["tool"])
-        for case in cases
-        if case["tool"]["inputSchema"].get("type") == "object"
-    ]
+    return [Tool.model_validate(case["tool"]) for case in cases if case["tool"]["inputSchema"].get("type") == "object"]
 
 
 async def list_tools(ctx: ServerRequestContext[Any], params: Any) -> ListToolsResult:
