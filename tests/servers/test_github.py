@@ -430,3 +430,9 @@ async def test_starts_offline_and_names_the_unreachable_url() -> None:
             assert {t.name for t in (await c.list_tools()).tools} == READ_TOOLS
             result = await c.call_tool("get_me", {})
     assert f"GET {dead}/user failed: cannot reach upstream" in error_text(result)
+
+
+async def test_file_paths_cannot_climb_out_of_the_repository(fake: GitHubFake, api_url: str) -> None:
+    result = await call(api_url, "get_file_contents", {"owner": OWNER, "repo": REPO, "path": "../../../user"})
+    assert "path '../../../user' may not contain '..'" in error_text(result)
+    assert fake.requests == []

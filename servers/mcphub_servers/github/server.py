@@ -134,6 +134,8 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         sha: Annotated[str | None, Field(description="Commit SHA; overrides ref")] = None,
     ) -> m.FileContents:
         """A file's text (decoded) or a directory's entries."""
+        if ".." in path.split("/"):
+            raise ToolError(f"path {path!r} may not contain '..'")
         rel = quote(path.strip("/"), safe="/")
         where = f"{repo_path(owner, repo)}/contents" + (f"/{rel}" if rel else "")
         raw, _ = await api.get_json(where, {"ref": sha or ref})
