@@ -16,7 +16,7 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import INVALID_PARAMS
 
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -195,6 +195,43 @@ async def test_unknown_tool_is_a_jsonrpc_invalid_params_error() -> None:
             with pytest.raises(MCPError) as caught:
                 await c.call_tool("get_time", {"timezone": "UTC"})
     assert caught.value.code == INVALID_PARAMS
+
+
+async def test_streamable_http_transport_serves_the_same_tools() -> None:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mcphub_servers.time",
+        "--transport",
+        "streamable-http",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, "TIME_FAKE_NOW": "2026-01-15T09:00:00Z"}
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with await anyio.open_process(command, env=env) as process, anyio.create_task_group() as tg:
+            seen = b""
+            while b"Uvicorn running on" not in seen:  # readiness: uvicorn's own startup line
+                seen += await process.stderr.receive()
+
+            async def drain() -> None:  # keep the pipe from filling while we talk to the server
+                async for _ in process.stderr:
+                    pass
+
+            tg.start_soon(drain)
+            try:
+                async with Client(f"http://127.0.0.1:{port}/mcp", cache=None) as c:
+                    names = {t.name for t in (await c.list_tools()).tools}
+                    result = await c.call_tool(
+                        "convert_time",
+                        {"source_timezone": "UTC", "time": "10:00", "target_timezone": "Asia/Kolkata"},
+                    )
+            finally:
+                process.terminate()
+    assert names == {"get_current_time", "convert_time"}
+    assert result.structured_content["target"]["datetime"] == "2026-01-15T15:30:00+05:30"
+    assert result.structured_content["time_difference"] == "+5.5h"
 
 
 # --- parity with the reference server --------------------------------------------------------------
