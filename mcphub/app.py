@@ -32,7 +32,7 @@ from starlette.routing import Route
 from mcphub import __version__, results, schema
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
-from mcphub.errors import HubError, InvalidArguments, NotFound, ServerUnavailable, Unauthorized, error_body
+from mcphub.errors import HubError, InvalidArguments, NotFound, Unauthorized, error_body
 from mcphub.metrics import CONTENT_TYPE, HubMetrics
 from mcphub.supervisor import ServerHandle, State, Supervisor
 
@@ -70,43 +70,63 @@ class _Hub:
     # ------------------------------------------------------------------------------------ tool calls
 
     async def call(self, request: Request) -> Response:
+        """POST /{server}/{tool}: authenticate, parse, invoke; the client hanging up cancels the call."""
         server = request.path_params["server"]
         tool = request.path_params["tool"]
-        started = time.perf_counter()
-        status, error_type, caller = 200, None, "-"
         try:
             principal = self.view.auth.require(request.headers.get("authorization"))
-            caller = principal.name
+        except HubError as exc:
+            access_logger.info("- %s/%s %d", server, tool, exc.status_code)
+            return _error_response(exc)
+        raw = await request.body()  # before watching for a hang-up: both read the ASGI receive channel
+        outcome = await _unless_disconnected(request, self.invoke(principal, server, tool, body=raw))
+        if outcome is None:
+            access_logger.info("%s %s/%s %d (client closed)", principal.name, server, tool, CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED)
+        status, body, headers = outcome
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def invoke(
+        self,
+        principal: Principal,
+        server: str,
+        tool: str,
+        arguments: Any = None,
+        *,
+        body: bytes | None = None,
+    ) -> tuple[int, Any, dict[str, str] | None]:
+        """Call one tool as `principal`: scope check, argument validation, call, result mapping.
+
+        Used by the HTTP route and, in-process, by the model runner. Returns (status, JSON body,
+        headers) — an error is the one error shape, never an exception. `arguments` is the parsed
+        object; or `body` is the raw request body, parsed here (so a bad body is a 422 too).
+        """
+        started = time.perf_counter()
+        status, error_type = 200, None
+        try:
             handle = self._handle(server)
             principal.check(server)
             tool_def = self._tool(handle, tool)
             principal.check(server, tool)
-            arguments = await self._arguments(request, handle, tool_def)
-            result = await _unless_disconnected(request, handle.call_tool(tool, arguments))
-            if result is None:
-                status = CLIENT_CLOSED
-                return Response(status_code=status)
+            if body is not None:
+                arguments = _parse_body(body, server, tool)
+            arguments = self._validated(handle, tool_def, {} if arguments is None else arguments)
             try:
-                body = results.to_body(result, server=server, tool=tool)
-            except HubError as exc:
-                status, error_type = exc.status_code, exc.type
-                return _error_response(exc)
-            return JSONResponse(body)
-        except MCPError as exc:
-            error = results.from_mcp_error(exc, server=server, tool=tool)
-            status, error_type = error.status_code, error.type
-            return _error_response(error)
+                result = await handle.call_tool(tool, arguments)
+            except MCPError as exc:
+                raise results.from_mcp_error(exc, server=server, tool=tool) from None
+            return 200, results.to_body(result, server=server, tool=tool), None
         except HubError as exc:
-            if exc.server is None and not isinstance(exc, Unauthorized):
+            if exc.server is None:
                 exc.server = server
             status, error_type = exc.status_code, exc.type
-            return _error_response(exc)
+            return status, exc.body(), exc.headers()
         finally:
             elapsed = time.perf_counter() - started
             if server in self.supervisor.servers:  # bounded label values: configured servers only
                 known_tool = tool if tool in self.supervisor.servers[server].tools else "(unknown)"
                 self.metrics.observe(server, known_tool, status, elapsed, error_type)
-            access_logger.info("%s %s/%s %d %.1fms", caller, server, tool, status, elapsed * 1000)
+            access_logger.info("%s %s/%s %d %.1fms", principal.name, server, tool, status, elapsed * 1000)
 
     def _handle(self, server: str) -> ServerHandle:
         handle = self.supervisor.servers.get(server)
@@ -124,19 +144,7 @@ class _Hub:
         raise NotFound(f"server '{handle.name}' has no tool '{tool}' (tools: {', '.join(sorted(handle.tools))})",
                        server=handle.name, tool=tool)
 
-    async def _arguments(self, request: Request, handle: ServerHandle, tool: Tool) -> dict[str, Any]:
-        raw = await request.body()
-        if not raw.strip():
-            arguments: Any = {}
-        else:
-            try:
-                arguments = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidArguments(
-                    f"request body is not valid JSON: {exc}",
-                    [{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
-                    server=handle.name, tool=tool.name,
-                ) from None
+    def _validated(self, handle: ServerHandle, tool: Tool, arguments: Any) -> dict[str, Any]:
         if not isinstance(arguments, dict):
             raise InvalidArguments(
                 "request body must be a JSON object of the tool's arguments",
@@ -307,6 +315,18 @@ def create_app(supervisor: Supervisor, config: HubConfig, *, api_keys: tuple[str
     })
     app.state.hub = hub
     return app
+
+
+def _parse_body(raw: bytes, server: str, tool: str) -> Any:
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArguments(
+            f"request body is not valid JSON: {exc}", [{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
+            server=server, tool=tool,
+        ) from None
 
 
 def _guarded(build: Callable[[], Response]) -> Response:
