@@ -343,7 +343,8 @@ def _from_mcp_servers(raw: dict[str, Any], source: str) -> dict[str, Any]:
         server: dict[str, Any] = {}
         if "url" in entry and kind != "stdio":
             url = str(entry["url"])
-            server["transport"] = _MCP_TRANSPORTS.get(kind) or ("sse" if url.rstrip("/").endswith("/sse") else "streamable-http")
+            sniffed = "sse" if url.rstrip("/").endswith("/sse") else "streamable-http"  # as mcpo does
+            server["transport"] = _MCP_TRANSPORTS.get(kind) or sniffed
             server["url"] = url
             if entry.get("headers"):
                 server["headers"] = entry["headers"]
