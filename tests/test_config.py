@@ -158,18 +158,21 @@ def test_several_errors_are_reported_together_one_per_line(tmp_path: Path) -> No
 SECRET_ERRORS = [
     pytest.param("auth:\n  api_keys: [{name: ci, key: '${K}', hash: '" + ZERO_HASH + "'}]\n",
                  "auth.api_keys[0]", id="key with both key and hash"),
-    pytest.param("servers:\n  gh: {command: x, env: {TOKEN: '${K}'}}\n", "servers.gh", id="env beside a missing transport"),
+    pytest.param("servers:\n  gh: {command: x, env: {TOKEN: '${K}'}}\n", "servers.gh",
+                 id="env beside a missing transport"),
     pytest.param("servers:\n  'g h': {transport: stdio, command: x, env: {TOKEN: '${K}'}}\n",
                  "servers", id="env beside a bad server name"),
     pytest.param("servers:\n  r: {transport: sse, url: 'http://h/sse', headers: {Authorization: ['${K}']}}\n",
                  "servers.r.headers.Authorization", id="header of the wrong type"),
     pytest.param("servers:\n  r: {transport: sse, url: 'http://h/sse', headers: {X: '${K}'}, oops: 1}\n",
                  "servers.r.oops", id="headers beside a typo"),
-    pytest.param("auth:\n  api_keys: [{name: ci, key: ['${K}']}]\n", "auth.api_keys[0].key", id="key of the wrong type"),
+    pytest.param("auth:\n  api_keys: [{name: ci, key: ['${K}']}]\n", "auth.api_keys[0].key",
+                 id="key of the wrong type"),
     pytest.param("auth:\n  jwt: {secret: ['${K}']}\n", "auth.jwt.secret", id="jwt secret of the wrong type"),
     pytest.param("remotes:\n  lab: {url: 'http://lab', api_key: ['${K}']}\n", "remotes.lab.api_key",
                  id="remote api_key of the wrong type"),
-    pytest.param("runner: {api_key: ['${K}'], max_steps: 0}\n", "runner.api_key", id="runner api_key of the wrong type"),
+    pytest.param("runner: {api_key: ['${K}'], max_steps: 0}\n", "runner.api_key",
+                 id="runner api_key of the wrong type"),
     pytest.param("instances:\n  cn: {auth: {api_keys: [{name: x, key: '${K}'}]}, bogus: 1}\n",
                  "instances.cn.bogus", id="instance auth beside a typo"),
 ]
@@ -232,7 +235,8 @@ def test_a_default_applies_when_the_variable_is_unset_or_empty(environ: dict[str
 
 
 def test_an_empty_default_is_allowed() -> None:
-    server = parse_config("servers:\n  s: {transport: stdio, command: x, env: {K: '${K:-}'}}\n", environ={}).servers["s"]
+    config = parse_config("servers:\n  s: {transport: stdio, command: x, env: {K: '${K:-}'}}\n", environ={})
+    server = config.servers["s"]
     assert isinstance(server, StdioServer) and server.env == {"K": ""}
 
 
@@ -258,7 +262,8 @@ def test_the_environment_wins_over_the_dotenv_file(tmp_path: Path) -> None:
 def test_a_dotenv_file_elsewhere_is_not_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("GITHUB_TOKEN=from-dotenv\n", encoding="utf-8")
     (tmp_path / "conf").mkdir()
-    message = _load_error(tmp_path / "conf", "servers:\n  gh: {transport: stdio, command: x, env: {A: '${GITHUB_TOKEN}'}}\n")
+    text = "servers:\n  gh: {transport: stdio, command: x, env: {A: '${GITHUB_TOKEN}'}}\n"
+    message = _load_error(tmp_path / "conf", text)
     assert "GITHUB_TOKEN is not set" in message
 
 
@@ -269,7 +274,9 @@ def test_a_key_hash_is_sha256_of_the_utf8_key() -> None:
     key = "mh_ключ-🔑"
     expected = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     assert key_hash(key) == expected
-    config = parse_config(f"auth:\n  api_keys:\n    - {{name: a, key: '{key}'}}\n    - {{name: b, hash: '{expected}'}}\n")
+    config = parse_config(
+        f"auth:\n  api_keys:\n    - {{name: a, key: '{key}'}}\n    - {{name: b, hash: '{expected}'}}\n"
+    )
     assert [k.digest for k in config.auth.api_keys] == [expected, expected]
 
 
@@ -326,7 +333,8 @@ def test_a_claude_desktop_file_loads_as_is(tmp_path: Path) -> None:
 
 
 def test_disabled_tools_become_the_deny_list() -> None:
-    github = parse_config(json.dumps(CLAUDE_DESKTOP), environ={"GITHUB_TOKEN": "x", "REMOTE_TOKEN": "y"}).servers["github"]
+    config = parse_config(json.dumps(CLAUDE_DESKTOP), environ={"GITHUB_TOKEN": "x", "REMOTE_TOKEN": "y"})
+    github = config.servers["github"]
     assert github.tools.deny == ["create_issue", "push_files"]
     assert not github.tools.allows("create_issue")
     assert github.tools.allows("get_issue")
