@@ -31,6 +31,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcphub_servers import _upstream
+from mcphub_servers.weather.amap import AmapWeather, amap_weather
 from mcphub_servers.weather.wmo import describe
 
 SERVER_NAME = "mcphub-weather"
@@ -42,9 +43,7 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
     SERVER_VERSION = "0.0.0"
 
-READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
-)
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 CURRENT_FIELDS = {  # Open-Meteo variable -> our field name
     "temperature_2m": "temperature",
     "apparent_temperature": "apparent_temperature",
@@ -132,24 +131,6 @@ class Locations(BaseModel):
     results: list[Place] = Field(description="Best match first; empty when nothing matches")
 
 
-class AmapCast(BaseModel):
-    date: str
-    week: str
-    dayweather: str
-    nightweather: str
-    daytemp: str
-    nighttemp: str
-    daywind: str
-    nightwind: str
-    daypower: str
-    nightpower: str
-
-
-class AmapWeather(BaseModel):
-    city: str
-    forecasts: list[AmapCast]
-
-
 @dataclass(frozen=True)
 class Settings:
     forecast_url: str
@@ -163,9 +144,7 @@ class Settings:
     def from_env(cls) -> "Settings":
         return cls(
             forecast_url=_base(_upstream.env_str("OPEN_METEO_BASE_URL", "https://api.open-meteo.com")),
-            geocoding_url=_base(
-                _upstream.env_str("OPEN_METEO_GEOCODING_URL", "https://geocoding-api.open-meteo.com")
-            ),
+            geocoding_url=_base(_upstream.env_str("OPEN_METEO_GEOCODING_URL", "https://geocoding-api.open-meteo.com")),
             api_key=_upstream.env_str("OPEN_METEO_API_KEY"),
             timeout=_upstream.env_float("WEATHER_HTTP_TIMEOUT", _upstream.DEFAULT_TIMEOUT),
             amap_key=_upstream.env_str("AMAP_MAPS_API_KEY"),
@@ -214,15 +193,11 @@ class OpenMeteo:
 
     async def search(self, name: str, count: int, language: str) -> list[Place]:
         url = f"{self._settings.geocoding_url}/v1/search"
-        body = await self._get(
-            url, {"name": name, "count": count, "language": language[:2].lower(), "format": "json"}
-        )
+        body = await self._get(url, {"name": name, "count": count, "language": language[:2].lower(), "format": "json"})
         try:
             return [Place.model_validate(item) for item in body.get("results") or []]
         except ValueError as exc:
-            raise ToolError(
-                f"GET {_upstream.redact(url)} answered places of an unexpected shape: {exc}"
-            ) from None
+            raise ToolError(f"GET {_upstream.redact(url)} answered places of an unexpected shape: {exc}") from None
 
     async def resolve(self, location: str, language: str) -> Place:
         coordinates = _COORDINATES.match(location)
@@ -297,30 +272,8 @@ def _parse(url: str, parse: Any, body: dict[str, Any], place: Place) -> Any:
         return parse(body, place)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise ToolError(
-            f"GET {_upstream.redact(url)} answered a forecast of an unexpected shape "
-            f"({type(exc).__name__}: {exc})"
+            f"GET {_upstream.redact(url)} answered a forecast of an unexpected shape ({type(exc).__name__}: {exc})"
         ) from None
-
-
-async def amap_weather(settings: Settings, client: httpx2.AsyncClient, city: str) -> AmapWeather:
-    url = f"{settings.amap_url}/v3/weather/weatherInfo"
-    params = {"city": city, "key": settings.amap_key, "extensions": "all"}
-    response = await _upstream.request(client, "GET", url, params=params)
-    body = _upstream.json_body(response)
-    where = _upstream.redact(url)
-    if response.status_code >= 400 or not isinstance(body, dict):
-        raise ToolError(f"Get weather failed: GET {where} answered HTTP {response.status_code}")
-    if str(body.get("status")) != "1":
-        raise ToolError(
-            f"Get weather failed: {body.get('info') or body.get('infocode') or 'unknown error'} ({where})"
-        )
-    forecasts = body.get("forecasts") or []
-    if not forecasts:
-        raise ToolError(f"Get weather failed: no forecast for city {city!r} ({where})")
-    try:
-        return AmapWeather(city=forecasts[0]["city"], forecasts=forecasts[0]["casts"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ToolError(f"Get weather failed: GET {where} answered an unexpected shape ({exc})") from None
 
 
 def create_server(settings: Settings) -> MCPServer:
@@ -362,9 +315,7 @@ def create_server(settings: Settings) -> MCPServer:
     )
     async def get_forecast(
         location: Location,
-        days: Annotated[
-            int, Field(ge=1, le=MAX_FORECAST_DAYS, description="Number of days, today first")
-        ] = 3,
+        days: Annotated[int, Field(ge=1, le=MAX_FORECAST_DAYS, description="Number of days, today first")] = 3,
         units: Units = "metric",
         language: Language = "en",
     ) -> Forecast:
@@ -393,8 +344,10 @@ def create_server(settings: Settings) -> MCPServer:
             description="根据城市名称或者标准adcode查询指定城市的天气",
             annotations=READ_ONLY,
         )
-        async def maps_weather(city: Annotated[str, Field(description="城市名称或者adcode")]) -> AmapWeather:
-            return await amap_weather(settings, connection.get(), city)
+        async def maps_weather(
+            city: Annotated[str, Field(description="城市名称或者adcode")],
+        ) -> AmapWeather:
+            return await amap_weather(settings.amap_url, settings.amap_key or "", connection.get(), city)
 
     return server
 
