@@ -145,7 +145,11 @@ def _serve(args: argparse.Namespace) -> int:
         path = None
     else:
         config, path = _load(args)
-    keys = tuple(args.api_key) + ((os.environ[API_KEY_ENV],) if os.environ.get(API_KEY_ENV) else ())
+    if any(not key.strip() for key in args.api_key):
+        # `--api-key "$UNSET"` must not count as a credential: it would open a non-loopback bind to all.
+        raise ConfigError("--api-key: the key is empty (is the variable you passed set?)")
+    env_key = os.environ.get(API_KEY_ENV, "").strip()
+    keys = tuple(args.api_key) + ((env_key,) if env_key else ())
     options = ServeOptions(
         host=args.host or config.hub.host,
         port=args.port if args.port is not None else config.hub.port,
