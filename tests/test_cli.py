@@ -403,6 +403,22 @@ def test_serve_on_all_interfaces_without_a_credential_is_refused(tmp_path: Path)
     assert list(markers.iterdir()) == []  # no server was started
 
 
+def test_an_empty_api_key_is_not_a_credential(tmp_path: Path) -> None:
+    path = _config(tmp_path, {"servers": {"sample": _sample()}})
+    result = mcphub("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--api-key", "", "-c", str(path))
+    assert result.returncode == 2, _output(result)
+    _no_traceback(result)
+    assert result.stderr.strip() == "mcphub: --api-key: the key is empty (is the variable you passed set?)"
+
+
+def test_a_blank_mcphub_api_key_variable_is_not_a_credential(tmp_path: Path) -> None:
+    path = _config(tmp_path, {"servers": {"sample": _sample()}})
+    result = mcphub("serve", "--host", "0.0.0.0", "--port", str(free_port()), "-c", str(path),
+                    env=_env(MCPHUB_API_KEY="  "))
+    assert result.returncode == 2, _output(result)
+    assert result.stderr.startswith("mcphub: refusing to serve on 0.0.0.0 without a credential"), _output(result)
+
+
 def test_serve_when_the_port_is_taken_exits_1_without_a_traceback(tmp_path: Path) -> None:
     path = _config(tmp_path, {"servers": {"sample": _sample()}})
     with socket.socket() as taken:
