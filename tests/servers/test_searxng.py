@@ -145,14 +145,21 @@ async def test_arguments_map_to_searxng_parameters_with_safesearch_as_integer(
     assert result.structured_content["pageno"] == 2
 
 
+async def test_integer_safesearch_from_newer_mcp_searxng_prompts_is_accepted(
+    fake: tuple[FakeSearxng, str],
+) -> None:
+    upstream, url = fake
+    result = await search({"query": "mcp", "safesearch": 1}, SEARXNG_URL=url)
+    assert not result.is_error, result
+    assert upstream.requests[0]["safesearch"] == "1"
+
+
 async def test_num_results_and_min_score_trim_the_page(fake: tuple[FakeSearxng, str]) -> None:
     _, url = fake
     with anyio.fail_after(CALL_TIMEOUT):
         async with searxng_server(SEARXNG_URL=url) as c:
             three = await c.call_tool("searxng_web_search", {"query": "mcp", "num_results": 3})
-            scored = await c.call_tool(
-                "searxng_web_search", {"query": "mcp", "min_score": 0.9, "num_results": 20}
-            )
+            scored = await c.call_tool("searxng_web_search", {"query": "mcp", "min_score": 0.9, "num_results": 20})
     assert [r["title"] for r in three.structured_content["results"]] == [
         "mcp result 0",
         "mcp result 1",

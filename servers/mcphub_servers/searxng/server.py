@@ -23,7 +23,7 @@ import httpx2
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from mcphub_servers import _upstream
 
@@ -39,9 +39,7 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
     SERVER_VERSION = "0.0.0"
 
-READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
-)
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
 
 class SearchHit(BaseModel):
@@ -120,10 +118,13 @@ def _status_error(status: int, where: str) -> ToolError:
             "(or AUTH_USERNAME / AUTH_PASSWORD) for the instance's basic auth"
         )
     if status == 429:
-        return ToolError(
-            f"GET {where} answered HTTP 429: the instance's rate limiter refused; try again later"
-        )
+        return ToolError(f"GET {where} answered HTTP 429: the instance's rate limiter refused; try again later")
     return ToolError(f"GET {where} answered HTTP {status}")
+
+
+def _int_to_str(value: Any) -> Any:
+    """Accept newer mcp-searxng's integer safesearch (0/1/2) while advertising 1.16.0's string enum."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _answer_text(answer: Any) -> str:
@@ -192,8 +193,7 @@ def compact_text(found: SearchResults) -> str:
         lines.append("Suggestions: " + ", ".join(found.suggestions))
     if found.unresponsive_engines:
         lines.append(
-            "Unresponsive engines: "
-            + ", ".join(f"{e.engine} ({e.error})" for e in found.unresponsive_engines)
+            "Unresponsive engines: " + ", ".join(f"{e.engine} ({e.error})" for e in found.unresponsive_engines)
         )
     return "\n".join(lines)
 
@@ -228,11 +228,10 @@ def create_server(settings: Settings) -> MCPServer:
         time_range: Annotated[
             Literal["day", "week", "month", "year"] | None, Field(description="Only results from this period")
         ] = None,
-        language: Annotated[
-            str, Field(description="Language code for results, e.g. 'en', 'fr', 'de'")
-        ] = "all",
+        language: Annotated[str, Field(description="Language code for results, e.g. 'en', 'fr', 'de'")] = "all",
         safesearch: Annotated[
             Literal["0", "1", "2"] | None,
+            BeforeValidator(_int_to_str),
             Field(description="Safe search: '0' none, '1' moderate, '2' strict (default: the instance's)"),
         ] = None,
         categories: Annotated[
