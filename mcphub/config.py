@@ -92,6 +92,15 @@ class JwtConfig(_Model):
     audience: str | None = None
     scopes: dict[str, list[str]] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _one_source(self) -> JwtConfig:
+        if (self.secret is None) == (self.jwks_url is None):
+            raise ValueError("give exactly one of 'secret' (shared-secret HMAC) or 'jwks_url'")
+        if self.secret is not None and not self.secret.strip():
+            # an empty HMAC secret would let anyone sign a token
+            raise ValueError("'secret' is empty (is its ${VARIABLE} set?)")
+        return self
+
     def __repr__(self) -> str:
         return f"JwtConfig(jwks_url={self.jwks_url!r}, algorithms={self.algorithms!r})"
 
