@@ -52,7 +52,7 @@ class HubSettings(_Model):
 
 class ApiKey(_Model):
     name: str
-    key: str | None = None
+    key: str | None = Field(None, repr=False)
     hash: str | None = None
     servers: list[str] = Field(default_factory=lambda: ["*"])
     tools: list[str] | None = None
@@ -85,7 +85,7 @@ class ApiKey(_Model):
 
 
 class JwtConfig(_Model):
-    secret: str | None = None
+    secret: str | None = Field(None, repr=False)
     jwks_url: str | None = None
     algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
     issuer: str | None = None
@@ -155,7 +155,7 @@ class StdioServer(_ServerBase):
     transport: Literal["stdio"]
     command: str
     args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, repr=False)
     cwd: str | None = None
 
     def __repr__(self) -> str:  # env values are secrets
@@ -165,7 +165,7 @@ class StdioServer(_ServerBase):
 class HttpServer(_ServerBase):
     transport: Literal["streamable-http", "sse"]
     url: str
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @field_validator("url")
     @classmethod
@@ -192,7 +192,7 @@ class InstanceConfig(_Model):
 
 class RemoteHub(_Model):
     url: str
-    api_key: str | None = None
+    api_key: str | None = Field(None, repr=False)
 
     def __repr__(self) -> str:
         return f"RemoteHub(url={self.url!r})"
