@@ -87,6 +87,10 @@ USER_ERRORS = [
                  "instances.cn.servers", "'weather'", id="instance naming an unknown server"),
     pytest.param("instances:\n  global: {mount: [lab]}\n", "instances.global.mount", "'lab'",
                  id="mount naming an unknown instance or remote"),
+    pytest.param("auth:\n  jwt: {secret: '${WEBUI_SECRET_KEY:-}'}\n", "auth.jwt", "'secret' is empty",
+                 id="empty jwt secret"),
+    pytest.param("auth:\n  jwt: {algorithms: [HS256]}\n", "auth.jwt", "exactly one of 'secret'",
+                 id="jwt with neither secret nor jwks_url"),
     pytest.param("runner: {backend: llamacpp}\n", "runner.backend", '"llamacpp"', id="unknown runner backend"),
     pytest.param("servers: [time, weather]\n", "servers", '["time", "weather"]', id="servers is a list"),
 ]
@@ -203,8 +207,11 @@ instances: {{i: {{auth: {{api_keys: [{{name: b, key: {SECRET}}}]}}}}}}
 """,
         environ={},
     )
-    assert SECRET not in repr(config)
-    assert SECRET not in str(config)
+    parts = [config, config.auth, *config.auth.api_keys, config.auth.jwt, *config.servers.values(),
+             *config.remotes.values(), config.runner, *config.instances.values()]
+    for part in parts:
+        assert SECRET not in repr(part), repr(part)
+        assert SECRET not in str(part), str(part)  # what a '%s' in a log line shows
     assert config.runner is not None and config.runner.api_key == SECRET  # still there to use
 
 
