@@ -221,8 +221,8 @@ def _check(args: argparse.Namespace) -> int:
                 for tool in handle.tools.values():
                     prefixed = schema.operation_id(f"{handle.name}_{tool.name}")
                     names.setdefault(prefixed, []).append(f"{handle.name}/{tool.name}")
-                    problems.extend(f"{handle.name}/{tool.name}: {p}" for p in
-                                    schema.lint_tool(handle.name, tool, prefixed_name=prefixed))
+                    # lint_tool's lines already start with "server/tool: "
+                    problems.extend(schema.lint_tool(handle.name, tool, prefixed_name=prefixed))
             problems.extend(schema.lint_collisions(names))
 
     anyio.run(run)
