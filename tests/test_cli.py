@@ -216,7 +216,8 @@ def test_check_fails_on_a_tool_definition_too_long_for_open_webui(tmp_path: Path
     result = mcphub("check", "-c", str(path))
     assert result.returncode == 1, _output(result)
     problems = [line for line in result.stdout.splitlines() if line.startswith("✗")]
-    assert any("sample/order" in line and "400" in line for line in problems), result.stdout
+    assert any(line.startswith("✗ sample/order: tool definition is") and "400" in line for line in problems), \
+        result.stdout
 
 
 # ------------------------------------------------------------------------------------------- tools
