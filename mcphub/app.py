@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,8 +33,10 @@ from starlette.routing import Route
 from mcphub import __version__, results, schema
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
-from mcphub.errors import HubError, InvalidArguments, NotFound, Unauthorized, error_body
+from mcphub.errors import HubError, InvalidArguments, MountLoop, NotFound, Unauthorized, error_body
+from mcphub.federation import LISTING_PATH, RemoteServer
 from mcphub.metrics import CONTENT_TYPE, HubMetrics
+from mcphub.runner.api import runner_routes
 from mcphub.supervisor import ServerHandle, State, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -54,14 +57,23 @@ class HubView:
 
 
 class _Hub:
-    def __init__(self, supervisor: Supervisor, config: HubConfig, extra_keys: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        config: HubConfig,
+        extra_keys: tuple[str, ...],
+        servers: Callable[[], Mapping[str, Any]] | None,
+        hub_id: str,
+    ) -> None:
         self.supervisor = supervisor
         self.extra_keys = extra_keys
+        self.hub_id = hub_id
+        # the servers this hub serves: local handles and mounted ones (federation.RemoteServer)
+        self.servers: Callable[[], Mapping[str, Any]] = servers or (lambda: supervisor.servers)
         self.view = HubView(config, Authenticator(config.auth, extra_keys=extra_keys))
-        self.metrics = HubMetrics(lambda: supervisor.servers)
+        self.metrics = HubMetrics(self.servers)
         self._validators: dict[tuple[str, str, int], Any] = {}
         self._specs: dict[tuple[Any, ...], dict[str, Any]] = {}
-        supervisor.on_restart = lambda name: self.metrics.restarts.labels(name).inc()
 
     def reconfigure(self, config: HubConfig) -> None:
         self.view = HubView(config, Authenticator(config.auth, extra_keys=self.extra_keys))
@@ -79,7 +91,8 @@ class _Hub:
             access_logger.info("- %s/%s %d", server, tool, exc.status_code)
             return _error_response(exc)
         raw = await request.body()  # before watching for a hang-up: both read the ASGI receive channel
-        outcome = await _unless_disconnected(request, self.invoke(principal, server, tool, body=raw))
+        outcome = await _unless_disconnected(request, self.invoke(
+            principal, server, tool, body=raw, authorization=request.headers.get("authorization")))
         if outcome is None:
             access_logger.info("%s %s/%s %d (client closed)", principal.name, server, tool, CLIENT_CLOSED)
             return Response(status_code=CLIENT_CLOSED)
@@ -94,12 +107,15 @@ class _Hub:
         arguments: Any = None,
         *,
         body: bytes | None = None,
+        authorization: str | None = None,
     ) -> tuple[int, Any, dict[str, str] | None]:
         """Call one tool as `principal`: scope check, argument validation, call, result mapping.
 
         Used by the HTTP route and, in-process, by the model runner. Returns (status, JSON body,
         headers) — an error is the one error shape, never an exception. `arguments` is the parsed
         object; or `body` is the raw request body, parsed here (so a bad body is a 422 too).
+        `authorization` is the caller's header, forwarded only to a mounted sibling hub that shares
+        this hub's auth (never to an MCP server).
         """
         started = time.perf_counter()
         status, error_type = 200, None
@@ -110,6 +126,11 @@ class _Hub:
             principal.check(server, tool)
             if body is not None:
                 arguments = _parse_body(body, server, tool)
+            if isinstance(handle, RemoteServer):  # the hub that runs it validates; its answer passes through
+                status, answer, headers = await handle.forward(tool, arguments or {}, authorization=authorization)
+                if status >= 400:
+                    error_type = _error_type(answer)
+                return status, answer, headers
             arguments = self._validated(handle, tool_def, {} if arguments is None else arguments)
             try:
                 result = await handle.call_tool(tool, arguments)
@@ -123,15 +144,17 @@ class _Hub:
             return status, exc.body(), exc.headers()
         finally:
             elapsed = time.perf_counter() - started
-            if server in self.supervisor.servers:  # bounded label values: configured servers only
-                known_tool = tool if tool in self.supervisor.servers[server].tools else "(unknown)"
+            handles = self.servers()
+            if server in handles:  # bounded label values: configured servers only
+                known_tool = tool if tool in handles[server].tools else "(unknown)"
                 self.metrics.observe(server, known_tool, status, elapsed, error_type)
             access_logger.info("%s %s/%s %d %.1fms", principal.name, server, tool, status, elapsed * 1000)
 
     def _handle(self, server: str) -> ServerHandle:
-        handle = self.supervisor.servers.get(server)
+        handles = self.servers()
+        handle = handles.get(server)
         if handle is None:
-            raise NotFound(f"no server named '{server}' (servers: {', '.join(sorted(self.supervisor.servers)) or 'none'})",
+            raise NotFound(f"no server named '{server}' (servers: {', '.join(sorted(handles)) or 'none'})",
                            server=server)
         return handle
 
@@ -139,7 +162,7 @@ class _Hub:
         found = handle.tools.get(tool)
         if found is not None:
             return found
-        if handle.state is not State.READY and not handle.tools:
+        if handle.state != State.READY and not handle.tools:
             raise handle._unavailable(tool, None)  # never listed yet: cannot tell a typo from a tool
         raise NotFound(f"server '{handle.name}' has no tool '{tool}' (tools: {', '.join(sorted(handle.tools))})",
                        server=handle.name, tool=tool)
@@ -183,7 +206,7 @@ class _Hub:
     def spec(self, request: Request, server: str | None) -> dict[str, Any]:
         principal = self._docs_principal(request)
         root = request.scope.get("root_path", "")
-        handles = self.supervisor.servers
+        handles = self.servers()
         if server is not None:
             handle = self._handle(server)
             if principal is not None:
@@ -229,10 +252,33 @@ class _Hub:
             raise Unauthorized("missing credential: the API documents need one (hub.public_docs is false)")
         return principal if auth.enabled else None
 
+    def listing(self, request: Request) -> dict[str, Any]:
+        via = request.headers.get("x-mcphub-via", "")
+        if self.hub_id in via.split(","):
+            raise MountLoop(f"mount loop: this hub ({self.hub_id}) is mounting itself through another hub")
+        principal = self._docs_principal(request)
+        servers: dict[str, Any] = {}
+        for name, handle in self.servers().items():
+            if principal is not None and not principal.may_use_server(name):
+                continue
+            chain = list(handle.via) if isinstance(handle, RemoteServer) else []
+            servers[name] = {
+                "state": str(handle.state),
+                "description": handle.config.description,
+                "last_error": handle.last_error,
+                "via": [*chain, self.hub_id],
+                "tools": [
+                    t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for t in handle.tools.values()
+                    if principal is None or principal.may_call(name, t.name)
+                ],
+            }
+        return {"hub": {"id": self.hub_id, "version": __version__}, "servers": servers}
+
     def readiness(self) -> tuple[int, dict[str, Any]]:
         servers = {}
         ready = True
-        for name, handle in self.supervisor.servers.items():
+        for name, handle in self.servers().items():
             servers[name] = {
                 "state": str(handle.state),
                 "transport": handle.config.transport,
@@ -241,15 +287,30 @@ class _Hub:
                 "restarts": handle.restarts,
                 "last_error": handle.last_error,
             }
+            if isinstance(handle, RemoteServer):
+                servers[name]["hub"] = handle.mount.name
             if handle.config.required and handle.state is not State.READY:
                 ready = False
         return (200 if ready else 503), {"status": "ready" if ready else "not_ready", "servers": servers}
 
 
-def create_app(supervisor: Supervisor, config: HubConfig, *, api_keys: tuple[str, ...] = ()) -> Starlette:
-    """A Starlette app serving `supervisor`'s servers. `api_keys` are extra all-access keys
-    (`--api-key`, `MCPHUB_API_KEY`). `app.state.hub.reconfigure(new_config)` applies a reload."""
-    hub = _Hub(supervisor, config, api_keys)
+def create_app(
+    supervisor: Supervisor,
+    config: HubConfig,
+    *,
+    api_keys: tuple[str, ...] = (),
+    servers: Callable[[], Mapping[str, Any]] | None = None,
+    hub_id: str | None = None,
+) -> Starlette:
+    """A Starlette app serving `supervisor`'s servers, or the map `servers()` returns (an instance's
+    local servers plus mounted ones). `api_keys` are extra all-access keys (`--api-key`,
+    `MCPHUB_API_KEY`). `hub_id` names this hub in federation listings (loop detection).
+    `app.state.hub.reconfigure(new_config)` applies a reload."""
+    hub = _Hub(supervisor, config, api_keys, servers, hub_id or uuid.uuid4().hex)
+
+    async def listing(request: Request) -> Response:
+        """Raw MCP tool definitions per server, for hubs that mount this one (federation)."""
+        return _guarded(lambda: JSONResponse(hub.listing(request)))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -270,7 +331,7 @@ def create_app(supervisor: Supervisor, config: HubConfig, *, api_keys: tuple[str
             "openapi": f"{root}/openapi.json",
             "servers": {
                 name: {"state": str(h.state), "openapi": f"{root}/{name}/openapi.json", "docs": f"{root}/{name}/docs"}
-                for name, h in supervisor.servers.items()
+                for name, h in hub.servers().items()
             },
         })
 
@@ -295,6 +356,7 @@ def create_app(supervisor: Supervisor, config: HubConfig, *, api_keys: tuple[str
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route(LISTING_PATH, listing, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", combined_spec, methods=["GET"]),
@@ -303,6 +365,8 @@ def create_app(supervisor: Supervisor, config: HubConfig, *, api_keys: tuple[str
         Route("/{server}/docs", server_docs, methods=["GET"]),
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
+    if config.runner is not None:  # /v1/... before the /{server}/... patterns
+        routes[1:1] = runner_routes(hub)
     middleware = []
     origins = config.hub.cors_origins
     if origins:
@@ -315,6 +379,13 @@ def create_app(supervisor: Supervisor, config: HubConfig, *, api_keys: tuple[str
     })
     app.state.hub = hub
     return app
+
+
+def _error_type(body: Any) -> str:
+    try:
+        return str(body["error"]["type"])
+    except (KeyError, TypeError):
+        return "unknown"
 
 
 def _parse_body(raw: bytes, server: str, tool: str) -> Any:

@@ -40,6 +40,7 @@ class HubSettings(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_arguments: bool = False  # log tool-call arguments (off: they may hold personal data)
     reload: bool = True  # watch the config file and apply changes without a restart
+    mount: list[str] = Field(default_factory=list)  # names under remotes: to mount (config without instances:)
 
     @field_validator("root_path")
     @classmethod
@@ -185,14 +186,28 @@ class InstanceConfig(_Model):
     host: str | None = None
     port: int | None = Field(None, ge=0, le=65535)
     servers: list[str] = Field(default_factory=list)
-    mount: list[str] = Field(default_factory=list)
-    url: str | None = None
+    mount: list[str] = Field(default_factory=list)  # other instances of this file, or names under remotes:
+    url: str | None = None  # how other hubs reach this one when it runs in a process of its own
     auth: AuthConfig | None = None
+    api_key: str | None = None  # what siblings send to this instance when it has an auth of its own
+
+    def __repr__(self) -> str:
+        return f"InstanceConfig(servers={self.servers!r}, mount={self.mount!r}, url={self.url!r})"
 
 
 class RemoteHub(_Model):
     url: str
     api_key: str | None = Field(None, repr=False)
+    proxy: str | None = None
+    timeout: float = Field(60.0, gt=0)  # seconds per forwarded call → 504
+    required: bool = False  # /readyz is 503 while a required remote is unreachable
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+        return value.rstrip("/")
 
     def __repr__(self) -> str:
         return f"RemoteHub(url={self.url!r})"
@@ -207,6 +222,7 @@ class RunnerConfig(_Model):
     max_steps: int = Field(8, ge=1, le=64)
     max_result_chars: int = Field(16000, ge=256)
     timeout: float = Field(120.0, gt=0)
+    num_ctx: int | None = Field(None, ge=256)  # ollama: context window sent as options.num_ctx
 
 
 class HubConfig(_Model):
@@ -447,6 +463,10 @@ def _check_references(config: HubConfig, source: str) -> None:
     """Names that must point at something that exists. (Key scopes may name servers of a mounted hub,
     which this file cannot know, so they are not checked here.)"""
     known = set(config.servers)
+    for target in config.hub.mount:
+        if target not in config.remotes:
+            raise ConfigError(f"{source}: hub.mount: {target!r} is not under remotes: "
+                              f"(remotes: {', '.join(sorted(config.remotes)) or 'none'})")
     for name, inst in config.instances.items():
         for server in inst.servers:
             if server not in known:
@@ -455,9 +475,57 @@ def _check_references(config: HubConfig, source: str) -> None:
                     f"(servers: {', '.join(sorted(known)) or 'none'})"
                 )
         for target in inst.mount:
+            if target == name:
+                raise ConfigError(f"{source}: instances.{name}.mount: an instance cannot mount itself")
             if target not in config.instances and target not in config.remotes:
                 raise ConfigError(
                     f"{source}: instances.{name}.mount: {target!r} is neither an instance nor a remote "
                     f"(instances: {', '.join(sorted(config.instances))}; "
                     f"remotes: {', '.join(sorted(config.remotes)) or 'none'})"
                 )
+    _check_mount_loops(config, source)
+    for name in config.instances:
+        _check_instance_names(config, name, source)
+
+
+def _check_mount_loops(config: HubConfig, source: str) -> None:
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            loop = " → ".join([*path[path.index(name):], name])
+            raise ConfigError(f"{source}: instances: mount loop {loop}: a hub would serve its own tools back "
+                              "to itself; remove one of the mounts")
+        for target in config.instances[name].mount:
+            if target in config.instances:
+                visit(target, [*path, name])
+
+    for name in config.instances:
+        visit(name, [])
+
+
+def instance_servers(config: HubConfig, name: str) -> dict[str, str]:
+    """Every server an instance serves, local or from mounted sibling instances (transitively):
+    server name → the instance it runs in. Remotes are not included: their names are known at run time."""
+    found: dict[str, str] = {}
+    inst = config.instances[name]
+    for server in inst.servers:
+        found[server] = name
+    for target in inst.mount:
+        if target in config.instances:
+            found.update({s: owner for s, owner in instance_servers(config, target).items() if s not in found})
+    return found
+
+
+def _check_instance_names(config: HubConfig, name: str, source: str) -> None:
+    seen: dict[str, str] = {}
+    inst = config.instances[name]
+    sources = [(name, inst.servers)] + [
+        (t, list(instance_servers(config, t))) for t in inst.mount if t in config.instances
+    ]
+    for origin, servers in sources:
+        for server in servers:
+            if server in seen and seen[server] != origin:
+                raise ConfigError(
+                    f"{source}: instances.{name}: two servers named {server!r}: one from instance "
+                    f"{seen[server]!r}, one from instance {origin!r}; rename one of them"
+                )
+            seen.setdefault(server, origin)

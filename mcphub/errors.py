@@ -11,6 +11,7 @@ HubError                      500 internal_error
   BadUpstreamResponse         502 bad_gateway        the server answered something that is not MCP
   ServerUnavailable           503 server_unavailable server down, starting or restarting (+ Retry-After)
   ToolTimeout                 504 timeout            no answer within the call's timeout
+  MountLoop                   508 mount_loop         a hub asked to list itself through another hub
 
 Every error renders as one JSON body (`error_body`):
     {"error": {"type": ..., "message": ..., "server": ..., "tool": ...}}
@@ -129,3 +130,8 @@ def error_body(
     if tool is not None:
         error["tool"] = tool
     return {"error": error}
+
+
+class MountLoop(HubError):
+    status_code = 508
+    type = "mount_loop"

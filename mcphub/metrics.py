@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -32,7 +32,6 @@ class HubMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.restarts = Counter("mcphub_server_restarts", "Server restarts", ["server"], registry=self.registry)
         self.registry.register(_ServerCollector(servers))
 
     def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None) -> None:
@@ -54,11 +53,14 @@ class _ServerCollector(Collector):
     def collect(self) -> Iterable[Any]:
         up = GaugeMetricFamily("mcphub_server_up", "1 if the server is ready", labels=["server", "state"])
         tools = GaugeMetricFamily("mcphub_server_tools", "Tools the server exposes", labels=["server"])
+        restarts = CounterMetricFamily("mcphub_server_restarts", "Server restarts", labels=["server"])
         for name, handle in self._servers().items():
             up.add_metric([name, str(handle.state)], 1.0 if handle.state == "ready" else 0.0)
             tools.add_metric([name], float(len(handle.tools)))
+            restarts.add_metric([name], float(handle.restarts))
         yield up
         yield tools
+        yield restarts
 
     def describe(self) -> Iterable[Any]:
         return []

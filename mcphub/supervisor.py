@@ -84,7 +84,6 @@ class ServerHandle:
     restarts: int = 0
     next_retry_at: float | None = None  # anyio clock
     replicas: list[_Replica] = field(default_factory=list)
-    on_restart: Callable[[str], None] | None = None
     _turn: int = 0
     _stopping: anyio.Event = field(default_factory=anyio.Event)
     _done: anyio.Event = field(default_factory=anyio.Event)
@@ -105,7 +104,10 @@ class ServerHandle:
             # The server refused the request before running it: re-initialise and send it once more.
             with anyio.move_on_after(REREADY_WAIT):
                 await self._wait_ready()
-            return await self._call_once(tool, arguments, timeout)
+            try:
+                return await self._call_once(tool, arguments, timeout)
+            except _SessionExpired:
+                raise self._unavailable(tool, "the server dropped the session again") from None
 
     async def _call_once(self, tool: str, arguments: dict[str, Any], timeout: float) -> CallToolResult:
         replica = self._pick()
@@ -121,6 +123,9 @@ class ServerHandle:
                     request, CallToolResult, request_read_timeout_seconds=timeout
                 )
         except MCPError as exc:
+            if exc.code in (INVALID_REQUEST, REQUEST_TIMEOUT) and _is_session_gone(exc.message):
+                self._lost(replica)  # (TypeScript servers answer -32001, the timeout code, for this)
+                raise _SessionExpired from None
             if exc.code == REQUEST_TIMEOUT:
                 raise ToolTimeout(
                     f"tool '{tool}' on server '{self.name}' did not answer within {timeout:g}s",
@@ -128,11 +133,8 @@ class ServerHandle:
                     tool=tool,
                 ) from None
             if exc.code == CONNECTION_CLOSED:
-                replica.closed.set()
+                self._lost(replica)
                 raise self._unavailable(tool, "the connection to the server closed during the call") from None
-            if exc.code == INVALID_REQUEST and "session terminated" in exc.message.lower():
-                replica.closed.set()
-                raise _SessionExpired from None
             raise
         except TimeoutError:
             raise ToolTimeout(
@@ -148,10 +150,17 @@ class ServerHandle:
                 tool=tool,
             ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.TransportError) as exc:
-            replica.closed.set()
+            self._lost(replica)
             raise self._unavailable(tool, f"connection lost ({_first_line(exc)})") from None
         finally:
             replica.in_flight -= 1
+
+    def _lost(self, replica: _Replica) -> None:
+        """A caller saw the connection die: stop routing calls to it now, and let its task reconnect."""
+        if replica.state is State.READY:
+            replica.state = State.RESTARTING
+            self._refresh_state()
+        replica.closed.set()
 
     def _pick(self) -> _Replica:
         """The ready replica with the fewest calls in flight; ties go round-robin."""
@@ -208,6 +217,13 @@ class _SessionExpired(Exception):
     pass
 
 
+def _is_session_gone(message: str) -> bool:
+    """The server no longer knows our session (it restarted, or expired it): `Session terminated`
+    from the SDK, `Session not found` in the body servers send with their 404."""
+    text = message.lower()
+    return "session terminated" in text or "session not found" in text
+
+
 class Supervisor:
     """Starts, watches, restarts and stops MCP servers. `async with Supervisor(config) as sup:`."""
 
@@ -216,7 +232,6 @@ class Supervisor:
         self._initial = dict(servers if servers is not None else (config.servers if config else {}))
         self._connect = connect
         self.servers: dict[str, ServerHandle] = {}
-        self.on_restart: Callable[[str], None] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Supervisor:
@@ -250,7 +265,7 @@ class Supervisor:
 
     async def _start(self, name: str, cfg: ServerConfig) -> None:
         assert self._tg is not None
-        handle = ServerHandle(name=name, config=cfg, on_restart=self.on_restart)
+        handle = ServerHandle(name=name, config=cfg)
         handle.replicas = [_Replica(index=i) for i in range(cfg.replicas)]
         self.servers[name] = handle
         logger.info("starting '%s' (%s%s)", name, transports.describe(cfg),
@@ -349,8 +364,6 @@ class Supervisor:
                 delay = min(delay * 2, cfg.restart.max_delay)
                 if not handle._stopping.is_set():
                     handle.restarts += 1
-                    if handle.on_restart is not None:
-                        handle.on_restart(handle.name)
 
     async def _connect_once(
         self, handle: ServerHandle, replica: _Replica, label: str, first: bool, reported: Callable[[], None]

@@ -1,0 +1,242 @@
+"""Mounting another hub's servers: a sibling instance run in a process of its own, or a `remotes:` hub.
+
+A `RemoteMount` polls the other hub's `GET /_mcphub/servers` (raw MCP tool definitions, per-server
+state, and the chain of hubs each server came through) and keeps one `RemoteServer` per server it
+serves. The app treats a `RemoteServer` like a local handle for listing, specs and scopes, and
+forwards calls to `POST {url}/{server}/{tool}`: the other hub's statuses and error bodies pass
+through unchanged. A hub that finds its own id in a server's chain refuses it: that is a mount loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+from anyio.abc import TaskStatus
+from mcp.types import Tool
+
+from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout
+
+logger = logging.getLogger(__name__)
+
+LISTING_PATH = "/_mcphub/servers"
+POLL_INTERVAL = 10.0  # seconds between listings of a reachable remote (tools, states, reachability)
+RETRY_MAX = 5.0  # seconds: cap on the retry interval while a remote is unreachable
+LIST_TIMEOUT = 10.0  # seconds for one listing request
+
+
+@dataclass(frozen=True)
+class RemoteServerConfig:
+    """The parts of a server's config the app reads, for a server that lives on another hub."""
+
+    timeout: float
+    required: bool
+    description: str | None = None
+    transport: str = "hub"
+
+    def timeout_for(self, tool: str) -> float:
+        return self.timeout
+
+
+@dataclass(eq=False)
+class RemoteServer:
+    name: str
+    mount: RemoteMount
+    config: RemoteServerConfig
+    state: str = "starting"
+    tools: dict[str, Tool] = field(default_factory=dict)
+    version: int = 0
+    last_error: str | None = None
+    restarts: int = 0
+    via: list[str] = field(default_factory=list)
+
+    def retry_after(self) -> int:
+        return self.mount.retry_after()
+
+    def _unavailable(self, tool: str | None, reason: str | None) -> ServerUnavailable:
+        detail = reason or f"state: {self.state}" + (f"; last error: {self.last_error}" if self.last_error else "")
+        return ServerUnavailable(
+            f"MCP server '{self.name}' on hub '{self.mount.name}' is not available ({detail}).",
+            retry_after=self.retry_after(), server=self.name, tool=tool,
+        )
+
+    async def forward(
+        self, tool: str, arguments: Any, *, authorization: str | None
+    ) -> tuple[int, Any, dict[str, str] | None]:
+        return await self.mount.forward(self, tool, arguments, authorization=authorization)
+
+
+class RemoteMount:
+    """One mounted hub. `api_key` None: forward each caller's own credential (a sibling sharing auth)."""
+
+    def __init__(self, name: str, url: str, *, hub_id: str, api_key: str | None, timeout: float,
+                 required: bool = False, proxy: str | None = None) -> None:
+        self.name = name
+        self.url = url.rstrip("/")
+        self.hub_id = hub_id
+        self.api_key = api_key
+        self.timeout = timeout
+        self.required = required
+        self.proxy = proxy
+        self.servers: dict[str, RemoteServer] = {}
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.next_poll_at: float | None = None
+        self._poll_now = anyio.Event()
+        self._client: httpx2.AsyncClient | None = None
+
+    def retry_after(self) -> int:
+        if self.next_poll_at is None:
+            return 1
+        return max(1, math.ceil(self.next_poll_at - anyio.current_time()))
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll until cancelled. `started` after the first listing, successful or not."""
+        limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+        # read timeout a little past the remote's own call timeout, so its 504 reaches the caller first
+        async with httpx2.AsyncClient(timeout=httpx2.Timeout(self.timeout + 5.0, connect=5.0), proxy=self.proxy,
+                                      limits=limits, follow_redirects=False) as client:
+            self._client = client
+            delay = 1.0
+            first = True
+            while True:
+                ok = await self._poll()
+                if first:
+                    task_status.started()
+                    first = False
+                delay = POLL_INTERVAL if ok else min(RETRY_MAX, delay * 2 if delay < POLL_INTERVAL else 1.0)
+                self.next_poll_at = anyio.current_time() + delay
+                self._poll_now = anyio.Event()
+                with anyio.move_on_after(delay):
+                    await self._poll_now.wait()
+
+    def _headers(self, authorization: str | None) -> dict[str, str]:
+        headers = {"X-Mcphub-Via": self.hub_id}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        elif authorization:
+            headers["Authorization"] = authorization
+        return headers
+
+    async def _poll(self) -> bool:
+        assert self._client is not None
+        try:
+            with anyio.fail_after(LIST_TIMEOUT):
+                response = await self._client.get(self.url + LISTING_PATH, headers=self._headers(None))
+            if response.status_code != 200:
+                raise _ListingError(f"{self.url}{LISTING_PATH} answered HTTP {response.status_code}: "
+                                    f"{_error_message(response)}")
+            listing = response.json()
+            servers = listing["servers"]
+            if not isinstance(servers, dict):
+                raise ValueError("'servers' is not an object")
+        except (httpx2.HTTPError, TimeoutError, ValueError, KeyError, TypeError, _ListingError) as exc:
+            self._unreachable(_reason(exc, self.url))
+            return False
+        self._update(servers)
+        return True
+
+    def _unreachable(self, reason: str) -> None:
+        if self.state != "failed" or self.last_error != reason:
+            logger.warning("remote hub '%s' unreachable: %s", self.name, reason)
+        self.state, self.last_error = "failed", reason
+        for server in self.servers.values():
+            server.state, server.last_error = "failed", f"hub '{self.name}' unreachable: {reason}"
+
+    def _update(self, listing: Mapping[str, Any]) -> None:
+        seen = set()
+        loops = []
+        for name, entry in listing.items():
+            via = [str(v) for v in entry.get("via", [])]
+            if self.hub_id in via:
+                loops.append(name)
+                continue
+            seen.add(name)
+            server = self.servers.get(name)
+            if server is None:
+                server = RemoteServer(name=name, mount=self, config=RemoteServerConfig(
+                    timeout=self.timeout, required=self.required, description=entry.get("description")))
+                self.servers[name] = server
+                logger.info("mounted '%s' from hub '%s'", name, self.name)
+            tools = {}
+            for raw in entry.get("tools", []):
+                try:
+                    tool = Tool.model_validate(raw)
+                except ValueError:
+                    continue
+                tools[tool.name] = tool
+            if [t.model_dump(mode="json") for t in tools.values()] != [
+                t.model_dump(mode="json") for t in server.tools.values()
+            ]:
+                server.tools = tools
+                server.version += 1
+            server.state = str(entry.get("state", "ready"))
+            server.last_error = entry.get("last_error")
+            server.via = via
+        for name in [n for n in self.servers if n not in seen]:
+            del self.servers[name]
+            logger.info("unmounted '%s': hub '%s' no longer serves it", name, self.name)
+        if loops:
+            self.state = "failed"
+            self.last_error = (f"mount loop: hub '{self.name}' serves this hub's own servers back "
+                               f"({', '.join(sorted(loops))}); those are not mounted")
+            logger.error("%s", self.last_error)
+        else:
+            if self.state != "ready":
+                logger.info("remote hub '%s' reachable: %d servers", self.name, len(self.servers))
+            self.state, self.last_error = "ready", None
+
+    async def forward(
+        self, server: RemoteServer, tool: str, arguments: Any, *, authorization: str | None
+    ) -> tuple[int, Any, dict[str, str] | None]:
+        if self._client is None:
+            raise server._unavailable(tool, "not connected yet")
+        url = f"{self.url}/{server.name}/{tool}"
+        try:
+            response = await self._client.post(
+                url, content=json.dumps(arguments).encode(), headers={
+                    **self._headers(authorization), "Content-Type": "application/json"})
+        except httpx2.TimeoutException:
+            raise ToolTimeout(f"hub '{self.name}' did not answer tool '{tool}' within {self.timeout:g}s",
+                              server=server.name, tool=tool) from None
+        except httpx2.HTTPError as exc:
+            self._poll_now.set()
+            raise server._unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise BadUpstreamResponse(
+                f"hub '{self.name}' answered HTTP {response.status_code} with a body that is not JSON",
+                server=server.name, tool=tool) from None
+        headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else None
+        return response.status_code, body, headers
+
+
+class _ListingError(Exception):
+    pass
+
+
+def _error_message(response: httpx2.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    if isinstance(exc, _ListingError):
+        return str(exc)
+    if isinstance(exc, httpx2.ConnectError):
+        return f"cannot connect to {url}"
+    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+        return f"{url} did not answer within {LIST_TIMEOUT:g}s"
+    if isinstance(exc, ValueError | KeyError | TypeError):
+        return f"{url}{LISTING_PATH} did not answer a hub listing (is it an mcphub?)"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
