@@ -1,0 +1,312 @@
+"""The tool-use loop: ask the model, run the calls it makes, feed the results back, until it answers.
+
+Bounded: at most `max_steps` requests offer tools; after that, one last request without tools asks
+for an answer from what the transcript holds (stop reason `max_steps`). Every tool outcome goes back to
+the model as a tool message — a failing tool, an unknown tool name or unreadable arguments are error
+text the model can react to, never an exception out of the loop. Results longer than
+`max_result_chars` are cut, with a note saying so.
+
+Model quirks handled here, whatever the backend: tool calls with `finish_reason: stop` (calls are used
+whenever present); missing or repeated call ids (replaced by fresh unique ones); tool calls written as
+text, in `<tool_call>{json}</tool_call>` tags or a fenced JSON block naming an offered tool; `<think>`
+reasoning, which never reaches the answer. The answer streams through `on_text` as the model writes
+it, with reasoning and text tool calls held back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+
+from mcphub.runner.backends import ModelBackend, OnText
+from mcphub.runner.messages import Message, ModelReply, ToolCall, ToolResult, new_call_id, parse_arguments
+from mcphub.runner.tools import ToolCaller
+
+logger = logging.getLogger(__name__)
+
+FINAL_REQUEST = ("The tool-call limit of this chat ({steps} steps) is reached. Answer now from the tool "
+                 "results above, without calling any tool; say what is still unknown.")
+StopReason = Literal["answer", "max_steps"]
+
+
+@dataclass
+class ChatResult:
+    answer: str
+    stop_reason: StopReason
+    steps: list[ToolResult]  # every tool call made, with what the model was shown, in call order
+    messages: list[Message]  # the whole transcript, tool calls and results included
+    model_requests: int
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class Runner:
+    def __init__(self, backend: ModelBackend, tools: ToolCaller, *, model: str, max_steps: int = 8,
+                 max_result_chars: int = 16000, options: dict[str, Any] | None = None) -> None:
+        self.backend = backend
+        self.tools = tools
+        self.model = model
+        self.max_steps = max_steps
+        self.max_result_chars = max_result_chars
+        self.options = options or {}
+
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        on_text: OnText | None = None,
+        on_tool_call: Callable[[ToolCall], Awaitable[None]] | None = None,
+        on_tool_result: Callable[[ToolResult], Awaitable[None]] | None = None,
+    ) -> ChatResult:
+        """Run the chat to an answer. With `on_text`, the backend streams and the visible answer is
+        handed to `on_text` piece by piece as it arrives."""
+        transcript = list(messages)
+        seen_ids = {tc.get("id") for m in transcript for tc in m.get("tool_calls") or [] if isinstance(tc, dict)}
+        answer = _Answer(on_text)
+        steps: list[ToolResult] = []
+        usage: dict[str, int] = {}
+        definitions = self.tools.definitions()
+        requests = 0
+        for _ in range(self.max_steps):
+            reply, text = await self._ask(transcript, definitions or None, answer, usage, streaming=on_text is not None)
+            requests += 1
+            calls = reply.tool_calls or _calls_in_text(reply.content, self.tools)
+            await answer.end_turn(text(bool(calls)))
+            if not calls:
+                return ChatResult(answer.text, "answer", steps, transcript + [_assistant(answer.turn, [])],
+                                  requests, usage)
+            for call in calls:
+                if not call.id or call.id in seen_ids:
+                    call.id = new_call_id()
+                seen_ids.add(call.id)
+            transcript.append(_assistant(answer.turn, calls))
+            results = await self._run_calls(calls, on_tool_call, on_tool_result)
+            steps.extend(results)
+            transcript.extend(r.as_message() for r in results)
+            if not definitions:
+                break  # nothing to offer: the calls were all errors; ask for an answer now
+        logger.info("runner: %d tool steps reached; asking %s for a final answer", self.max_steps, self.model)
+        transcript.append({"role": "user", "content": FINAL_REQUEST.format(steps=self.max_steps)})
+        reply, text = await self._ask(transcript, None, answer, usage, streaming=on_text is not None)
+        requests += 1
+        await answer.end_turn(text(bool(reply.tool_calls or _calls_in_text(reply.content, self.tools))))
+        return ChatResult(answer.text, "max_steps", steps, transcript + [_assistant(answer.turn, [])],
+                          requests, usage)
+
+    async def _ask(self, transcript: list[Message], tools: list[dict[str, Any]] | None, answer: _Answer,
+                   usage: dict[str, int], *, streaming: bool) -> tuple[ModelReply, Callable[[bool], str]]:
+        """One backend request. Returns the reply and `finish(had_calls)` → the turn's remaining visible text."""
+        visible = _Visible()
+        answer.begin_turn()
+
+        async def on_text(piece: str) -> None:
+            await answer.add(visible.feed(piece))
+
+        reply = await self.backend.chat(transcript, tools, model=self.model, options=self.options,
+                                        on_text=on_text if streaming else None)
+        if not streaming:
+            await answer.add(visible.feed(_drop_unopened_think(reply.content)))
+        for key, value in reply.usage.items():
+            usage[key] = usage.get(key, 0) + value
+        return reply, visible.finish
+
+    async def _run_calls(self, calls: list[ToolCall], on_call: Callable[[ToolCall], Awaitable[None]] | None,
+                         on_result: Callable[[ToolResult], Awaitable[None]] | None) -> list[ToolResult]:
+        """Run one turn's calls concurrently; results in call order."""
+        results: list[ToolResult | None] = [None] * len(calls)
+
+        async def run(i: int, call: ToolCall) -> None:
+            results[i] = result = await self._run_call(call)
+            if on_result is not None:
+                await on_result(result)
+
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                if on_call is not None:
+                    await on_call(call)
+                tg.start_soon(run, i, call)
+        return [r for r in results if r is not None]
+
+    async def _run_call(self, call: ToolCall) -> ToolResult:
+        if call.error is not None:
+            return self._result(call, False, f"Error: tool '{call.name}' was not called: {call.error}")
+        if not self.tools.has(call.name):
+            names = ", ".join(d["function"]["name"] for d in self.tools.definitions()) or "none"
+            return self._result(call, False, f"Error: there is no tool named '{call.name}' (tools: {names})")
+        try:
+            outcome = await self.tools.call(call.name, call.arguments or {})
+        except Exception:  # a bug below must not end the chat: the model is told, the log has the trace
+            logger.exception("runner: tool %s raised", call.name)
+            return self._result(call, False, f"Error: tool '{call.name}' failed inside the hub (see its log)")
+        if not outcome.ok:
+            return self._result(call, False, f"Error: {outcome.value}")
+        value = outcome.value
+        return self._result(call, True, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+
+    def _result(self, call: ToolCall, ok: bool, text: str) -> ToolResult:
+        if len(text) > self.max_result_chars:
+            text = (f"{text[: self.max_result_chars]}\n[mcphub: result cut to {self.max_result_chars} "
+                    f"of {len(text)} characters]")
+        return ToolResult(call, ok, text)
+
+
+def _assistant(content: str, calls: list[ToolCall]) -> Message:
+    message: Message = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = [c.as_message_part() for c in calls]
+    return message
+
+
+# -------------------------------------------------------------------------------- visible answer
+
+
+class _Answer:
+    """The answer as the user sees it, over all turns; each turn's text starts trimmed, turns are
+    separated by a blank line."""
+
+    def __init__(self, sink: OnText | None) -> None:
+        self._sink = sink
+        self._parts: list[str] = []
+        self._turn: list[str] = []
+
+    def begin_turn(self) -> None:
+        self._turn = []
+
+    async def add(self, text: str) -> None:
+        if not self._turn:
+            text = text.lstrip()
+            if not text:
+                return
+            if self._parts:
+                text = "\n\n" + text
+        self._turn.append(text)
+        self._parts.append(text)
+        if self._sink is not None:
+            await self._sink(text)
+
+    async def end_turn(self, rest: str) -> None:
+        await self.add(rest)
+
+    @property
+    def turn(self) -> str:
+        return "".join(self._turn).strip()
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts).strip()
+
+
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_HOLD = ("<tool_call>", "```")  # a text tool call may start here: hold the rest of the turn back
+_MARKERS = (_THINK_OPEN, _THINK_CLOSE, *_HOLD)
+
+
+class _Visible:
+    """Filters a turn's raw text as it streams: `<think>` sections dropped; from a `<tool_call>` tag or
+    a code fence on, text is held until the turn ends (`finish`), then dropped if it held tool calls."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._thinking = False
+        self._held: str | None = None
+
+    def feed(self, text: str) -> str:
+        self._buf += text
+        out: list[str] = []
+        while self._buf:
+            if self._held is not None:
+                self._held += self._buf
+                self._buf = ""
+            elif self._thinking:
+                end = self._buf.find(_THINK_CLOSE)
+                if end < 0:
+                    self._buf = self._buf[-(len(_THINK_CLOSE) - 1):]
+                    break
+                self._buf = self._buf[end + len(_THINK_CLOSE):]
+                self._thinking = False
+            else:
+                hits = [(self._buf.find(m), m) for m in _MARKERS if m in self._buf]
+                if not hits:
+                    keep = _partial_marker(self._buf)
+                    out.append(self._buf[: len(self._buf) - keep])
+                    self._buf = self._buf[len(self._buf) - keep:]
+                    break
+                at, marker = min(hits)
+                out.append(self._buf[:at])
+                if marker in _HOLD:
+                    self._held, self._buf = self._buf[at:], ""
+                else:
+                    self._thinking = marker == _THINK_OPEN
+                    self._buf = self._buf[at + len(marker):]
+        return "".join(out)
+
+    def finish(self, had_calls: bool) -> str:
+        rest = "" if self._thinking else self._buf
+        if self._held is not None and not had_calls:
+            rest += _strip_think(self._held)
+        return rest
+
+
+def _partial_marker(text: str) -> int:
+    """Length of the longest suffix of `text` that could be the start of a marker."""
+    for n in range(min(len(text), max(map(len, _MARKERS)) - 1), 0, -1):
+        if any(m.startswith(text[-n:]) for m in _MARKERS):
+            return n
+    return 0
+
+
+def _strip_think(text: str) -> str:
+    return re.sub(r"<think>.*?(</think>|$)", "", text, flags=re.DOTALL)
+
+
+def _drop_unopened_think(content: str) -> str:
+    """Some chat templates open `<think>` in the prompt, so the reply has only the closing tag."""
+    close = content.find(_THINK_CLOSE)
+    if close >= 0 and _THINK_OPEN not in content[:close]:
+        return content[close + len(_THINK_CLOSE):]
+    return content
+
+
+# ------------------------------------------------------------------------------ text tool calls
+
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+_FENCED = re.compile(r"```[a-zA-Z_]*\s*\n?(.*?)```", re.DOTALL)
+
+
+def _calls_in_text(content: str, tools: ToolCaller) -> list[ToolCall]:
+    """Tool calls a model wrote as text: every `<tool_call>` tag; else fenced JSON blocks, but only
+    when each names an offered tool (a JSON answer is not hijacked)."""
+    text = _strip_think(content)
+    tagged = [_text_call(item) for body in _TAGGED.findall(text) for item in _json_items(body)]
+    if "<tool_call>" in text:
+        return [c for c in tagged if c is not None] or [
+            ToolCall(new_call_id(), "", None, "the <tool_call> tag did not hold JSON with a 'name'")]
+    fenced = [_text_call(item) for body in _FENCED.findall(text) for item in _json_items(body)]
+    if fenced and all(c is not None and tools.has(c.name) for c in fenced):
+        return [c for c in fenced if c is not None]
+    return []
+
+
+def _json_items(body: str) -> list[Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return [None]
+    return data if isinstance(data, list) else [data]
+
+
+def _text_call(item: Any) -> ToolCall | None:
+    if not isinstance(item, dict):
+        return None
+    function = item.get("function") if isinstance(item.get("function"), dict) else item
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    raw = function.get("arguments", function.get("parameters"))
+    arguments, error = parse_arguments(raw)
+    return ToolCall(id=str(item.get("id") or ""), name=name, arguments=arguments, error=error)

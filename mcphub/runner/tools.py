@@ -1,0 +1,126 @@
+"""The tools a chat may use, and how a call reaches them.
+
+`ToolCaller` is all the loop knows: the function definitions to offer, and `call(name, arguments)` →
+(ok, JSON-able result or error text). `HubTools` is the implementation the hub uses: the tools of the
+servers in `runner.servers` that the caller's credential may call, named `{server}_{tool}` (sanitised
+as in the combined OpenAPI document), each executed in-process through the hub's `invoke` — the same
+scope check, argument validation, metrics and access log as `POST /{server}/{tool}`, with no HTTP hop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mcp.types import Tool
+
+from mcphub import schema
+from mcphub.auth import Principal
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    ok: bool
+    value: Any  # the result body when ok; else an error message (text)
+
+
+class ToolCaller(Protocol):
+    def definitions(self) -> list[dict[str, Any]]:
+        """OpenAI function-tool definitions: `{"type": "function", "function": {name, description, parameters}}`."""
+        ...
+
+    def has(self, name: str) -> bool: ...
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome: ...
+
+
+class _Handle(Protocol):
+    tools: dict[str, Tool]
+
+
+class _Supervisor(Protocol):
+    @property
+    def servers(self) -> Mapping[str, _Handle]: ...
+
+
+class _Invoker(Protocol):
+    """What HubTools needs of the hub (`mcphub.app._Hub`)."""
+
+    supervisor: Any
+
+    async def invoke(self, principal: Principal, server: str, tool: str, arguments: Any = None,
+                     **kwargs: Any) -> tuple[int, Any, dict[str, str] | None]: ...
+
+
+class HubTools:
+    """The tools of `servers` (`*`: all) that `principal` may call, through `hub.invoke`.
+
+    `authorization` is the caller's header, which `invoke` forwards to a mounted sibling hub that
+    shares this hub's auth (and to nothing else)."""
+
+    def __init__(self, hub: _Invoker, principal: Principal, servers: Iterable[str], *,
+                 authorization: str | None = None) -> None:
+        self._hub = hub
+        self._principal = principal
+        self._forward = {"authorization": authorization} if authorization else {}
+        wanted = set(servers)
+        self._routes: dict[str, tuple[str, str]] = {}
+        self._definitions: list[dict[str, Any]] = []
+        for server, handle in sorted(_servers(hub).items()):
+            if "*" not in wanted and server not in wanted:
+                continue
+            for tool in handle.tools.values():
+                if not principal.may_call(server, tool.name):
+                    continue
+                name = schema.operation_id(f"{server}_{tool.name}")
+                if name in self._routes:
+                    logger.warning("runner: tool name %s is taken by %s/%s; %s/%s is not offered",
+                                   name, *self._routes[name], server, tool.name)
+                    continue
+                self._routes[name] = (server, tool.name)
+                self._definitions.append(_definition(name, tool))
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return self._definitions
+
+    def has(self, name: str) -> bool:
+        return name in self._routes
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+        server, tool = self._routes[name]
+        status, body, _ = await self._hub.invoke(self._principal, server, tool, arguments, **self._forward)
+        if status == 200:
+            return ToolOutcome(True, body)
+        return ToolOutcome(False, _error_text(status, body))
+
+
+def _servers(hub: _Invoker) -> Mapping[str, _Handle]:
+    """Every server the hub serves: its own and, where federation is on, mounted ones (`hub.servers()`)."""
+    servers = getattr(hub, "servers", None)
+    return servers() if callable(servers) else hub.supervisor.servers
+
+
+def _definition(name: str, tool: Tool) -> dict[str, Any]:
+    parameters = dict(tool.input_schema or {})
+    parameters.setdefault("type", "object")
+    if parameters.get("type") == "object":
+        parameters.setdefault("properties", {})
+    function: dict[str, Any] = {"name": name, "parameters": parameters}
+    description = tool.description or (tool.title if hasattr(tool, "title") else None)
+    if description:
+        function["description"] = description
+    return {"type": "function", "function": function}
+
+
+def _error_text(status: int, body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return f"the call failed with HTTP status {status}"
+    text = f"{error.get('type', 'error')}: {error.get('message', '')}"
+    for detail in error.get("errors") or []:
+        text += f"\n- {'.'.join(map(str, detail.get('loc', [])))}: {detail.get('msg', '')}"
+    return text
