@@ -75,6 +75,7 @@ class Run:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)  # process role → CPU time / call
 
 
 @dataclass
@@ -85,14 +86,24 @@ class Summary:
     rps: float  # median over rounds
     p50_ms: float
     p99_ms: float
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)  # medians over rounds
     runs: list[Run] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ load
 
 
-async def measure(target: str, call: Call, concurrency: int, calls: int) -> Run:
-    """`calls` calls from `concurrency` tasks; each call's latency, and the wall time for all."""
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+async def measure(target: str, call: Call, concurrency: int, calls: int,
+                  processes: dict[str, psutil.Process] | None = None) -> Run:
+    """`calls` calls from `concurrency` tasks; each call's latency, the wall time for all, and the CPU
+    time each of `processes` (role → process) spent per call meanwhile."""
+    processes = {"load generator": psutil.Process(), **(processes or {})}
+    cpu_before = {role: cpu_seconds(p) for role, p in processes.items()}
     latencies: list[float] = []
     counter = iter(range(calls))
 
@@ -108,10 +119,11 @@ async def measure(target: str, call: Call, concurrency: int, calls: int) -> Run:
             for _ in range(concurrency):
                 tg.start_soon(worker)
         seconds = time.perf_counter() - started
+    cpu = {role: round((cpu_seconds(p) - cpu_before[role]) / calls * 1000, 3) for role, p in processes.items()}
     assert len(latencies) == calls
     latencies.sort()
     return Run(target, concurrency, calls, seconds, calls / seconds,
-               _quantile(latencies, 0.50) * 1000, _quantile(latencies, 0.99) * 1000)
+               _quantile(latencies, 0.50) * 1000, _quantile(latencies, 0.99) * 1000, cpu)
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -222,6 +234,14 @@ async def throughput(quick: bool, rounds: int, log_level: str, workdir: Path) ->
         wait_ready(url2, proc2)
         memory["hub_idle_rss_mib"] = round(rss_mib(proc1.pid)[0], 1)
         async with Client(params, cache=None) as client:
+            me = psutil.Process()
+            direct_server = next(p for p in me.children() if p.pid not in (proc1.pid, proc2.pid))
+            hub1, hub2 = psutil.Process(proc1.pid), psutil.Process(proc2.pid)
+            processes = {
+                "direct": {"server": direct_server},
+                "hub": {"hub": hub1, "server": hub1.children()[0]},
+                "hub replicas=2": {"hub": hub2, "server": hub2.children()[0], "server 2": hub2.children()[1]},
+            }
             for level in LEVELS:
                 limits = httpx2.Limits(max_connections=level, max_keepalive_connections=level)
                 async with httpx2.AsyncClient(base_url=url1, limits=limits, timeout=60) as http1, \
@@ -232,7 +252,7 @@ async def throughput(quick: bool, rounds: int, log_level: str, workdir: Path) ->
                         await measure(name, call, level, WARMUP)
                     for r in range(rounds):
                         for name, call in targets.items():
-                            run = await measure(name, call, level, CALLS[level][pick])
+                            run = await measure(name, call, level, CALLS[level][pick], processes[name])
                             runs.append(run)
                             print(f"  round {r + 1}/{rounds} c={level:<3} {name:<15} {run.rps:8.0f} req/s "
                                   f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms", file=sys.stderr)
@@ -244,9 +264,11 @@ async def throughput(quick: bool, rounds: int, log_level: str, workdir: Path) ->
     for level in LEVELS:
         for name in ("direct", "hub", "hub replicas=2"):
             mine = [r for r in runs if r.target == name and r.concurrency == level]
+            cpu = {role: round(statistics.median(r.cpu_ms_per_call[role] for r in mine), 3)
+                   for role in mine[0].cpu_ms_per_call}
             summaries.append(Summary(name, level, len(mine), statistics.median(r.rps for r in mine),
                                      statistics.median(r.p50_ms for r in mine),
-                                     statistics.median(r.p99_ms for r in mine), mine))
+                                     statistics.median(r.p99_ms for r in mine), cpu, mine))
     return summaries, memory
 
 
@@ -272,13 +294,18 @@ def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
 
 def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
     by = {(s.target, s.concurrency): s for s in summaries}
-    lines = [f"{'target':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'÷ direct':>10}"]
+    lines = [f"{'target':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'÷ direct':>10}"
+             f"{'CPU ms/call: client':>21}{'hub':>7}{'server(s)':>10}"]
     for level in LEVELS:
         direct = by[("direct", level)]
         for name in ("direct", "hub", "hub replicas=2"):
             s = by[(name, level)]
             ratio = "" if name == "direct" else f"{s.rps / direct.rps:.2f}"
-            lines.append(f"{name:<16}{level:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{ratio:>10}")
+            cpu = s.cpu_ms_per_call
+            servers = sum(v for k, v in cpu.items() if k.startswith("server"))
+            hub = f"{cpu['hub']:.2f}" if "hub" in cpu else "-"
+            lines.append(f"{name:<16}{level:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{ratio:>10}"
+                         f"{cpu['load generator']:>21.2f}{hub:>7}{servers:>10.2f}")
     added_p50 = by[("hub", 1)].p50_ms - by[("direct", 1)].p50_ms
     ratios = {
         "hub_over_direct_rps_c50": by[("hub", 50)].rps / by[("direct", 50)].rps,
