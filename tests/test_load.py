@@ -1,0 +1,69 @@
+"""Load through a real hub: thousands of concurrent calls, each answered with its own result."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import anyio
+import httpx2
+import pytest
+
+from tests.hub import running_hub, sample_server
+
+pytestmark = pytest.mark.anyio
+
+CALLS = 2000
+CONCURRENCY = 100
+LOAD_TIMEOUT = 50.0  # seconds for all calls: ~5 s here; the bound only stops a hang
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if match and all(part in match.group(1).split(",") for part in wanted.split(",")):
+            return float(match.group(2))
+    return 0.0
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_every_concurrent_call_gets_its_own_answer_and_none_is_lost(replicas: int):
+    run = uuid.uuid4().hex
+    async with running_hub({"servers": {"sample": sample_server(replicas=replicas)}}) as hub:
+        expected: dict[int, object] = {}
+        answers: dict[int, httpx2.Response] = {}
+        limits = httpx2.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        async with httpx2.AsyncClient(base_url=hub.url, limits=limits, timeout=30) as client:
+            requests = iter(range(CALLS))
+
+            async def worker() -> None:
+                for i in requests:  # one shared iterator: every index is sent exactly once
+                    if i % 2:
+                        text = f"{run}-{i}-{'é' * (i % 7)}"
+                        expected[i] = {"result": text}  # a str return is structured as {"result": ...}
+                        answers[i] = await client.post("/sample/echo", json={"text": text})
+                    else:
+                        a, b = i * 7919, -i
+                        expected[i] = {"total": a + b, "operands": [a, b]}
+                        answers[i] = await client.post("/sample/add", json={"a": a, "b": b})
+
+            with anyio.fail_after(LOAD_TIMEOUT):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(CONCURRENCY):
+                        tg.start_soon(worker)
+            metrics = (await client.get("/metrics")).text
+
+        assert sorted(answers) == list(range(CALLS))  # zero lost
+        failed = {i: (r.status_code, r.text) for i, r in answers.items() if r.status_code != 200}
+        assert failed == {}
+        mixed = {i: r.json() for i, r in answers.items() if r.json() != expected[i]}
+        assert mixed == {}  # zero mixed up
+        # the hub counted exactly these calls, all successful
+        counted = sum(_metric(metrics, "mcphub_tool_calls_total", server="sample", tool=t, status="200")
+                      for t in ("echo", "add"))
+        assert counted == CALLS
+        if replicas == 2:  # both processes took a share of the load
+            pids = {(await hub.client.post("/sample/pid", json={})).json()["result"] for _ in range(8)}
+            assert len(pids) == 2
