@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,13 +34,17 @@ from mcphub import __version__, results, schema
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, InvalidArguments, MountLoop, NotFound, Unauthorized, error_body
-from mcphub.federation import LISTING_PATH, RemoteServer
+from mcphub.federation import LISTING_PATH, RemoteMount, RemoteServer
 from mcphub.metrics import CONTENT_TYPE, HubMetrics
+from mcphub.ratelimit import RateLimiter
 from mcphub.runner.api import runner_routes
 from mcphub.supervisor import ServerHandle, State, Supervisor
 
 logger = logging.getLogger(__name__)
+# The audit trail: one line per tool call (who, server/tool, status, duration; arguments only with
+# hub.log_arguments), also as `record.audit` (a dict) for structured handlers. Never a key or a token.
 access_logger = logging.getLogger("mcphub.access")
+MAX_LOGGED_ARGUMENTS = 2000  # characters of JSON, with hub.log_arguments
 
 MAX_VALIDATION_ERRORS = 20  # a body can break a schema in many places; the first few are enough to fix it
 CLIENT_CLOSED = 499  # nginx's status for "client closed request", used in logs and metrics only
@@ -71,9 +75,11 @@ class _Hub:
         # the servers this hub serves: local handles and mounted ones (federation.RemoteServer)
         self.servers: Callable[[], Mapping[str, Any]] = servers or (lambda: supervisor.servers)
         self.view = HubView(config, Authenticator(config.auth, extra_keys=extra_keys))
+        self.limiter = RateLimiter()  # outlives reloads: a limit that stays the same keeps its bucket
         self.metrics = HubMetrics(self.servers)
         self._validators: dict[tuple[str, str, int], Any] = {}
         self._specs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.mounts: list[RemoteMount] = []
 
     def reconfigure(self, config: HubConfig) -> None:
         self.view = HubView(config, Authenticator(config.auth, extra_keys=self.extra_keys))
@@ -86,15 +92,17 @@ class _Hub:
         server = request.path_params["server"]
         tool = request.path_params["tool"]
         try:
-            principal = self.view.auth.require(request.headers.get("authorization"))
+            principal = await self.view.auth.require_async(request.headers.get("authorization"))
         except HubError as exc:
-            access_logger.info("- %s/%s %d", server, tool, exc.status_code)
+            access_logger.info("- %s/%s %d", server, tool, exc.status_code,
+                               extra={"audit": {"principal": None, "server": server, "tool": tool,
+                                                "status": exc.status_code}})
             return _error_response(exc)
         raw = await request.body()  # before watching for a hang-up: both read the ASGI receive channel
         outcome = await _unless_disconnected(request, self.invoke(
             principal, server, tool, body=raw, authorization=request.headers.get("authorization")))
         if outcome is None:
-            access_logger.info("%s %s/%s %d (client closed)", principal.name, server, tool, CLIENT_CLOSED)
+            access_logger.info("%s %s/%s %d (client closed)", principal.audit_name, server, tool, CLIENT_CLOSED)
             return Response(status_code=CLIENT_CLOSED)
         status, body, headers = outcome
         return JSONResponse(body, status_code=status, headers=headers)
@@ -124,6 +132,7 @@ class _Hub:
             principal.check(server)
             tool_def = self._tool(handle, tool)
             principal.check(server, tool)
+            self.limiter.acquire(self.view.auth.limits_for(principal, server), server=server, tool=tool)
             if body is not None:
                 arguments = _parse_body(body, server, tool)
             if isinstance(handle, RemoteServer):  # the hub that runs it validates; its answer passes through
@@ -148,7 +157,22 @@ class _Hub:
             if server in handles:  # bounded label values: configured servers only
                 known_tool = tool if tool in handles[server].tools else "(unknown)"
                 self.metrics.observe(server, known_tool, status, elapsed, error_type)
-            access_logger.info("%s %s/%s %d %.1fms", principal.name, server, tool, status, elapsed * 1000)
+            self._audit(principal, server, tool, status, elapsed, arguments)
+
+    def _audit(self, principal: Principal, server: str, tool: str, status: int, elapsed: float,
+               arguments: Any) -> None:
+        record = {"principal": principal.audit_name, "server": server, "tool": tool, "status": status,
+                  "duration_ms": round(elapsed * 1000, 1)}
+        if not self.view.config.hub.log_arguments:
+            access_logger.info("%s %s/%s %d %.1fms", principal.audit_name, server, tool, status, elapsed * 1000,
+                               extra={"audit": record})
+            return
+        shown = json.dumps(arguments, ensure_ascii=False, default=str)
+        if len(shown) > MAX_LOGGED_ARGUMENTS:
+            shown = shown[:MAX_LOGGED_ARGUMENTS] + "..."
+        record["arguments"] = arguments
+        access_logger.info("%s %s/%s %d %.1fms %s", principal.audit_name, server, tool, status, elapsed * 1000,
+                           shown, extra={"audit": record})
 
     def _handle(self, server: str) -> ServerHandle:
         handles = self.servers()
@@ -289,9 +313,15 @@ class _Hub:
             }
             if isinstance(handle, RemoteServer):
                 servers[name]["hub"] = handle.mount.name
-            if handle.config.required and handle.state is not State.READY:
+            if handle.config.required and handle.state != State.READY:
                 ready = False
-        return (200 if ready else 503), {"status": "ready" if ready else "not_ready", "servers": servers}
+        body: dict[str, Any] = {"status": "", "servers": servers}
+        if self.mounts:
+            body["hubs"] = {m.name: {"url": m.url, "state": m.state, "servers": sorted(m.servers),
+                                     "required": m.required, "last_error": m.last_error} for m in self.mounts}
+            ready = ready and all(m.state != "failed" for m in self.mounts if m.required)
+        body["status"] = "ready" if ready else "not_ready"
+        return (200 if ready else 503), body
 
 
 def create_app(
@@ -301,15 +331,18 @@ def create_app(
     api_keys: tuple[str, ...] = (),
     servers: Callable[[], Mapping[str, Any]] | None = None,
     hub_id: str | None = None,
+    mounts: Sequence[RemoteMount] = (),
 ) -> Starlette:
     """A Starlette app serving `supervisor`'s servers, or the map `servers()` returns (an instance's
     local servers plus mounted ones). `api_keys` are extra all-access keys (`--api-key`,
     `MCPHUB_API_KEY`). `hub_id` names this hub in federation listings (loop detection).
     `app.state.hub.reconfigure(new_config)` applies a reload."""
     hub = _Hub(supervisor, config, api_keys, servers, hub_id or uuid.uuid4().hex)
+    hub.mounts = list(mounts)
 
     async def listing(request: Request) -> Response:
         """Raw MCP tool definitions per server, for hubs that mount this one (federation)."""
+        await hub.view.auth.prepare(request.headers.get("authorization"))
         return _guarded(lambda: JSONResponse(hub.listing(request)))
 
     async def healthz(request: Request) -> Response:
@@ -336,16 +369,20 @@ def create_app(
         })
 
     async def combined_spec(request: Request) -> Response:
+        await hub.view.auth.prepare(request.headers.get("authorization"))  # JWKS keys for the sync checks
         return _guarded(lambda: JSONResponse(hub.spec(request, None)))
 
     async def server_spec(request: Request) -> Response:
+        await hub.view.auth.prepare(request.headers.get("authorization"))
         return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"])))
 
     async def combined_docs(request: Request) -> Response:
+        await hub.view.auth.prepare(request.headers.get("authorization"))
         return _guarded(lambda: _docs(request, "/openapi.json", "mcphub"))
 
     async def server_docs(request: Request) -> Response:
         server = request.path_params["server"]
+        await hub.view.auth.prepare(request.headers.get("authorization"))
 
         def page() -> Response:
             hub._handle(server)
@@ -370,10 +407,12 @@ def create_app(
     middleware = []
     origins = config.hub.cors_origins
     if origins:
-        # Never `*` together with credentials: a wildcard origin gets no cookies/credentials.
+        # Off unless origins are listed. Credentials travel in the Authorization header, which a
+        # cross-origin fetch may send once the preflight allows it, so the hub never allows cookies
+        # (no Access-Control-Allow-Credentials), and so never pairs `*` with credentials.
         middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                                     allow_headers=["authorization", "content-type"],
-                                     allow_credentials="*" not in origins))
+                                     allow_headers=["authorization", "content-type"], allow_credentials=False,
+                                     expose_headers=["retry-after"], max_age=600))
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         HubError: _hub_error_handler, 404: _not_found_handler, 405: _method_handler, 500: _internal_error_handler,
     })
@@ -455,7 +494,8 @@ async def _not_found_handler(request: Request, exc: Exception) -> Response:
 
 async def _method_handler(request: Request, exc: Exception) -> Response:
     return JSONResponse(
-        error_body("method_not_allowed", f"{request.method} is not allowed on {request.url.path} (tools are called with POST)"),
+        error_body("method_not_allowed",
+                   f"{request.method} is not allowed on {request.url.path} (tools are called with POST)"),
         status_code=405,
     )
 

@@ -51,12 +51,20 @@ class HubSettings(_Model):
         return value
 
 
+class RateLimit(_Model):
+    """A token bucket: `requests` calls at once (the burst), refilled at `requests` per `per` seconds."""
+
+    requests: int = Field(ge=1)
+    per: float = Field(gt=0)  # seconds
+
+
 class ApiKey(_Model):
     name: str
     key: str | None = Field(None, repr=False)
     hash: str | None = None
     servers: list[str] = Field(default_factory=lambda: ["*"])
     tools: list[str] | None = None
+    rate_limit: RateLimit | None = None  # this key's calls, over every server
 
     @field_validator("hash")
     @classmethod
@@ -85,13 +93,22 @@ class ApiKey(_Model):
         return f"ApiKey(name={self.name!r}, servers={self.servers!r}, tools={self.tools!r})"
 
 
+_HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+_PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                                    "ES512", "EdDSA"})
+
+
 class JwtConfig(_Model):
-    secret: str | None = Field(None, repr=False)
-    jwks_url: str | None = None
-    algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
-    issuer: str | None = None
-    audience: str | None = None
+    secret: str | None = Field(None, repr=False)  # HMAC shared secret (Open WebUI: WEBUI_SECRET_KEY)
+    jwks_url: str | None = None  # or the identity provider's public keys
+    algorithms: list[str] | None = None  # default: [HS256] with secret, [RS256, ES256] with jwks_url
+    issuer: str | None = None  # when set, `iss` must equal it
+    audience: str | None = None  # when set, `aud` must contain it
+    # "claim=value" (or a bare value of the `scope`/`scp` claim) → the servers a token holding it may use.
+    # Empty: every server. A token's own `mcphub_servers` / `mcphub_tools` claims narrow it further.
     scopes: dict[str, list[str]] = Field(default_factory=dict)
+    require_exp: bool = True  # refuse tokens without `exp` (Open WebUI with JWT_EXPIRES_IN=-1 sends none)
+    rate_limit: RateLimit | None = None  # per token subject
 
     @model_validator(mode="after")
     def _one_source(self) -> JwtConfig:
@@ -100,15 +117,32 @@ class JwtConfig(_Model):
         if self.secret is not None and not self.secret.strip():
             # an empty HMAC secret would let anyone sign a token
             raise ValueError("'secret' is empty (is its ${VARIABLE} set?)")
+        if self.jwks_url is not None and not re.match(r"^https?://", self.jwks_url):
+            raise ValueError(f"'jwks_url' must be an http:// or https:// URL (got {self.jwks_url!r})")
+        allowed = _HMAC_ALGORITHMS if self.secret is not None else _PUBLIC_KEY_ALGORITHMS
+        for alg in self.algorithms or ():
+            if alg not in allowed:  # also refuses 'none', and HS256 with public keys (algorithm confusion)
+                source = "'secret'" if self.secret is not None else "'jwks_url'"
+                raise ValueError(f"algorithm {alg!r} cannot be used with {source} "
+                                 f"(use one of: {', '.join(sorted(allowed))})")
+        if self.algorithms == []:
+            raise ValueError("'algorithms' is empty: no token could be accepted")
         return self
 
+    @property
+    def accepted_algorithms(self) -> list[str]:
+        if self.algorithms:
+            return self.algorithms
+        return ["HS256"] if self.secret is not None else ["RS256", "ES256"]
+
     def __repr__(self) -> str:
-        return f"JwtConfig(jwks_url={self.jwks_url!r}, algorithms={self.algorithms!r})"
+        return f"JwtConfig(jwks_url={self.jwks_url!r}, algorithms={self.accepted_algorithms!r})"
 
 
 class AuthConfig(_Model):
     api_keys: list[ApiKey] = Field(default_factory=list)
     jwt: JwtConfig | None = None
+    server_rate_limits: dict[str, RateLimit] = Field(default_factory=dict)  # server → shared by all callers
 
     @field_validator("api_keys")
     @classmethod

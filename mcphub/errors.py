@@ -6,6 +6,7 @@ HubError                      500 internal_error
     Unauthorized              401 unauthorized       no or bad credential
     Forbidden                 403 forbidden          credential not allowed here
   NotFound                    404 not_found          unknown server or tool
+  RateLimited                 429 rate_limited       a key's, a token subject's or a server's rate limit (+ Retry-After)
   InvalidArguments            422 invalid_arguments  arguments break the tool's input schema
   ToolCallFailed              400 tool_error         the tool's own error (isError or an MCP error answer)
   BadUpstreamResponse         502 bad_gateway        the server answered something that is not MCP
@@ -67,6 +68,20 @@ class Forbidden(AuthError):
 class NotFound(HubError):
     status_code = 404
     type = "not_found"
+
+
+class RateLimited(HubError):
+    status_code = 429
+    type = "rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after: int = 1, server: str | None = None, tool: str | None = None
+    ) -> None:
+        super().__init__(message, server=server, tool=tool)
+        self.retry_after = max(1, int(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class InvalidArguments(HubError):
