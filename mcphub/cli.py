@@ -27,7 +27,7 @@ from mcphub.app import create_app
 from mcphub.config import HubConfig, default_config_path, key_hash, load_config, parse_config
 from mcphub.errors import ConfigError
 from mcphub.logs import configure_logging
-from mcphub.serve import ServeOptions, serve
+from mcphub.serve import ListenError, ServeOptions, serve
 from mcphub.supervisor import State, Supervisor
 
 API_KEY_ENV = "MCPHUB_API_KEY"
@@ -108,27 +108,7 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[HubConfig, Path]:
     path = args.config or default_config_path()
-    config = load_config(path)
-    instance = getattr(args, "instance", None)
-    if instance is not None:
-        config = _select_instance(config, instance, path)
-    elif config.instances and args.command == "serve":
-        raise ConfigError(f"{path}: instances: this config defines instances "
-                          f"({', '.join(sorted(config.instances))}); choose one with --instance NAME")
-    return config, path
-
-
-def _select_instance(config: HubConfig, name: str, path: Path) -> HubConfig:
-    inst = config.instances.get(name)
-    if inst is None:
-        raise ConfigError(f"{path}: --instance {name!r}: no such instance "
-                          f"(instances: {', '.join(sorted(config.instances)) or 'none'})")
-    hub = config.hub.model_copy(update={k: v for k, v in (("host", inst.host), ("port", inst.port)) if v is not None})
-    return config.model_copy(update={
-        "hub": hub,
-        "servers": {n: c for n, c in config.servers.items() if n in inst.servers},
-        "auth": inst.auth or config.auth,
-    })
+    return load_config(path), path
 
 
 # ------------------------------------------------------------------------------------------- serve
@@ -145,30 +125,33 @@ def _serve(args: argparse.Namespace) -> int:
         path = None
     else:
         config, path = _load(args)
+        if args.instance is not None and args.instance not in config.instances:
+            raise ConfigError(f"{path}: --instance {args.instance!r}: no such instance "
+                              f"(instances: {', '.join(sorted(config.instances)) or 'none'})")
     if any(not key.strip() for key in args.api_key):
         # `--api-key "$UNSET"` must not count as a credential: it would open a non-loopback bind to all.
         raise ConfigError("--api-key: the key is empty (is the variable you passed set?)")
     env_key = os.environ.get(API_KEY_ENV, "").strip()
     keys = tuple(args.api_key) + ((env_key,) if env_key else ())
     options = ServeOptions(
-        host=args.host or config.hub.host,
-        port=args.port if args.port is not None else config.hub.port,
+        host=args.host,
+        port=args.port,
         api_keys=keys,
         allow_no_auth=args.allow_no_auth,
         config_path=path,
+        instance=args.instance,
     )
     if args.log_level is None:
         configure_logging(config.hub.log_level)
+    failed = False
     try:
         anyio.run(serve, config, options)
-    except BaseExceptionGroup as group:
-        # uvicorn calls sys.exit(3) when it cannot bind (address in use); it has logged why, and the
-        # supervisor has already stopped every server on the way out.
-        if group.split(SystemExit)[1] is not None:
-            raise
-        print(f"mcphub: could not serve on {options.host}:{options.port} (see the error above)", file=sys.stderr)
-        return 1
-    return 0
+    except* ListenError as group:
+        # uvicorn has logged why (address in use, permission); the supervisor has stopped every server.
+        for error in group.exceptions:
+            print(f"mcphub: {error}", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
 
 
 def _name_from_command(command: list[str]) -> str:

@@ -223,7 +223,7 @@ class InstanceConfig(_Model):
     mount: list[str] = Field(default_factory=list)  # other instances of this file, or names under remotes:
     url: str | None = None  # how other hubs reach this one when it runs in a process of its own
     auth: AuthConfig | None = None
-    api_key: str | None = None  # what siblings send to this instance when it has an auth of its own
+    api_key: str | None = Field(None, repr=False)  # what siblings send it when it has an auth of its own
 
     def __repr__(self) -> str:
         return f"InstanceConfig(servers={self.servers!r}, mount={self.mount!r}, url={self.url!r})"

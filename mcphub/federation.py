@@ -76,7 +76,7 @@ class RemoteMount:
     """One mounted hub. `api_key` None: forward each caller's own credential (a sibling sharing auth)."""
 
     def __init__(self, name: str, url: str, *, hub_id: str, api_key: str | None, timeout: float,
-                 required: bool = False, proxy: str | None = None) -> None:
+                 required: bool = False, proxy: str | None = None, reserved: frozenset[str] = frozenset()) -> None:
         self.name = name
         self.url = url.rstrip("/")
         self.hub_id = hub_id
@@ -84,6 +84,7 @@ class RemoteMount:
         self.timeout = timeout
         self.required = required
         self.proxy = proxy
+        self.reserved = reserved  # names of the mounting hub's own servers: a remote one never shadows them
         self.servers: dict[str, RemoteServer] = {}
         self.state = "starting"
         self.last_error: str | None = None
@@ -152,10 +153,14 @@ class RemoteMount:
     def _update(self, listing: Mapping[str, Any]) -> None:
         seen = set()
         loops = []
+        clashes = []
         for name, entry in listing.items():
             via = [str(v) for v in entry.get("via", [])]
             if self.hub_id in via:
                 loops.append(name)
+                continue
+            if name in self.reserved:
+                clashes.append(name)
                 continue
             seen.add(name)
             server = self.servers.get(name)
@@ -182,11 +187,17 @@ class RemoteMount:
         for name in [n for n in self.servers if n not in seen]:
             del self.servers[name]
             logger.info("unmounted '%s': hub '%s' no longer serves it", name, self.name)
+        problems = []
         if loops:
-            self.state = "failed"
-            self.last_error = (f"mount loop: hub '{self.name}' serves this hub's own servers back "
-                               f"({', '.join(sorted(loops))}); those are not mounted")
-            logger.error("%s", self.last_error)
+            problems.append(f"mount loop: hub '{self.name}' serves this hub's own servers back "
+                            f"({', '.join(sorted(loops))}); those are not mounted")
+        if clashes:
+            problems.append(f"hub '{self.name}' serves {', '.join(sorted(clashes))}, which this hub already "
+                            "has; the local ones are kept and the remote ones are not mounted (rename one)")
+        if problems:
+            if self.last_error != "; ".join(problems):
+                logger.error("%s", "; ".join(problems))
+            self.state, self.last_error = "degraded", "; ".join(problems)
         else:
             if self.state != "ready":
                 logger.info("remote hub '%s' reachable: %d servers", self.name, len(self.servers))

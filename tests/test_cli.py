@@ -169,11 +169,14 @@ def test_an_unknown_instance_exits_2_naming_it(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"mcphub: {path}: --instance 'global': no such instance (instances: cn)"
 
 
-def test_serving_an_instances_config_without_instance_exits_2(tmp_path: Path) -> None:
-    path = _config(tmp_path, {"servers": {"sample": _sample()}, "instances": {"cn": {"servers": ["sample"]}}})
-    result = mcphub("serve", "-c", str(path))
+def test_one_port_for_several_instances_exits_2(tmp_path: Path) -> None:
+    path = _config(tmp_path, {"servers": {"sample": _sample()},
+                              "instances": {"cn": {"servers": ["sample"], "port": 18001},
+                                            "global": {"port": 18002, "mount": ["cn"]}}})
+    result = mcphub("serve", "-c", str(path), "--port", "18003")
     assert result.returncode == 2, _output(result)
-    assert "choose one with --instance NAME" in result.stderr, _output(result)
+    _no_traceback(result)
+    assert "runs 2 instances (cn, global); add --instance NAME" in result.stderr, _output(result)
 
 
 def test_a_config_file_and_a_command_together_exit_2(tmp_path: Path) -> None:
