@@ -98,8 +98,9 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-async def measure(target: str, call: Call, concurrency: int, calls: int,
-                  processes: dict[str, psutil.Process] | None = None) -> Run:
+async def measure(
+    target: str, call: Call, concurrency: int, calls: int, processes: dict[str, psutil.Process] | None = None
+) -> Run:
     """`calls` calls from `concurrency` tasks; each call's latency, the wall time for all, and the CPU
     time each of `processes` (role → process) spent per call meanwhile."""
     processes = {"load generator": psutil.Process(), **(processes or {})}
@@ -122,8 +123,16 @@ async def measure(target: str, call: Call, concurrency: int, calls: int,
     cpu = {role: round((cpu_seconds(p) - cpu_before[role]) / calls * 1000, 3) for role, p in processes.items()}
     assert len(latencies) == calls
     latencies.sort()
-    return Run(target, concurrency, calls, seconds, calls / seconds,
-               _quantile(latencies, 0.50) * 1000, _quantile(latencies, 0.99) * 1000, cpu)
+    return Run(
+        target,
+        concurrency,
+        calls,
+        seconds,
+        calls / seconds,
+        _quantile(latencies, 0.50) * 1000,
+        _quantile(latencies, 0.99) * 1000,
+        cpu,
+    )
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -189,8 +198,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def hub_process(args: list[str], *, cwd: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mcphub", "serve", "--port", str(port), *args],
-                                cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcphub", "serve", "--port", str(port), *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
@@ -199,8 +212,10 @@ def hub_process(args: list[str], *, cwd: Path, log: Path) -> Iterator[tuple[subp
 
 def bench_config(path: Path, *, replicas: int, log_level: str) -> Path:
     server = {"transport": "stdio", "command": SERVER[0], "args": SERVER[1:], "replicas": replicas}
-    path.write_text(yaml.safe_dump({"hub": {"log_level": log_level, "reload": False},
-                                    "servers": {"bench": server}}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"hub": {"log_level": log_level, "reload": False}, "servers": {"bench": server}}),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -228,8 +243,10 @@ async def throughput(quick: bool, rounds: int, log_level: str, workdir: Path) ->
     runs: list[Run] = []
     memory: dict[str, Any] = {}
     params = StdioServerParameters(command=SERVER[0], args=SERVER[1:])
-    with hub_process(["-c", str(one)], cwd=workdir, log=log) as (proc1, url1), \
-            hub_process(["-c", str(two)], cwd=workdir, log=log) as (proc2, url2):
+    with (
+        hub_process(["-c", str(one)], cwd=workdir, log=log) as (proc1, url1),
+        hub_process(["-c", str(two)], cwd=workdir, log=log) as (proc2, url2),
+    ):
         wait_ready(url1, proc1)
         wait_ready(url2, proc2)
         memory["hub_idle_rss_mib"] = round(rss_mib(proc1.pid)[0], 1)
@@ -244,31 +261,50 @@ async def throughput(quick: bool, rounds: int, log_level: str, workdir: Path) ->
             }
             for level in LEVELS:
                 limits = httpx2.Limits(max_connections=level, max_keepalive_connections=level)
-                async with httpx2.AsyncClient(base_url=url1, limits=limits, timeout=60) as http1, \
-                        httpx2.AsyncClient(base_url=url2, limits=limits, timeout=60) as http2:
-                    targets = {"direct": direct_call(client), "hub": hub_call(http1),
-                               "hub replicas=2": hub_call(http2)}
+                async with (
+                    httpx2.AsyncClient(base_url=url1, limits=limits, timeout=60) as http1,
+                    httpx2.AsyncClient(base_url=url2, limits=limits, timeout=60) as http2,
+                ):
+                    targets = {"direct": direct_call(client), "hub": hub_call(http1), "hub replicas=2": hub_call(http2)}
                     for name, call in targets.items():  # warm-up: connections, imports, caches
                         await measure(name, call, level, WARMUP)
                     for r in range(rounds):
                         for name, call in targets.items():
                             run = await measure(name, call, level, CALLS[level][pick], processes[name])
                             runs.append(run)
-                            print(f"  round {r + 1}/{rounds} c={level:<3} {name:<15} {run.rps:8.0f} req/s "
-                                  f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms", file=sys.stderr)
+                            print(
+                                f"  round {r + 1}/{rounds} c={level:<3} {name:<15} {run.rps:8.0f} req/s "
+                                f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms",
+                                file=sys.stderr,
+                            )
         own1, children1 = rss_mib(proc1.pid)
         own2, children2 = rss_mib(proc2.pid)
-        memory.update(hub_rss_mib=round(own1, 1), hub_children_rss_mib=round(children1, 1),
-                      hub_replicas2_rss_mib=round(own2, 1), hub_replicas2_children_rss_mib=round(children2, 1))
+        memory.update(
+            hub_rss_mib=round(own1, 1),
+            hub_children_rss_mib=round(children1, 1),
+            hub_replicas2_rss_mib=round(own2, 1),
+            hub_replicas2_children_rss_mib=round(children2, 1),
+        )
     summaries = []
     for level in LEVELS:
         for name in ("direct", "hub", "hub replicas=2"):
             mine = [r for r in runs if r.target == name and r.concurrency == level]
-            cpu = {role: round(statistics.median(r.cpu_ms_per_call[role] for r in mine), 3)
-                   for role in mine[0].cpu_ms_per_call}
-            summaries.append(Summary(name, level, len(mine), statistics.median(r.rps for r in mine),
-                                     statistics.median(r.p50_ms for r in mine),
-                                     statistics.median(r.p99_ms for r in mine), cpu, mine))
+            cpu = {
+                role: round(statistics.median(r.cpu_ms_per_call[role] for r in mine), 3)
+                for role in mine[0].cpu_ms_per_call
+            }
+            summaries.append(
+                Summary(
+                    name,
+                    level,
+                    len(mine),
+                    statistics.median(r.rps for r in mine),
+                    statistics.median(r.p50_ms for r in mine),
+                    statistics.median(r.p99_ms for r in mine),
+                    cpu,
+                    mine,
+                )
+            )
     return summaries, memory
 
 
@@ -285,8 +321,11 @@ def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
             body = httpx2.get(f"{url}/readyz", timeout=5).json()
             servers = sorted(body["servers"])
         print(f"  cold start {i + 1}/{runs}: {seconds[-1]:.2f}s ({len(servers)} servers)", file=sys.stderr)
-    return {"runs": [round(s, 3) for s in seconds], "median_s": round(statistics.median(seconds), 3),
-            "servers": servers}
+    return {
+        "runs": [round(s, 3) for s in seconds],
+        "median_s": round(statistics.median(seconds), 3),
+        "servers": servers,
+    }
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -294,8 +333,10 @@ def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
 
 def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
     by = {(s.target, s.concurrency): s for s in summaries}
-    lines = [f"{'target':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'÷ direct':>10}"
-             f"{'CPU ms/call: client':>21}{'hub':>7}{'server(s)':>10}"]
+    lines = [
+        f"{'target':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'÷ direct':>10}"
+        f"{'CPU ms/call: client':>21}{'hub':>7}{'server(s)':>10}"
+    ]
     for level in LEVELS:
         direct = by[("direct", level)]
         for name in ("direct", "hub", "hub replicas=2"):
@@ -304,8 +345,10 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
             cpu = s.cpu_ms_per_call
             servers = sum(v for k, v in cpu.items() if k.startswith("server"))
             hub = f"{cpu['hub']:.2f}" if "hub" in cpu else "-"
-            lines.append(f"{name:<16}{level:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{ratio:>10}"
-                         f"{cpu['load generator']:>21.2f}{hub:>7}{servers:>10.2f}")
+            lines.append(
+                f"{name:<16}{level:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{ratio:>10}"
+                f"{cpu['load generator']:>21.2f}{hub:>7}{servers:>10.2f}"
+            )
     added_p50 = by[("hub", 1)].p50_ms - by[("direct", 1)].p50_ms
     ratios = {
         "hub_over_direct_rps_c50": by[("hub", 50)].rps / by[("direct", 50)].rps,
@@ -313,26 +356,39 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
         "added_p50_ms_c1": added_p50,
     }
     targets = [
-        ("hub throughput at c=50 ≥ 0.9 × direct", ratios["hub_over_direct_rps_c50"] >= 0.9,
-         f"{ratios['hub_over_direct_rps_c50']:.2f}×"),
+        (
+            "hub throughput at c=50 ≥ 0.9 × direct",
+            ratios["hub_over_direct_rps_c50"] >= 0.9,
+            f"{ratios['hub_over_direct_rps_c50']:.2f}×",
+        ),
         ("p50 added latency at c=1 < 1 ms", added_p50 < 1.0, f"{added_p50:.2f} ms"),
-        ("replicas: 2 at c=50 > direct single session", ratios["hub_replicas2_over_direct_rps_c50"] > 1.0,
-         f"{ratios['hub_replicas2_over_direct_rps_c50']:.2f}×"),
+        (
+            "replicas: 2 at c=50 > direct single session",
+            ratios["hub_replicas2_over_direct_rps_c50"] > 1.0,
+            f"{ratios['hub_replicas2_over_direct_rps_c50']:.2f}×",
+        ),
         ("ready with five servers < 2 s", cold["median_s"] < 2.0, f"{cold['median_s']:.2f} s"),
         ("hub RSS after load < 100 MiB", memory["hub_rss_mib"] < 100, f"{memory['hub_rss_mib']:.1f} MiB"),
     ]
     lines.append("")
-    lines.append(f"cold start to /readyz 200, {len(cold['servers'])} bundled servers: median "
-                 f"{cold['median_s']:.2f} s over {len(cold['runs'])} runs ({', '.join(f'{s:.2f}' for s in cold['runs'])})")
-    lines.append(f"hub RSS: idle {memory['hub_idle_rss_mib']} MiB, after load {memory['hub_rss_mib']} MiB "
-                 f"(its server: {memory['hub_children_rss_mib']} MiB); replicas=2 hub {memory['hub_replicas2_rss_mib']} "
-                 f"MiB (servers: {memory['hub_replicas2_children_rss_mib']} MiB)")
+    lines.append(
+        f"cold start to /readyz 200, {len(cold['servers'])} bundled servers: median "
+        f"{cold['median_s']:.2f} s over {len(cold['runs'])} runs ({', '.join(f'{s:.2f}' for s in cold['runs'])})"
+    )
+    lines.append(
+        f"hub RSS: idle {memory['hub_idle_rss_mib']} MiB, after load {memory['hub_rss_mib']} MiB "
+        f"(its server: {memory['hub_children_rss_mib']} MiB); replicas=2 hub {memory['hub_replicas2_rss_mib']} "
+        f"MiB (servers: {memory['hub_replicas2_children_rss_mib']} MiB)"
+    )
     lines.append("")
     for text, ok, value in targets:
         lines.append(f"[{'met' if ok else 'MISSED':>6}] {text}: {value}")
     print("\n".join(lines))
-    return {"ratios": ratios, "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets],
-            "table": "\n".join(lines)}
+    return {
+        "ratios": ratios,
+        "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets],
+        "table": "\n".join(lines),
+    }
 
 
 def environment() -> dict[str, Any]:
@@ -355,8 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--rounds", type=int, help="rounds per concurrency level (default 3 quick, 5 full)")
     parser.add_argument("--cold-starts", type=int, help="cold starts to time (default 3 quick, 7 full)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="the hub's log level (info, the default, writes an access line per call)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the hub's log level (info, the default, writes an access line per call)",
+    )
     args = parser.parse_args(argv)
     pick = 0 if args.quick else 1
     rounds = args.rounds or ROUNDS[pick]
@@ -371,10 +431,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         document = {
             "environment": env,
-            "settings": {"quick": args.quick, "rounds": rounds, "hub_log_level": args.log_level,
-                         "calls_per_run": {str(k): v[pick] for k, v in CALLS.items()}, "warmup": WARMUP},
-            "throughput": [{k: v for k, v in asdict(s).items() if k != "runs"} | {"runs": [asdict(r) for r in s.runs]}
-                           for s in summaries],
+            "settings": {
+                "quick": args.quick,
+                "rounds": rounds,
+                "hub_log_level": args.log_level,
+                "calls_per_run": {str(k): v[pick] for k, v in CALLS.items()},
+                "warmup": WARMUP,
+            },
+            "throughput": [
+                {k: v for k, v in asdict(s).items() if k != "runs"} | {"runs": [asdict(r) for r in s.runs]}
+                for s in summaries
+            ],
             "cold_start": cold,
             "memory": memory,
             **result,

@@ -61,8 +61,9 @@ async def test_every_concurrent_call_gets_its_own_answer_and_none_is_lost(replic
         mixed = {i: r.json() for i, r in answers.items() if r.json() != expected[i]}
         assert mixed == {}  # zero mixed up
         # the hub counted exactly these calls, all successful
-        counted = sum(_metric(metrics, "mcphub_tool_calls_total", server="sample", tool=t, status="200")
-                      for t in ("echo", "add"))
+        counted = sum(
+            _metric(metrics, "mcphub_tool_calls_total", server="sample", tool=t, status="200") for t in ("echo", "add")
+        )
         assert counted == CALLS
         if replicas == 2:  # both processes took a share of the load
             pids = {(await hub.client.post("/sample/pid", json={})).json()["result"] for _ in range(8)}

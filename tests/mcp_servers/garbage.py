@@ -79,8 +79,14 @@ def handle(message: dict[str, Any]) -> None:
         return
     if method == "initialize":
         version = (message.get("params") or {}).get("protocolVersion", "2025-06-18")
-        result(request_id, {"protocolVersion": version, "capabilities": {"tools": {}},
-                            "serverInfo": {"name": "garbage", "version": "0.0.1"}})
+        result(
+            request_id,
+            {
+                "protocolVersion": version,
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "garbage", "version": "0.0.1"},
+            },
+        )
     elif method == "tools/list":
         result(request_id, {"tools": TOOLS})
     elif method == "tools/call":
