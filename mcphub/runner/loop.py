@@ -166,13 +166,15 @@ def _assistant(content: str, calls: list[ToolCall]) -> Message:
 
 
 class _Answer:
-    """The answer as the user sees it, over all turns; each turn's text starts trimmed, turns are
-    separated by a blank line."""
+    """The answer as the user sees it, over all turns: each turn's text trimmed, turns separated by a
+    blank line. Trailing whitespace is held back until more text follows, so a turn that ends in tool
+    calls leaves no stray newlines behind."""
 
     def __init__(self, sink: OnText | None) -> None:
         self._sink = sink
         self._parts: list[str] = []
         self._turn: list[str] = []
+        self._pending = ""  # whitespace not yet sent
 
     def begin_turn(self) -> None:
         self._turn = []
@@ -182,12 +184,17 @@ class _Answer:
             text = text.lstrip()
             if not text:
                 return
-            if self._parts:
-                text = "\n\n" + text
-        self._turn.append(text)
-        self._parts.append(text)
+            text = ("\n\n" if self._parts else "") + text
+        else:
+            text = self._pending + text
+        shown = text.rstrip()
+        self._pending = text[len(shown):]
+        if not shown:
+            return
+        self._turn.append(shown)
+        self._parts.append(shown)
         if self._sink is not None:
-            await self._sink(text)
+            await self._sink(shown)
 
     async def end_turn(self, rest: str) -> None:
         await self.add(rest)

@@ -121,6 +121,8 @@ def _error_text(status: int, body: Any) -> str:
     if not isinstance(error, dict):
         return f"the call failed with HTTP status {status}"
     text = f"{error.get('type', 'error')}: {error.get('message', '')}"
-    for detail in error.get("errors") or []:
-        text += f"\n- {'.'.join(map(str, detail.get('loc', [])))}: {detail.get('msg', '')}"
+    details = error.get("errors") or []
+    for detail in details[1:] and details:  # the message quotes the first; list them all when several
+        loc = [str(part) for part in detail.get("loc", [])]
+        text += f"\n- {'.'.join(loc[1:] if loc[:1] == ['body'] else loc) or 'arguments'}: {detail.get('msg', '')}"
     return text
