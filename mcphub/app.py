@@ -202,9 +202,7 @@ class _Hub:
         if validator is not None:
             errors = sorted(validator.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
             if errors:
-                details = [
-                    {"loc": ["body", *e.absolute_path], "msg": e.message} for e in errors[:MAX_VALIDATION_ERRORS]
-                ]
+                details = [{"loc": _loc(e), "msg": e.message} for e in errors[:MAX_VALIDATION_ERRORS]]
                 where = ".".join(map(str, errors[0].absolute_path)) or "body"
                 raise InvalidArguments(
                     f"arguments do not match the input schema of tool '{tool.name}': {where}: {errors[0].message}",
@@ -418,6 +416,17 @@ def create_app(
     })
     app.state.hub = hub
     return app
+
+
+def _loc(error: jsonschema.ValidationError) -> list[Any]:
+    """Where an argument error is, FastAPI-style: a missing property points at the property itself."""
+    loc: list[Any] = ["body", *error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [p for p in error.validator_value if p not in error.instance]
+        named = [p for p in missing if error.message.startswith(repr(p))]
+        if named:
+            loc.append(named[0])
+    return loc
 
 
 def _error_type(body: Any) -> str:

@@ -185,6 +185,11 @@ class _ServerBase(_Model):
     def timeout_for(self, tool: str) -> float:
         return self.tool_timeouts.get(tool, self.timeout)
 
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return _proxy_url(value)
+
 
 class StdioServer(_ServerBase):
     transport: Literal["stdio"]
@@ -236,6 +241,11 @@ class RemoteHub(_Model):
     timeout: float = Field(60.0, gt=0)  # seconds per forwarded call → 504
     required: bool = False  # /readyz is 503 while a required remote is unreachable
 
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return _proxy_url(value)
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -277,6 +287,15 @@ class HubConfig(_Model):
                     f"starting with a letter or digit, as it becomes a URL path segment (got {name!r})"
                 )
         return servers
+
+
+def _proxy_url(value: str | None) -> str | None:
+    """An empty proxy (`${HTTPS_PROXY:-}` unset) means none."""
+    if value is None or not value.strip():
+        return None
+    if not re.match(r"^(https?|socks5h?)://", value):
+        raise ValueError(f"must be an http://, https:// or socks5:// URL (got {value!r})")
+    return value
 
 
 def key_hash(key: str) -> str:

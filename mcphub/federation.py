@@ -225,6 +225,8 @@ class RemoteMount:
             raise BadUpstreamResponse(
                 f"hub '{self.name}' answered HTTP {response.status_code} with a body that is not JSON",
                 server=server.name, tool=tool) from None
+        if self.state == "failed":
+            self._poll_now.set()  # it answers again: refresh its listing now rather than at the next retry
         headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else None
         return response.status_code, body, headers
 
