@@ -24,9 +24,13 @@ from rich.table import Table
 
 from mcphub import __version__, schema
 from mcphub.app import create_app
+from mcphub.auth import Principal
 from mcphub.config import HubConfig, default_config_path, key_hash, load_config, parse_config
-from mcphub.errors import ConfigError
+from mcphub.errors import ConfigError, HubError
 from mcphub.logs import configure_logging
+from mcphub.runner.api import backend_client, make_runner
+from mcphub.runner.messages import ToolCall, ToolResult
+from mcphub.runner.tools import HubTools
 from mcphub.serve import ListenError, ServeOptions, serve
 from mcphub.supervisor import State, Supervisor
 
@@ -81,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("server")
     p.add_argument("tool")
     p.add_argument("--args", default="{}", metavar="JSON", help="the tool's arguments as a JSON object")
+
+    p = command("chat", "tool-using chat through the runner (runner: in the config); a REPL without PROMPT", _chat)
+    _config_arg(p)
+    p.add_argument("--model", help="the backend's model (default: runner.model)")
+    p.add_argument("prompt", nargs="?", metavar="PROMPT", help="one question; without it, read questions from stdin")
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     p = keys.add_parser("new", help="print a fresh key and the config line (hash only) to store")
@@ -270,6 +279,101 @@ def _call(args: argparse.Namespace) -> int:
     anyio.run(run)
     print(json.dumps(output["body"], indent=2, ensure_ascii=False))
     return 0 if output["status"] == 200 else 1
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """Supervisor and app in-process; the runner calls tools through the hub's invoke (scope checks,
+    validation, metrics) as the CLI's own all-access caller. Prints each tool call and a short form of
+    its result as it happens, then streams the answer."""
+    config, path = _load(args)
+    runner_config = config.runner
+    if runner_config is None:
+        raise ConfigError(f"{path}: runner: not configured (add a runner: section with backend, base_url, "
+                          "model and servers; see config/example.yaml)")
+    if "*" not in runner_config.servers:
+        config = config.model_copy(update={"servers": {n: c for n, c in config.servers.items()
+                                                       if n in runner_config.servers}})
+    if args.log_level is None:
+        configure_logging("warning")  # server lifecycle lines would bury the conversation
+    out = _ChatPrinter()
+    failed = False
+
+    async def run() -> None:
+        nonlocal failed
+        async with Supervisor(config) as supervisor:
+            hub = create_app(supervisor, config).state.hub
+            tools = HubTools(hub, Principal(name="cli"), runner_config.servers)
+            async with backend_client(runner_config) as client:
+                runner = make_runner(runner_config, tools, client, model=args.model)
+                messages: list[dict[str, Any]] = []
+                while True:
+                    prompt = args.prompt if args.prompt is not None else await anyio.to_thread.run_sync(_read_prompt)
+                    if prompt is None:
+                        return
+                    try:
+                        result = await runner.chat([*messages, {"role": "user", "content": prompt}],
+                                                   on_text=out.text, on_tool_call=out.call, on_tool_result=out.result)
+                    except HubError as exc:
+                        out.end()
+                        print(f"mcphub: {exc.message}", file=sys.stderr)
+                        failed = True
+                    else:
+                        out.end()
+                        messages = result.messages
+                    if args.prompt is not None:
+                        return
+
+    anyio.run(run)
+    return 1 if failed else 0
+
+
+def _read_prompt() -> str | None:
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return None
+        if line in ("exit", "quit", "/bye"):
+            return None
+        if line:
+            return line
+
+
+class _ChatPrinter:
+    """`[tool] {arguments}` when a call starts, `[tool] -> short result` when it ends, then the answer."""
+
+    RESULT_CHARS = 200
+
+    def __init__(self) -> None:
+        self._mid_line = False
+
+    def _line(self, text: str) -> None:
+        if self._mid_line:
+            print()
+            self._mid_line = False
+        print(text, flush=True)
+
+    async def call(self, call: ToolCall) -> None:
+        self._line(f"[{call.name}] {json.dumps(call.arguments, ensure_ascii=False)}")
+
+    async def result(self, result: ToolResult) -> None:
+        short = " ".join(result.text.split())
+        if len(short) > self.RESULT_CHARS:
+            short = short[: self.RESULT_CHARS - 3] + "..."
+        self._line(f"[{result.call.name}] {'->' if result.ok else 'failed:'} {short}")
+
+    async def text(self, text: str) -> None:
+        if not self._mid_line:
+            text = text.lstrip("\n")  # the runner's blank line between turns: tool lines separate them here
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        self._mid_line = not text.endswith("\n")
+
+    def end(self) -> None:
+        if self._mid_line:
+            print(flush=True)
+            self._mid_line = False
 
 
 def _keys_new(args: argparse.Namespace) -> int:
