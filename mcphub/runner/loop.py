@@ -134,7 +134,8 @@ class Runner:
 
     async def _run_call(self, call: ToolCall) -> ToolResult:
         if call.error is not None:
-            return self._result(call, False, f"Error: tool '{call.name}' was not called: {call.error}")
+            what = f"tool '{call.name}' was not called" if call.name else "no tool was called"
+            return self._result(call, False, f"Error: {what}: {call.error}")
         if not self.tools.has(call.name):
             names = ", ".join(d["function"]["name"] for d in self.tools.definitions()) or "none"
             return self._result(call, False, f"Error: there is no tool named '{call.name}' (tools: {names})")
@@ -289,10 +290,10 @@ def _calls_in_text(content: str, tools: ToolCaller) -> list[ToolCall]:
     """Tool calls a model wrote as text: every `<tool_call>` tag; else fenced JSON blocks, but only
     when each names an offered tool (a JSON answer is not hijacked)."""
     text = _strip_think(content)
-    tagged = [_text_call(item) for body in _TAGGED.findall(text) for item in _json_items(body)]
-    if "<tool_call>" in text:
-        return [c for c in tagged if c is not None] or [
-            ToolCall(new_call_id(), "", None, "the <tool_call> tag did not hold JSON with a 'name'")]
+    bodies = [b for b in _TAGGED.findall(text) if b.startswith(("{", "["))]  # not prose about the tag
+    if bodies:
+        return [c or ToolCall("", "", None, "a tool_call tag did not hold valid JSON with a 'name'")
+                for body in bodies for c in map(_text_call, _json_items(body))]
     fenced = [_text_call(item) for body in _FENCED.findall(text) for item in _json_items(body)]
     if fenced and all(c is not None and tools.has(c.name) for c in fenced):
         return [c for c in fenced if c is not None]
