@@ -25,8 +25,9 @@ from rich.table import Table
 from mcphub import __version__, schema
 from mcphub.app import create_app
 from mcphub.auth import Principal
-from mcphub.config import HubConfig, default_config_path, key_hash, load_config, parse_config
+from mcphub.config import HubConfig, default_config_path, instance_servers, key_hash, load_config, parse_config
 from mcphub.errors import ConfigError, HubError
+from mcphub.federation import RemoteMount
 from mcphub.logs import configure_logging
 from mcphub.runner.api import backend_client, make_runner
 from mcphub.runner.messages import ToolCall, ToolResult
@@ -78,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("check", "validate the config, start every server, lint tool schemas", _check)
     _config_arg(p)
+    p.add_argument("--strict", action="store_true",
+                   help="warnings (e.g. tool definitions over 400 characters) fail too")
     p = command("tools", "list servers, their state and tools", _tools)
     _config_arg(p)
     p = command("call", "call one tool and print the result", _call)
@@ -202,6 +205,7 @@ def _check(args: argparse.Namespace) -> int:
     config, path = _load(args)
     console = Console()
     problems: list[str] = []
+    warnings: list[str] = []
 
     async def run() -> None:
         async with Supervisor(config) as supervisor:
@@ -214,17 +218,54 @@ def _check(args: argparse.Namespace) -> int:
                     prefixed = schema.operation_id(f"{handle.name}_{tool.name}")
                     names.setdefault(prefixed, []).append(f"{handle.name}/{tool.name}")
                     # lint_tool's lines already start with "server/tool: "
-                    problems.extend(schema.lint_tool(handle.name, tool, prefixed_name=prefixed))
+                    problems.extend(schema.lint_tool(handle.name, tool, prefixed_name=prefixed, warnings=warnings))
             problems.extend(schema.lint_collisions(names))
 
     anyio.run(run)
+    if config.instances or config.hub.mount:
+        problems.extend(anyio.run(_instance_table, console, config))
+    for warning in warnings:
+        console.print(f"[yellow]⚠[/yellow] {warning}", highlight=False)
     for problem in problems:
         console.print(f"[red]✗[/red] {problem}", highlight=False)
-    if problems:
-        console.print(f"{path}: {len(problems)} problem(s)")
+    if problems or (warnings and args.strict):
+        console.print(f"{path}: {len(problems)} problem(s), {len(warnings)} warning(s)")
         return 1
-    console.print(f"[green]✓[/green] {path}: {len(config.servers)} servers ready, schemas lint clean")
+    note = f", {len(warnings)} warning(s)" if warnings else ""
+    console.print(f"[green]✓[/green] {path}: {len(config.servers)} servers ready, schemas lint clean{note}")
     return 0
+
+
+async def _instance_table(console: Console, config: HubConfig) -> list[str]:
+    """Per instance: where it listens, what it runs, what it mounts from where (remotes probed once)."""
+    problems: list[str] = []
+    probed: dict[str, RemoteMount] = {}
+    for name, remote in config.remotes.items():
+        mount = RemoteMount(name, remote.url, hub_id="mcphub-check", api_key=remote.api_key,
+                            timeout=remote.timeout, proxy=remote.proxy)
+        await mount.probe()
+        probed[name] = mount
+    table = Table("instance", "listens", "serves", "mounts")
+    rows = [(n, i.host or config.hub.host, i.port or config.hub.port, i.servers, i.mount)
+            for n, i in config.instances.items()] or [("(hub)", config.hub.host, config.hub.port,
+                                                     list(config.servers), config.hub.mount)]
+    for name, host, port, servers, targets in rows:
+        mounts = []
+        for target in targets:
+            if target in config.instances:
+                sibling = config.instances[target]
+                where = sibling.url or "in-process only (no url)"
+                mounts.append(f"{target}: {', '.join(instance_servers(config, target))} (instance, {where})")
+            else:
+                mount = probed[target]
+                state = f"{', '.join(sorted(mount.servers)) or 'no servers'}" if mount.state != "failed" else \
+                    f"[red]unreachable[/red]: {mount.last_error}"
+                mounts.append(f"{target}: {state} (remote, {mount.url})")
+                if mount.state == "failed" and config.remotes[target].required:
+                    problems.append(f"remotes.{target}: {mount.last_error}")
+        table.add_row(name, f"{host}:{port}", ", ".join(servers) or "-", "\n".join(mounts) or "-")
+    console.print(table)
+    return problems
 
 
 def _tools(args: argparse.Namespace) -> int:

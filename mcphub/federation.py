@@ -99,10 +99,7 @@ class RemoteMount:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Poll until cancelled. `started` after the first listing, successful or not."""
-        limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
-        # read timeout a little past the remote's own call timeout, so its 504 reaches the caller first
-        async with httpx2.AsyncClient(timeout=httpx2.Timeout(self.timeout + 5.0, connect=5.0), proxy=self.proxy,
-                                      limits=limits, follow_redirects=False) as client:
+        async with self._http_client() as client:
             self._client = client
             delay = 1.0
             first = True
@@ -116,6 +113,21 @@ class RemoteMount:
                 self._poll_now = anyio.Event()
                 with anyio.move_on_after(delay):
                     await self._poll_now.wait()
+
+    async def probe(self) -> bool:
+        """List the remote once (for `mcphub check`): fills `servers`, `state` and `last_error`."""
+        async with self._http_client() as client:
+            self._client = client
+            try:
+                return await self._poll()
+            finally:
+                self._client = None
+
+    def _http_client(self) -> httpx2.AsyncClient:
+        limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+        # read timeout a little past the remote's own call timeout, so its 504 reaches the caller first
+        return httpx2.AsyncClient(timeout=httpx2.Timeout(self.timeout + 5.0, connect=5.0), proxy=self.proxy,
+                                  limits=limits, follow_redirects=False)
 
     def _headers(self, authorization: str | None) -> dict[str, str]:
         headers = {"X-Mcphub-Via": self.hub_id}

@@ -146,12 +146,15 @@ def build_spec(
     return doc
 
 
-def lint_tool(server: str, tool: Tool, *, prefixed_name: str) -> list[str]:
-    """Human-readable problems that break clients (for ``mcphub check``); empty list = fine."""
+def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str] | None = None) -> list[str]:
+    """Human-readable problems that break clients (for ``mcphub check``); empty list = fine.
+
+    With `warnings` given, what degrades a client without breaking it (a definition over Open WebUI's
+    400 characters) goes there instead of into the returned problems."""
     problems: list[str] = []
 
-    def say(problem: str) -> None:
-        problems.append(f"{server}/{tool.name}: {problem}")
+    def say(problem: str, into: list[str] | None = None) -> None:
+        (problems if into is None else into).append(f"{server}/{tool.name}: {problem}")
 
     for name in dict.fromkeys([prefixed_name, tool.name]):
         fixed = f"(the hub uses {operation_id(name)!r})"
@@ -161,7 +164,7 @@ def lint_tool(server: str, tool: Tool, *, prefixed_name: str) -> list[str]:
             say(f"function name {name!r} has characters OpenAI rejects (not [a-zA-Z0-9_-]) {fixed}")
     definition = {"name": prefixed_name, "description": tool.description, "parameters": tool.input_schema}
     if (size := len(json.dumps(definition))) > MAX_DEFINITION_LENGTH:
-        say(f"tool definition is {size} characters; Open WebUI hides one over 400 behind a search step")
+        say(f"tool definition is {size} characters; Open WebUI hides one over 400 behind a search step", warnings)
     for label, schema in (("input", tool.input_schema), ("output", tool.output_schema)):
         hoisted = _Hoisted(schema, "t", "t__Root", set()) if schema is not None else None
         for ref, at in hoisted.unresolved if hoisted else ():

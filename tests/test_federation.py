@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
-import pytest
 import yaml
 from openapi_spec_validator import validate
 
