@@ -381,7 +381,9 @@ CONFIG_FILES = sorted(p for p in (REPO / "config").iterdir() if p.suffix in (".y
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.name for p in CONFIG_FILES])
 def test_every_file_in_config_loads(path: Path) -> None:
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text(encoding="utf-8")))
-    config = load_config(path, environ={name: f"test-{name.lower()}" for name in names})
+    environ = {name: ("http://proxy.test:3128" if name.endswith("PROXY") else f"test-{name.lower()}")
+               for name in names}
+    config = load_config(path, environ=environ)
     assert config.servers or config.remotes or config.instances, f"{path} configures nothing"
 
 
