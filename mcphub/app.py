@@ -33,7 +33,15 @@ from starlette.routing import Route
 from mcphub import __version__, results, schema
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
-from mcphub.errors import HubError, InvalidArguments, MountLoop, NotFound, Unauthorized, error_body
+from mcphub.errors import (
+    HubError,
+    InvalidArguments,
+    MountLoop,
+    NotFound,
+    ServerUnavailable,
+    Unauthorized,
+    error_body,
+)
 from mcphub.federation import LISTING_PATH, RemoteMount, RemoteServer
 from mcphub.metrics import CONTENT_TYPE, HubMetrics
 from mcphub.ratelimit import RateLimiter
@@ -47,6 +55,7 @@ access_logger = logging.getLogger("mcphub.access")
 MAX_LOGGED_ARGUMENTS = 2000  # characters of JSON, with hub.log_arguments
 
 MAX_VALIDATION_ERRORS = 20  # a body can break a schema in many places; the first few are enough to fix it
+SHUTDOWN_RETRY_AFTER = 5  # seconds a client is told to wait when the hub stops under it (a restart)
 CLIENT_CLOSED = 499  # nginx's status for "client closed request", used in logs and metrics only
 
 T = TypeVar("T")
@@ -80,6 +89,14 @@ class _Hub:
         self._validators: dict[tuple[str, str, int], Any] = {}
         self._specs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.mounts: list[RemoteMount] = []
+        self.closing = False
+        self._in_flight: set[anyio.CancelScope] = set()
+
+    def shut_down(self) -> None:
+        """The process is stopping: answer every call in flight, and every new one, 503 at once."""
+        self.closing = True
+        for scope in list(self._in_flight):
+            scope.cancel()
 
     def reconfigure(self, config: HubConfig) -> None:
         self.view = HubView(config, Authenticator(config.auth, extra_keys=self.extra_keys))
@@ -99,8 +116,21 @@ class _Hub:
                                                 "status": exc.status_code}})
             return _error_response(exc)
         raw = await request.body()  # before watching for a hang-up: both read the ASGI receive channel
-        outcome = await _unless_disconnected(request, self.invoke(
-            principal, server, tool, body=raw, authorization=request.headers.get("authorization")))
+        outcome = None
+        with anyio.CancelScope() as scope:
+            if self.closing:
+                scope.cancel()
+            self._in_flight.add(scope)
+            try:
+                outcome = await _unless_disconnected(request, self.invoke(
+                    principal, server, tool, body=raw, authorization=request.headers.get("authorization")))
+            finally:
+                self._in_flight.discard(scope)
+        if scope.cancelled_caught:
+            error = ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
+                                      server=server, tool=tool)
+            access_logger.info("%s %s/%s %d (hub stopping)", principal.audit_name, server, tool, error.status_code)
+            return _error_response(error)
         if outcome is None:
             access_logger.info("%s %s/%s %d (client closed)", principal.audit_name, server, tool, CLIENT_CLOSED)
             return Response(status_code=CLIENT_CLOSED)

@@ -204,7 +204,7 @@ async def serve(config: HubConfig, options: ServeOptions) -> None:
         if options.config_path is not None and config.hub.reload:
             tg.start_soon(_watch_config, options.config_path, options, supervisor, listeners)
         async with anyio.create_task_group() as serving:
-            serving.start_soon(_on_signals, [server for _, _, server in listeners], serving.cancel_scope)
+            serving.start_soon(_on_signals, listeners)
             for site, _, server in listeners:
                 serving.start_soon(_serve_until_done, server, serving.cancel_scope)
                 logger.info("%s: %d servers (%d mounted hubs) on http://%s:%d%s/ (docs: /docs)", site.name,
@@ -227,10 +227,11 @@ async def _serve_until_done(server: uvicorn.Server, scope: anyio.CancelScope) ->
     scope.cancel()
 
 
-async def _on_signals(servers: list[uvicorn.Server], scope: anyio.CancelScope) -> None:
+async def _on_signals(listeners: list[tuple[Site, Any, uvicorn.Server]]) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            for server in servers:
+            for _, app, server in listeners:
+                app.state.hub.shut_down()  # calls in flight answer 503 now, not after uvicorn's grace period
                 if server.should_exit:
                     server.force_exit = True
                 else:

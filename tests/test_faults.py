@@ -306,13 +306,6 @@ async def test_sigterm_with_50_calls_in_flight_ends_every_call_and_leaves_no_chi
     assert _alive(shutdown.children) == [], f"children left behind: {_alive(shutdown.children)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "mcphub/serve.py: uvicorn's graceful shutdown waits timeout_graceful_shutdown (5 s), then cancels the "
-        "handlers and answers 500 text/plain 'Internal Server Error' and logs a traceback per call"
-    ),
-)
 async def test_calls_in_flight_at_shutdown_answer_503_in_the_one_error_shape(tmp_path: Path):
     shutdown = await _sigterm_under_load(tmp_path)
     for outcome in shutdown.outcomes:
