@@ -56,8 +56,8 @@ def runner_routes(hub: Any) -> list[Route]:
     """Routes over `hub` (`mcphub.app._Hub`): its `view` (config and authenticator, replaced on reload),
     and `invoke` through `HubTools`."""
 
-    def setup(request: Request) -> tuple[Principal, RunnerConfig]:
-        principal = hub.view.auth.require(request.headers.get("authorization"))
+    async def setup(request: Request) -> tuple[Principal, RunnerConfig]:
+        principal = await hub.view.auth.require_async(request.headers.get("authorization"))
         config = hub.view.config.runner
         if config is None:
             raise NotFound("the model runner is not configured (no runner: section)")
@@ -65,7 +65,7 @@ def runner_routes(hub: Any) -> list[Route]:
 
     async def models(request: Request) -> Response:
         try:
-            _, config = setup(request)
+            _, config = await setup(request)
         except HubError as exc:
             return _error(exc)
         return JSONResponse({"object": "list", "data": [
@@ -74,7 +74,7 @@ def runner_routes(hub: Any) -> list[Route]:
 
     async def completions(request: Request) -> Response:
         try:
-            principal, config = setup(request)
+            principal, config = await setup(request)
             chat = _chat_request(await request.body())
         except HubError as exc:
             return _error(exc)
