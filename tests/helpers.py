@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import psutil
 import uvicorn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,3 +50,54 @@ def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=SERVER_START_TIMEOUT)
+
+
+PROCESS_EXIT_TIMEOUT = 20.0  # seconds for a hub process to stop after SIGTERM
+
+
+@contextlib.contextmanager
+def mcphub_process(*args: str, stdout: Any = subprocess.PIPE) -> Iterator[subprocess.Popen[str]]:
+    """`python -m mcphub ARGS` from the repo root (so `tests.mcp_servers.*` import in its children);
+    stdout and stderr together, as text. Stopped with SIGTERM (then SIGKILL) if still running at the end."""
+    proc = subprocess.Popen([PYTHON, "-m", "mcphub", *args], cwd=REPO, stdout=stdout, stderr=subprocess.STDOUT,
+                            text=True, encoding="utf-8")
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=PROCESS_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=PROCESS_EXIT_TIMEOUT)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll another process's state (its HTTP answers, the process table), bounded. A connection
+    error counts as 'not yet'. Returns the predicate's first truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except httpx2.TransportError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def alive(pids: list[int]) -> list[int]:
+    """The pids among `pids` that are still running (zombies count as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, alive, free_port, mcphub_process
 from tests.hub import assert_error, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
@@ -216,34 +216,13 @@ async def test_server_writing_garbage_fails_its_calls_cleanly_and_the_others_go_
 
 
 @contextmanager
-def hub_process(config: dict[str, Any], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def hub_process(config: dict[str, Any], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     path = tmp_path / "hub.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     port = free_port()
-    with open(tmp_path / "hub.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mcphub", "serve", "-c", str(path), "--port", str(port)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with open(tmp_path / "hub.log", "w", encoding="utf-8") as log, \
+            mcphub_process("serve", "-c", str(path), "--port", str(port), stdout=log) as proc:
         yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=EXIT)
-
-
-def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 @dataclass
@@ -303,7 +282,7 @@ async def test_sigterm_with_50_calls_in_flight_ends_every_call_and_leaves_no_chi
     shutdown = await _sigterm_under_load(tmp_path)
     assert shutdown.exit_code == 0
     assert len(shutdown.outcomes) == 50
-    assert _alive(shutdown.children) == [], f"children left behind: {_alive(shutdown.children)}"
+    assert alive(shutdown.children) == [], f"children left behind: {alive(shutdown.children)}"
 
 
 async def test_calls_in_flight_at_shutdown_answer_503_in_the_one_error_shape(tmp_path: Path):

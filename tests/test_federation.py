@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ import yaml
 from openapi_spec_validator import validate
 
 from mcphub.config import load_config
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, mcphub_process, wait_until
 from tests.hub import sample_server
 
 STARTUP = 30.0
@@ -26,35 +25,8 @@ GLOBAL_KEY = "global-only-key-0123456789"
 
 @contextmanager
 def hub(config_path: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "mcphub", "serve", "-c", str(config_path), *args],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8")
-    try:
+    with mcphub_process("serve", "-c", str(config_path), *args) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=EXIT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=EXIT)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def wait_for(predicate, *, timeout: float, what: str):
-    """Poll another process's HTTP state, bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except httpx2.TransportError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def two_regions(tmp_path: Path, *, cn_auth: bool = False) -> tuple[Path, int, int]:
@@ -86,7 +58,7 @@ def test_a_mounted_region_serves_its_tools_through_the_other_hub(tmp_path: Path)
     g = f"http://127.0.0.1:{global_port}"
     auth = {"Authorization": f"Bearer {GLOBAL_KEY}"}
     with hub(path, "--instance", "cn"), hub(path, "--instance", "global"):
-        wait_for(lambda: mounted(g, "clock") and mounted(g, "local"), timeout=STARTUP, what="clock mounted")
+        wait_until(lambda: mounted(g, "clock") and mounted(g, "local"), timeout=STARTUP, what="clock mounted")
         with httpx2.Client(base_url=g, headers=auth, timeout=30) as client:
             assert client.post("/clock/add", json={"a": 20, "b": 22}).json()["total"] == 42
             assert client.post("/local/add", json={"a": 1, "b": 1}).json()["total"] == 2
@@ -118,7 +90,7 @@ def test_a_region_that_goes_down_only_takes_its_own_tools_and_comes_back(tmp_pat
     auth = {"Authorization": f"Bearer {GLOBAL_KEY}"}
     with hub(path, "--instance", "global"), httpx2.Client(base_url=g, headers=auth, timeout=30) as client:
         with hub(path, "--instance", "cn") as cn:
-            wait_for(lambda: mounted(g, "clock"), timeout=STARTUP, what="clock mounted")
+            wait_until(lambda: mounted(g, "clock"), timeout=STARTUP, what="clock mounted")
             cn.send_signal(signal.SIGKILL)
             cn.wait(timeout=EXIT)
         started = time.monotonic()
@@ -128,18 +100,18 @@ def test_a_region_that_goes_down_only_takes_its_own_tools_and_comes_back(tmp_pat
         assert down.json()["error"]["type"] == "server_unavailable" and "Retry-After" in down.headers
         assert "cn" in down.json()["error"]["message"]
         assert client.post("/local/add", json={"a": 1, "b": 2}).status_code == 200
-        wait_for(lambda: ready(g)["hubs"]["cn"]["state"] == "failed", timeout=15, what="cn marked unreachable")
+        wait_until(lambda: ready(g)["hubs"]["cn"]["state"] == "failed", timeout=15, what="cn marked unreachable")
         with hub(path, "--instance", "cn"):
-            wait_for(lambda: client.post("/clock/add", json={"a": 2, "b": 3}).status_code == 200,
+            wait_until(lambda: client.post("/clock/add", json={"a": 2, "b": 3}).status_code == 200,
                      timeout=STARTUP, what="clock back through global")
-            wait_for(lambda: ready(g)["hubs"]["cn"]["state"] == "ready", timeout=10, what="cn reachable again")
+            wait_until(lambda: ready(g)["hubs"]["cn"]["state"] == "ready", timeout=10, what="cn reachable again")
 
 
 def test_keys_of_one_instance_do_not_open_another(tmp_path: Path):
     path, cn_port, global_port = two_regions(tmp_path, cn_auth=True)
     g, c = f"http://127.0.0.1:{global_port}", f"http://127.0.0.1:{cn_port}"
     with hub(path, "--instance", "cn"), hub(path, "--instance", "global"):
-        wait_for(lambda: mounted(g, "clock"), timeout=STARTUP, what="clock mounted")
+        wait_until(lambda: mounted(g, "clock"), timeout=STARTUP, what="clock mounted")
         # each hub accepts only its own key
         assert httpx2.post(f"{c}/clock/add", json={"a": 1, "b": 2},
                            headers={"Authorization": f"Bearer {GLOBAL_KEY}"}).status_code == 401
@@ -158,7 +130,7 @@ def test_every_instance_runs_in_one_process_without_instance(tmp_path: Path):
     g, c = f"http://127.0.0.1:{global_port}", f"http://127.0.0.1:{cn_port}"
     auth = {"Authorization": f"Bearer {GLOBAL_KEY}"}
     with hub(path):
-        wait_for(lambda: mounted(g, "clock") and mounted(c, "clock"), timeout=STARTUP, what="both instances")
+        wait_until(lambda: mounted(g, "clock") and mounted(c, "clock"), timeout=STARTUP, what="both instances")
         assert httpx2.post(f"{g}/clock/add", json={"a": 1, "b": 2}, headers=auth).json()["total"] == 3
         assert httpx2.post(f"{c}/clock/add", json={"a": 1, "b": 2}, headers=auth).json()["total"] == 3
         # cn does not serve global's local server
@@ -177,8 +149,8 @@ def test_remote_hubs_that_mount_each_other_detect_the_loop(tmp_path: Path):
         "remotes": {"a": {"url": f"http://127.0.0.1:{a_port}"}}}), encoding="utf-8")
     a, b = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{b_port}"
     with hub(a_cfg), hub(b_cfg):
-        wait_for(lambda: mounted(a, "beta") and mounted(b, "alpha"), timeout=STARTUP, what="each mounts the other")
-        error = wait_for(lambda: ready(a)["hubs"]["b"]["last_error"], timeout=30, what="loop reported")
+        wait_until(lambda: mounted(a, "beta") and mounted(b, "alpha"), timeout=STARTUP, what="each mounts the other")
+        error = wait_until(lambda: ready(a)["hubs"]["b"]["last_error"], timeout=30, what="loop reported")
         assert "mount loop" in error and "alpha" in error
         # each serves its own server and the other's, and nothing twice
         assert set(ready(a)["servers"]) == {"alpha", "beta"}

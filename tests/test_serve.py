@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import REPO, free_port
+from tests.helpers import alive, free_port, mcphub_process, wait_until
 from tests.hub import sample_server
 
 STARTUP = 30.0  # seconds for the hub process to answer /readyz
@@ -24,33 +24,8 @@ EXIT = 20.0  # seconds for the hub process to stop after a signal
 
 @contextmanager
 def hub_process(config_path: Path, port: int) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcphub", "serve", "-c", str(config_path), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
-    )
-    try:
+    with mcphub_process("serve", "-c", str(config_path), "--port", str(port)) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=EXIT)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def wait_until(predicate, *, timeout: float, what: str):
-    """Poll an external process's state (HTTP answers, process table), bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except httpx2.TransportError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def ready_servers(url: str) -> dict:
@@ -60,17 +35,6 @@ def ready_servers(url: str) -> dict:
 
 def write_config(path: Path, servers: dict) -> None:
     path.write_text(yaml.safe_dump({"servers": servers}), encoding="utf-8")
-
-
-def alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -6,7 +6,6 @@ Env: ARXIV_API_URL, ARXIV_MIN_INTERVAL, ARXIV_TIMEOUT, ARXIV_USER_AGENT. No secr
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 from typing import Annotated, Literal
 
@@ -15,6 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from mcphub_servers import _cli
 from mcphub_servers.arxiv.client import SORTS, ArxivAPI, Settings, build_search_query
 from mcphub_servers.arxiv.feed import Paper, normalize_id, split_version
 
@@ -149,13 +149,6 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mcphub_servers.arxiv", description="arXiv MCP server")
-    parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="streamable-http only")
-    parser.add_argument("--port", type=int, default=8000, help="streamable-http only")
+    parser = _cli.parser("arxiv", "arXiv MCP server")
     args = parser.parse_args(argv)
-    server = create_server()
-    if args.transport == "stdio":
-        server.run()
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+    _cli.run(create_server(), args)

@@ -6,7 +6,6 @@ GITHUB_TIMEOUT, GITHUB_READ_ONLY (default 1; 0 registers issue_write and add_iss
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import importlib.metadata
@@ -19,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from mcphub_servers import _cli
 from mcphub_servers.github import models as m
 from mcphub_servers.github.client import GitHubAPI, Page, Settings, repo_path
 from mcphub_servers.github.writes import register_write_tools
@@ -336,13 +336,6 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mcphub_servers.github", description="GitHub MCP server")
-    parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="streamable-http only")
-    parser.add_argument("--port", type=int, default=8000, help="streamable-http only")
+    parser = _cli.parser("github", "GitHub MCP server")
     args = parser.parse_args(argv)
-    server = create_server()
-    if args.transport == "stdio":
-        server.run()
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+    _cli.run(create_server(), args)

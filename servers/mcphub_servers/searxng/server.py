@@ -11,7 +11,6 @@ answers 403 and the tool error says so. Page fetching (`web_url_read`) is delibe
 to `mcp-server-fetch`, which guards against private addresses.
 """
 
-import argparse
 import importlib.metadata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field
 
-from mcphub_servers import _upstream
+from mcphub_servers import _cli, _upstream
 
 SERVER_NAME = "mcphub-searxng"
 SNIPPET_CHARS = 300  # per result in the text block; the structured content keeps the whole snippet
@@ -286,16 +285,6 @@ def create_server(settings: Settings) -> MCPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m mcphub_servers.searxng", description="MCP server: web search through SearXNG"
-    )
-    parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="streamable-http only")
-    parser.add_argument("--port", type=int, default=8000, help="streamable-http only")
+    parser = _cli.parser("searxng", "MCP server: web search through SearXNG")
     args = parser.parse_args(argv)
-
-    server = create_server(Settings.from_env())
-    if args.transport == "stdio":
-        server.run()
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+    _cli.run(create_server(Settings.from_env()), args)

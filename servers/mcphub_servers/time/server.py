@@ -11,7 +11,6 @@ texts, so prompts written for it keep working. Differences are configuration onl
 No upstream, no network, no secret.
 """
 
-import argparse
 import importlib.metadata
 import os
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, ToolAnnotations
 from pydantic import BaseModel, Field
+
+from mcphub_servers import _cli
 
 try:  # optional: without it the local zone defaults to UTC
     from tzlocal import get_localzone_name
@@ -245,20 +246,10 @@ def fake_clock_from_env() -> Clock | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m mcphub_servers.time", description="MCP server: current time and timezone conversion"
-    )
+    parser = _cli.parser("time", "MCP server: current time and timezone conversion")
     parser.add_argument(
         "--local-timezone",
         help=f"IANA zone used as 'local' (default: ${LOCAL_TZ_ENV}, else the host's zone, else UTC)",
     )
-    parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="streamable-http only")
-    parser.add_argument("--port", type=int, default=8000, help="streamable-http only")
     args = parser.parse_args(argv)
-
-    server = create_server(resolve_local_timezone(args.local_timezone), fake_clock_from_env())
-    if args.transport == "stdio":
-        server.run()
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+    _cli.run(create_server(resolve_local_timezone(args.local_timezone), fake_clock_from_env()), args)

@@ -16,7 +16,6 @@ after the first comma must equal the country, country code or first-level region
 ("52.52,13.41").
 """
 
-import argparse
 import importlib.metadata
 import re
 from collections.abc import AsyncIterator
@@ -30,7 +29,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcphub_servers import _upstream
+from mcphub_servers import _cli, _upstream
 from mcphub_servers.weather.amap import AmapWeather, amap_weather
 from mcphub_servers.weather.wmo import describe
 
@@ -353,16 +352,6 @@ def create_server(settings: Settings) -> MCPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m mcphub_servers.weather", description="MCP server: weather from Open-Meteo (and Amap)"
-    )
-    parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="streamable-http only")
-    parser.add_argument("--port", type=int, default=8000, help="streamable-http only")
+    parser = _cli.parser("weather", "MCP server: weather from Open-Meteo (and Amap)")
     args = parser.parse_args(argv)
-
-    server = create_server(Settings.from_env())
-    if args.transport == "stdio":
-        server.run()
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+    _cli.run(create_server(Settings.from_env()), args)
