@@ -229,7 +229,7 @@ class _Hub:
                 server=handle.name, tool=tool.name,
             )
         validator = self._validator(handle, tool)
-        if validator is not None:
+        if validator is not None and not validator.is_valid(arguments):  # the common case costs one pass
             errors = sorted(validator.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
             if errors:
                 details = [{"loc": _loc(e), "msg": e.message} for e in errors[:MAX_VALIDATION_ERRORS]]

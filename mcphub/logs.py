@@ -19,3 +19,6 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
     for name in NOISY:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # The SDK logs every non-JSON line a server prints to stdout at ERROR, with a traceback; the hub
+    # reports those itself, once per burst and tagged with the server (transports._WatchedRead).
+    logging.getLogger("mcp.client.stdio").setLevel(logging.CRITICAL)

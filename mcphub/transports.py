@@ -11,9 +11,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +39,7 @@ HTTP_READ_TIMEOUT = 300.0  # seconds an idle SSE / streamable-HTTP stream may st
 HTTP_CONNECT_TIMEOUT = 10.0  # seconds to open a TCP+TLS connection to a remote server
 _PYTHON_ALIASES = ("python", "python3")
 
+BAD_OUTPUT_REPORT_INTERVAL = 10.0  # seconds between warnings about a server's non-MCP output
 STDERR_TAIL_LINES = 5  # lines of a child's stderr kept to explain a failed start
 
 OnClosed = Callable[[], None]
@@ -74,11 +77,11 @@ async def connect(
     if isinstance(cfg, StdioServer):
         with _stderr_pipe(name, stderr_tail) as errlog:
             transport = stdio_client(_stdio_params(cfg), errlog=errlog)
-            async with Client(_Watched(transport, on_closed), mode=cfg.mode, cache=None) as client:
+            async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None) as client:
                 yield client
         return
     async with _http_transport(cfg, on_closed) as transport:
-        async with Client(_Watched(transport, on_closed), mode=cfg.mode, cache=None) as client:
+        async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None) as client:
             yield client
 
 
@@ -129,13 +132,14 @@ async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator
 class _Watched:
     """Wraps a transport context manager so the end of its read stream calls `on_closed`."""
 
-    def __init__(self, transport: Any, on_closed: OnClosed) -> None:
+    def __init__(self, transport: Any, on_closed: OnClosed, name: str) -> None:
         self._transport = transport
         self._on_closed = on_closed
+        self._name = name
 
     async def __aenter__(self) -> tuple[Any, Any]:
         read, write = await self._transport.__aenter__()
-        return _WatchedRead(read, self._on_closed), write
+        return _WatchedRead(read, self._on_closed, self._name), write
 
     async def __aexit__(self, *exc: Any) -> bool | None:
         return await self._transport.__aexit__(*exc)
@@ -144,10 +148,13 @@ class _Watched:
 class _WatchedRead:
     """A read stream that reports EOF. Implements the SDK's ReadStream protocol by delegation."""
 
-    def __init__(self, inner: Any, on_closed: OnClosed) -> None:
+    def __init__(self, inner: Any, on_closed: OnClosed, name: str) -> None:
         self._inner = inner
         self._on_closed = on_closed
+        self._name = name
         self._reported = False
+        self._bad_items = 0
+        self._last_report = -math.inf
 
     def _report(self) -> None:
         if not self._reported:
@@ -161,7 +168,12 @@ class _WatchedRead:
             self._report()
             raise
         if isinstance(item, Exception):
-            logger.warning("MCP transport error: %s", _exception_text(item))
+            self._bad_items += 1
+            now = time.monotonic()
+            if now - self._last_report >= BAD_OUTPUT_REPORT_INTERVAL:
+                logger.warning("'%s' sent something that is not MCP (%d since the last report): %s",
+                               self._name, self._bad_items, _exception_text(item))
+                self._last_report, self._bad_items = now, 0
         return item
 
     def __aiter__(self) -> _WatchedRead:
