@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("mcphub.access")
 MAX_LOGGED_ARGUMENTS = 2000  # characters of JSON, with hub.log_arguments
 
+MAX_CACHED_VALIDATORS = 4096  # compiled argument validators kept (one per tool and tool-list version)
 MAX_VALIDATION_ERRORS = 20  # a body can break a schema in many places; the first few are enough to fix it
 SHUTDOWN_RETRY_AFTER = 5  # seconds a client is told to wait when the hub stops under it (a restart)
 CLIENT_CLOSED = 499  # nginx's status for "client closed request", used in logs and metrics only
@@ -243,6 +244,8 @@ class _Hub:
     def _validator(self, handle: ServerHandle, tool: Tool) -> Any:
         key = (handle.name, tool.name, handle.version)
         if key not in self._validators:
+            if len(self._validators) > MAX_CACHED_VALIDATORS:  # old tool versions pile up over restarts
+                self._validators.clear()
             try:
                 cls = jsonschema.validators.validator_for(tool.input_schema, default=jsonschema.Draft202012Validator)
                 cls.check_schema(tool.input_schema)
