@@ -320,7 +320,8 @@ async def test_forecast_returns_the_fake_open_meteo_days_for_the_geocoded_place(
     assert [d["date"] for d in out["days"]] == [
         (open_meteo.FIRST_DAY + timedelta(days=i)).isoformat() for i in range(4)
     ]
-    assert [(d["weather_code"], d["temperature_max"], d["temperature_min"], d["precipitation_sum"]) for d in out["days"]] == [
+    got = [(d["weather_code"], d["temperature_max"], d["temperature_min"], d["precipitation_sum"]) for d in out["days"]]
+    assert got == [
         (e["weather_code"], e["temperature_2m_max"], e["temperature_2m_min"], e["precipitation_sum"]) for e in expected
     ]
     [forecast] = fakes.open_meteo.queries("/v1/forecast")
