@@ -375,7 +375,9 @@ class Supervisor:
         tail: collections.deque[str] = collections.deque(maxlen=transports.STDERR_TAIL_LINES)
         try:
             with anyio.CancelScope(deadline=started + cfg.connect_timeout) as scope:
-                async with self._connect(handle.name, cfg, on_closed=replica.closed.set, stderr_tail=tail) as client:
+                changed = _Flag()
+                async with self._connect(handle.name, cfg, on_closed=replica.closed.set, stderr_tail=tail,
+                                         on_tools_changed=changed.set) as client:
                     tools = await _list_tools(client)
                     scope.deadline = math.inf
                     up_since = anyio.current_time()
@@ -387,7 +389,13 @@ class Supervisor:
                     logger.info("'%s' ready: %d tools (%.2fs)", label, len(handle.tools), up_since - started)
                     if first:
                         reported()
-                    await replica.closed.wait()
+                    async with anyio.create_task_group() as watchers:
+                        watchers.start_soon(_listen_for_tool_changes, client, changed.set)
+                        while not replica.closed.is_set():
+                            await _wait_either(replica.closed, changed)
+                            if changed.take() and not replica.closed.is_set():
+                                await self._relist(handle, client, label)
+                        watchers.cancel_scope.cancel()
                     replica.client = None
                     if replica.state is State.READY and not handle._stopping.is_set():
                         replica.state = State.RESTARTING
@@ -400,6 +408,68 @@ class Supervisor:
             return up_since, _with_tail(_describe(exc, cfg), tail)
         except BaseExceptionGroup as group:
             return up_since, _with_tail(_describe(group, cfg), tail)
+
+
+    async def _relist(self, handle: ServerHandle, client: Client, label: str) -> None:
+        """The server said its tools changed: list them again (a failure leaves the old list)."""
+        try:
+            with anyio.fail_after(handle.config.connect_timeout):
+                tools = await _list_tools(client)
+        except (Exception, BaseExceptionGroup) as exc:
+            logger.warning("'%s' announced new tools but listing them failed: %s", label, _describe(exc, handle.config))
+            return
+        before = handle.version
+        handle._set_tools(tools)
+        if handle.version != before:
+            logger.info("'%s' tools changed: %d tools", label, len(handle.tools))
+
+
+class _Flag:
+    """A re-armable event: `set` from callbacks, `take` to consume, `wait` for the next `set`."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def take(self) -> bool:
+        was = self._event.is_set()
+        if was:
+            self._event = anyio.Event()
+        return was
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+async def _wait_either(first: anyio.Event | _Flag, second: anyio.Event | _Flag) -> None:
+    if first.is_set() or second.is_set():
+        return
+    async with anyio.create_task_group() as tg:
+        async def wake(on: anyio.Event | _Flag) -> None:
+            await on.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wake, first)
+        tg.start_soon(wake, second)
+
+
+async def _listen_for_tool_changes(client: Client, changed: Callable[[], None]) -> None:
+    """2026-era servers announce tool-list changes on a `subscriptions/listen` stream (2025-era ones send
+    a notification, which transports hands to `on_tools_changed`). Quietly nothing where unsupported."""
+    caps = client.server_capabilities
+    if caps is None or caps.tools is None or not caps.tools.list_changed:
+        return
+    try:
+        async with client.listen(tools_list_changed=True) as subscription:
+            async for _event in subscription:
+                changed()
+    except (Exception, BaseExceptionGroup) as exc:  # not supported, or the stream dropped: reconnects relist anyway
+        logger.debug("tool-change subscription ended: %s", _first_line(exc))
 
 
 async def _list_tools(client: Client) -> list[Tool]:

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import ToolListChangedNotification
 
 from mcphub.config import HttpServer, ServerConfig, StdioServer
 
@@ -65,7 +66,12 @@ def describe(cfg: ServerConfig) -> str:
 
 @asynccontextmanager
 async def connect(
-    name: str, cfg: ServerConfig, *, on_closed: OnClosed, stderr_tail: collections.deque[str] | None = None
+    name: str,
+    cfg: ServerConfig,
+    *,
+    on_closed: OnClosed,
+    stderr_tail: collections.deque[str] | None = None,
+    on_tools_changed: Callable[[], None] | None = None,
 ) -> AsyncIterator[Client]:
     """Open one MCP connection and yield an initialised `Client`.
 
@@ -73,16 +79,28 @@ async def connect(
     ends: the stdio child exited, or the HTTP stream closed. Calls in flight then fail with
     CONNECTION_CLOSED on their own; the callback lets the supervisor notice an idle death too.
     A stdio child's last stderr lines are appended to `stderr_tail` (to explain a failed start).
+    `on_tools_changed` is called when a (2025-era) server sends notifications/tools/list_changed.
     """
+    handler = _notification_handler(on_tools_changed)
     if isinstance(cfg, StdioServer):
         with _stderr_pipe(name, stderr_tail) as errlog:
             transport = stdio_client(_stdio_params(cfg), errlog=errlog)
-            async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None) as client:
+            async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None,
+                              message_handler=handler) as client:
                 yield client
         return
     async with _http_transport(cfg, on_closed) as transport:
-        async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None) as client:
+        async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None,
+                          message_handler=handler) as client:
             yield client
+
+
+def _notification_handler(on_tools_changed: Callable[[], None] | None) -> Callable[[Any], Awaitable[None]]:
+    async def handle(message: Any) -> None:
+        if on_tools_changed is not None and isinstance(message, ToolListChangedNotification):
+            on_tools_changed()
+
+    return handle
 
 
 def _stdio_params(cfg: StdioServer) -> StdioServerParameters:

@@ -192,3 +192,15 @@ async def test_one_log_line_per_call_without_arguments_and_stderr_tagged(caplog)
     assert not any("super-secret-argument" in r.getMessage() for r in caplog.records)
     tagged = [r.getMessage() for r in caplog.records if r.name == "mcphub.stderr"]
     assert "[sample] hello from the child" in tagged
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_server_announcing_new_tools_gets_them_served(mode: str):
+    async with running_hub({"servers": {"sample": sample_server(mode=mode)}}) as hub:
+        assert_error(await hub.client.post("/sample/sprout", json={}), 404, "not_found")
+        assert (await hub.client.post("/sample/grow", json={"name": "sprout"})).status_code == 200
+        with anyio.fail_after(10):
+            while (response := await hub.client.post("/sample/sprout", json={})).status_code != 200:
+                await anyio.sleep(0.05)
+        assert response.json() == {"result": "I am sprout"}
+        assert "/sample/sprout" in (await hub.client.get("/openapi.json")).json()["paths"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from mcp import MCPError
-from mcp.server.mcpserver import Audio, Image, MCPServer
+from mcp.server.mcpserver import Audio, Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, EmbeddedResource, ResourceLink, TextContent, TextResourceContents
 from pydantic import BaseModel, Field
@@ -109,6 +109,22 @@ def mixed() -> CallToolResult:
             ),
         ]
     )
+
+
+@mcp.tool(description="Add a tool named `name` and announce that the tool list changed.")
+async def grow(name: str, ctx: Context) -> str:
+    def grown() -> str:
+        return f"I am {name}"
+
+    mcp.add_tool(grown, name=name, description="Added at run time.")
+    await ctx.notify_tools_changed()  # 2026 protocol: to subscriptions/listen streams
+    send = getattr(ctx.session, "send_tool_list_changed", None)
+    if send is not None:
+        try:
+            await send()  # 2025 protocol: a notification
+        except Exception:  # noqa: BLE001  (a 2026 connection has no notification channel for it)
+            pass
+    return "grown"
 
 
 @mcp.tool(description="Write the text to stderr.")
