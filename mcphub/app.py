@@ -173,7 +173,7 @@ class _Hub:
                 return status, answer, headers
             arguments = self._validated(handle, tool_def, {} if arguments is None else arguments)
             try:
-                result = await handle.call_tool(tool, arguments)
+                result = await handle.call_tool(tool, arguments, caller=principal.audit_name)
             except MCPError as exc:
                 raise results.from_mcp_error(exc, server=server, tool=tool) from None
             return 200, results.to_body(result, server=server, tool=tool), None

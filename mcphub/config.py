@@ -181,6 +181,9 @@ class _ServerBase(_Model):
     proxy: str | None = None
     region: str | None = None
     description: str | None = None
+    # send the caller's identity (key name or JWT subject, never a credential) to the server in each
+    # call's `_meta` under this key, e.g. "io.mcphub/caller"; off by default
+    forward_identity: str | None = None
 
     def timeout_for(self, tool: str) -> float:
         return self.tool_timeouts.get(tool, self.timeout)

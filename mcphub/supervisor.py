@@ -91,29 +91,36 @@ class ServerHandle:
 
     # ---------------------------------------------------------------------------------------- calls
 
-    async def call_tool(self, tool: str, arguments: dict[str, Any], *, timeout: float | None = None) -> CallToolResult:
+    async def call_tool(
+        self, tool: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str | None = None
+    ) -> CallToolResult:
         """Call a tool on the least busy ready replica.
 
         Returns the server's CallToolResult (isError included) unchanged. Raises ServerUnavailable,
         ToolTimeout, BadUpstreamResponse, or MCPError for the server's own error answer.
         """
         timeout = self.config.timeout_for(tool) if timeout is None else timeout
+        meta = {self.config.forward_identity: caller} if self.config.forward_identity and caller else None
         try:
-            return await self._call_once(tool, arguments, timeout)
+            return await self._call_once(tool, arguments, timeout, meta)
         except _SessionExpired:
             # The server refused the request before running it: re-initialise and send it once more.
             with anyio.move_on_after(REREADY_WAIT):
                 await self._wait_ready()
             try:
-                return await self._call_once(tool, arguments, timeout)
+                return await self._call_once(tool, arguments, timeout, meta)
             except _SessionExpired:
                 raise self._unavailable(tool, "the server dropped the session again") from None
 
-    async def _call_once(self, tool: str, arguments: dict[str, Any], timeout: float) -> CallToolResult:
+    async def _call_once(
+        self, tool: str, arguments: dict[str, Any], timeout: float, meta: dict[str, Any] | None
+    ) -> CallToolResult:
         replica = self._pick()
         client = replica.client
         assert client is not None
-        request = CallToolRequest(params=CallToolRequestParams(name=tool, arguments=arguments))
+        params = CallToolRequestParams(name=tool, arguments=arguments, _meta=meta) if meta else \
+            CallToolRequestParams(name=tool, arguments=arguments)
+        request = CallToolRequest(params=params)
         replica.in_flight += 1
         try:
             with anyio.fail_after(timeout + CALL_GRACE):

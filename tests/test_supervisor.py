@@ -204,3 +204,19 @@ async def test_a_server_announcing_new_tools_gets_them_served(mode: str):
                 await anyio.sleep(0.05)
         assert response.json() == {"result": "I am sprout"}
         assert "/sample/sprout" in (await hub.client.get("/openapi.json")).json()["paths"]
+
+
+async def test_caller_identity_reaches_the_server_only_where_configured():
+    key = "identity-test-key-0123456789"
+    config = {
+        "auth": {"api_keys": [{"name": "alice", "key": key}]},
+        "servers": {"told": sample_server(forward_identity="io.mcphub/caller"), "untold": sample_server()},
+    }
+    auth = {"Authorization": f"Bearer {key}"}
+    async with running_hub(config) as hub:
+        told = await hub.client.post("/told/meta", json={}, headers=auth)
+        assert told.status_code == 200, told.text
+        assert told.json() == {"io.mcphub/caller": "key:alice"}
+        untold = await hub.client.post("/untold/meta", json={}, headers=auth)
+        assert untold.json() == {}
+        assert key not in told.text

@@ -127,6 +127,15 @@ async def grow(name: str, ctx: Context) -> str:
     return "grown"
 
 
+@mcp.tool(description="The `_meta` the call arrived with (what the hub forwards).")
+def meta(ctx: Context) -> dict:
+    found = ctx.request_context.meta
+    if found is None:
+        return {}
+    dumped = found if isinstance(found, dict) else found.model_dump(by_alias=True, exclude_none=True)
+    return {k: v for k, v in dumped.items() if k.startswith("io.mcphub")}
+
+
 @mcp.tool(description="Write the text to stderr.")
 def shout(text: str) -> str:
     print(text, file=sys.stderr, flush=True)
