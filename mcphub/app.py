@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import anyio
 import jsonschema
+import referencing.exceptions
 from fastapi.openapi.docs import get_swagger_ui_html
 from mcp import MCPError
 from mcp.types import Tool
@@ -41,6 +42,7 @@ from mcphub.errors import (
     ServerUnavailable,
     Unauthorized,
     error_body,
+    exception_line,
 )
 from mcphub.federation import LISTING_PATH, RemoteMount, RemoteServer
 from mcphub.metrics import CONTENT_TYPE, HubMetrics
@@ -230,7 +232,15 @@ class _Hub:
                 server=handle.name, tool=tool.name,
             )
         validator = self._validator(handle, tool)
-        if validator is not None and not validator.is_valid(arguments):  # the common case costs one pass
+        try:
+            valid = validator is None or validator.is_valid(arguments)  # the common case costs one pass
+        except (referencing.exceptions.Unresolvable, RecursionError) as exc:
+            # the tool's schema points nowhere (`mcphub check` reports it): the server judges its arguments
+            logger.warning("'%s' tool '%s': input schema cannot be applied (%s); arguments passed unchecked",
+                           handle.name, tool.name, exception_line(exc))
+            self._validators[(handle.name, tool.name, handle.version)] = None
+            valid = True
+        if not valid:
             errors = sorted(validator.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
             if errors:
                 details = [{"loc": _loc(e), "msg": e.message} for e in errors[:MAX_VALIDATION_ERRORS]]

@@ -150,3 +150,9 @@ def error_body(
 class MountLoop(HubError):
     status_code = 508
     type = "mount_loop"
+
+
+def exception_line(exc: BaseException, *, limit: int = 300) -> str:
+    """`Type: first line of the message` (cut to `limit`), for logs and `last_error`: never a traceback."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__

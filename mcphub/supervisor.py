@@ -40,7 +40,7 @@ from mcp.types import (
 
 from mcphub import transports
 from mcphub.config import HubConfig, ServerConfig
-from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout
+from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout, exception_line
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +152,13 @@ class ServerHandle:
         except (pydantic.ValidationError, ValueError) as exc:
             raise BadUpstreamResponse(
                 f"server '{self.name}' answered tool '{tool}' with something that is not a valid MCP result "
-                f"({_first_line(exc)})",
+                f"({exception_line(exc)})",
                 server=self.name,
                 tool=tool,
             ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.TransportError) as exc:
             self._lost(replica)
-            raise self._unavailable(tool, f"connection lost ({_first_line(exc)})") from None
+            raise self._unavailable(tool, f"connection lost ({exception_line(exc)})") from None
         finally:
             replica.in_flight -= 1
 
@@ -476,7 +476,7 @@ async def _listen_for_tool_changes(client: Client, changed: Callable[[], None]) 
             async for _event in subscription:
                 changed()
     except (Exception, BaseExceptionGroup) as exc:  # not supported, or the stream dropped: reconnects relist anyway
-        logger.debug("tool-change subscription ended: %s", _first_line(exc))
+        logger.debug("tool-change subscription ended: %s", exception_line(exc))
 
 
 async def _list_tools(client: Client) -> list[Tool]:
@@ -510,14 +510,14 @@ def _describe(exc: BaseException, cfg: ServerConfig) -> str:
     if isinstance(leaf, PermissionError):
         return f"cannot execute {getattr(cfg, 'command', '')!r}: permission denied"
     if isinstance(leaf, httpx2.ConnectError):
-        return f"cannot connect to {getattr(cfg, 'url', '?')}: {_first_line(leaf)}"
+        return f"cannot connect to {getattr(cfg, 'url', '?')}: {exception_line(leaf)}"
     if isinstance(leaf, httpx2.HTTPStatusError):
         return f"{getattr(cfg, 'url', '?')} answered HTTP {leaf.response.status_code}"
     if isinstance(leaf, MCPError):
         if leaf.code == CONNECTION_CLOSED:
             return "the server closed the connection during start-up (see its stderr above)"
         return f"MCP error {leaf.code}: {leaf.message}"
-    return _first_line(leaf)
+    return exception_line(leaf)
 
 
 def _with_tail(error: str | None, tail: collections.deque[str]) -> str | None:
@@ -526,11 +526,6 @@ def _with_tail(error: str | None, tail: collections.deque[str]) -> str | None:
         return error
     last = tail[-1][:300]
     return f"{error}; stderr: {last}" if error else f"the server exited; stderr: {last}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def _redact(text: str) -> str:

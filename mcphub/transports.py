@@ -29,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ToolListChangedNotification
 
 from mcphub.config import HttpServer, ServerConfig, StdioServer
+from mcphub.errors import exception_line
 
 logger = logging.getLogger(__name__)
 stderr_logger = logging.getLogger("mcphub.stderr")
@@ -190,7 +191,7 @@ class _WatchedRead:
             now = time.monotonic()
             if now - self._last_report >= BAD_OUTPUT_REPORT_INTERVAL:
                 logger.warning("'%s' sent something that is not MCP (%d since the last report): %s",
-                               self._name, self._bad_items, _exception_text(item))
+                               self._name, self._bad_items, exception_line(item))
                 self._last_report, self._bad_items = now, 0
         return item
 
@@ -214,12 +215,6 @@ class _WatchedRead:
 
     def __getattr__(self, name: str) -> Any:  # e.g. `last_context`
         return getattr(self._inner, name)
-
-
-def _exception_text(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import sys
 
 import anyio
 import pytest
 from openapi_spec_validator import validate
 
+from tests.helpers import REPO
 from tests.hub import assert_error, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
@@ -201,3 +203,12 @@ async def test_denied_tools_are_not_served():
         assert_error(await hub.client.post("/sample/crash", json={}), 404, "not_found")
         spec = (await hub.client.get("/sample/openapi.json")).json()
         assert "/crash" not in spec["paths"] and "/echo" in spec["paths"]
+
+
+async def test_a_tool_whose_schema_points_nowhere_is_still_callable_and_judged_by_its_server():
+    hard = {"transport": "stdio", "command": sys.executable, "args": [str(REPO / "tests/schema_cases/hard_server.py")]}
+    async with running_hub({"servers": {"hard": hard}}) as hub:
+        response = await hub.client.post("/hard/unresolvable", json={"missing": 1, "fine": "x"})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"missing": 1, "fine": "x"}  # the server echoes what it was sent
+        validate((await hub.client.get("/hard/openapi.json")).json())
