@@ -212,3 +212,14 @@ async def test_a_tool_whose_schema_points_nowhere_is_still_callable_and_judged_b
         assert response.status_code == 200, response.text
         assert response.json() == {"missing": 1, "fine": "x"}  # the server echoes what it was sent
         validate((await hub.client.get("/hard/openapi.json")).json())
+
+
+async def test_behind_a_proxy_sub_path_the_specs_and_docs_point_under_root_path():
+    async with running_hub({"hub": {"root_path": "/tools"}, "servers": {"sample": sample_server()}}) as hub:
+        one = (await hub.client.get("/sample/openapi.json")).json()
+        assert one["servers"] == [{"url": "/tools/sample"}]
+        combined = (await hub.client.get("/openapi.json")).json()
+        assert combined["servers"] == [{"url": "/tools"}]
+        assert "/tools/sample/openapi.json" in (await hub.client.get("/sample/docs")).text
+        # the proxy strips the prefix (nginx: `location /tools/ { proxy_pass http://hub:8000/; }`)
+        assert (await hub.client.post("/sample/add", json={"a": 1, "b": 2})).json()["total"] == 3
