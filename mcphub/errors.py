@@ -70,9 +70,8 @@ class NotFound(HubError):
     type = "not_found"
 
 
-class RateLimited(HubError):
-    status_code = 429
-    type = "rate_limited"
+class _RetryLater(HubError):
+    """An error that tells the client when to try again (`Retry-After`, whole seconds, at least 1)."""
 
     def __init__(
         self, message: str, *, retry_after: int = 1, server: str | None = None, tool: str | None = None
@@ -82,6 +81,11 @@ class RateLimited(HubError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(_RetryLater):
+    status_code = 429
+    type = "rate_limited"
 
 
 class InvalidArguments(HubError):
@@ -117,18 +121,9 @@ class BadUpstreamResponse(HubError):
     type = "bad_gateway"
 
 
-class ServerUnavailable(HubError):
+class ServerUnavailable(_RetryLater):
     status_code = 503
     type = "server_unavailable"
-
-    def __init__(
-        self, message: str, *, retry_after: int = 1, server: str | None = None, tool: str | None = None
-    ) -> None:
-        super().__init__(message, server=server, tool=tool)
-        self.retry_after = max(1, int(retry_after))
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class ToolTimeout(HubError):

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import httpx2
 
-from mcphub.errors import HubError
+from mcphub.errors import BadUpstreamResponse, ToolTimeout
 from mcphub.runner.messages import Message, ModelReply, ToolCall, parse_arguments, text_of
 
 logger = logging.getLogger(__name__)
@@ -33,16 +33,12 @@ OnText = Callable[[str], Awaitable[None]]
 MAX_ERROR_CHARS = 500  # of a backend's error body, quoted in ours
 
 
-class BackendUnavailable(HubError):
-    """The model backend could not be reached or did not answer with a chat reply."""
-
-    status_code = 502
-    type = "bad_gateway"
+class BackendUnavailable(BadUpstreamResponse):
+    """The model backend could not be reached or did not answer with a chat reply (502 bad_gateway)."""
 
 
-class BackendTimeout(HubError):
-    status_code = 504
-    type = "timeout"
+class BackendTimeout(ToolTimeout):
+    """The model backend did not answer in time (504 timeout)."""
 
 
 class ModelBackend(Protocol):
