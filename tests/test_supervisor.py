@@ -220,3 +220,24 @@ async def test_caller_identity_reaches_the_server_only_where_configured():
         untold = await hub.client.post("/untold/meta", json={}, headers=auth)
         assert untold.json() == {}
         assert key not in told.text
+
+
+async def test_a_child_gets_its_proxy_and_its_env_but_not_the_hubs_secrets(monkeypatch):
+    monkeypatch.setenv("MCPHUB_API_KEY", "hub-secret-key-0123456789")
+    monkeypatch.setenv("SOME_HUB_SECRET", "do-not-leak")
+    config = {"servers": {
+        "proxied": sample_server(proxy="http://proxy.example:3128", env={"OWN": "mine"}),
+        "direct": sample_server(),
+    }}
+    async with running_hub(config) as hub:
+        async def env(server: str, name: str):
+            response = await hub.client.post(f"/{server}/getenv", json={"name": name})
+            assert response.status_code == 200, response.text
+            return response.json()["result"]
+
+        assert await env("proxied", "HTTPS_PROXY") == "http://proxy.example:3128"
+        assert await env("proxied", "http_proxy") == "http://proxy.example:3128"
+        assert await env("proxied", "OWN") == "mine"
+        assert await env("direct", "HTTPS_PROXY") is None
+        assert await env("proxied", "MCPHUB_API_KEY") is None
+        assert await env("proxied", "SOME_HUB_SECRET") is None

@@ -136,6 +136,11 @@ def meta(ctx: Context) -> dict:
     return {k: v for k, v in dumped.items() if k.startswith("io.mcphub")}
 
 
+@mcp.tool(description="The value of an environment variable in the server's process (null when unset).")
+def getenv(name: str) -> str | None:
+    return os.environ.get(name)
+
+
 @mcp.tool(description="Write the text to stderr.")
 def shout(text: str) -> str:
     print(text, file=sys.stderr, flush=True)
