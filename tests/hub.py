@@ -22,16 +22,21 @@ from tests.helpers import REPO, free_port
 HUB_START_TIMEOUT = 30.0  # seconds: servers start in parallel; python ones take ~0.5 s each
 
 
-def sample_server(**overrides: Any) -> dict[str, Any]:
-    """Config of the test MCP server `tests/mcp_servers/sample.py` over stdio."""
+def module_server(module: str, **overrides: Any) -> dict[str, Any]:
+    """Config of a test MCP server `tests/mcp_servers/<module>.py` over stdio."""
     server: dict[str, Any] = {
         "transport": "stdio",
         "command": sys.executable,
-        "args": ["-m", "tests.mcp_servers.sample"],
+        "args": ["-m", f"tests.mcp_servers.{module}"],
         "cwd": str(REPO),
     }
     server.update(overrides)
     return server
+
+
+def sample_server(**overrides: Any) -> dict[str, Any]:
+    """Config of the test MCP server `tests/mcp_servers/sample.py` over stdio."""
+    return module_server("sample", **overrides)
 
 
 def config_of(raw: dict[str, Any] | str) -> HubConfig:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +19,8 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import REPO, alive, free_port, mcphub_process
-from tests.hub import assert_error, running_hub, sample_server
+from tests.helpers import alive, free_port, mcphub_process
+from tests.hub import assert_error, module_server, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
 
@@ -35,14 +34,7 @@ EXIT = 20.0  # seconds for a hub subprocess to stop after SIGTERM
 
 def garbage_server(**overrides: Any) -> dict[str, Any]:
     """Config of `tests/mcp_servers/garbage.py`, the hand-written misbehaving stdio server."""
-    server: dict[str, Any] = {
-        "transport": "stdio",
-        "command": sys.executable,
-        "args": ["-m", "tests.mcp_servers.garbage"],
-        "cwd": str(REPO),
-    }
-    server.update(overrides)
-    return server
+    return module_server("garbage", **overrides)
 
 
 async def _poll(predicate: Any, *, timeout: float, interval: float = 0.02) -> None:

@@ -7,6 +7,8 @@ Standalone: imports nothing from mcphub.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,6 +40,30 @@ def redact(url: str) -> str:
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class Connection:
+    """The server process's one HTTP client, opened and closed by the server lifespan:
+    `MCPServer(..., lifespan=connection.lifespan)`, then `connection.get()` inside tools."""
+
+    def __init__(self, server: str, **client_options: Any) -> None:
+        self._server = server
+        self._options = client_options  # make_client's keywords
+        self.client: httpx2.AsyncClient | None = None
+
+    @asynccontextmanager
+    async def lifespan(self, _server: Any) -> AsyncIterator[dict[str, Any]]:
+        async with make_client(**self._options) as client:
+            self.client = client
+            try:
+                yield {}
+            finally:
+                self.client = None
+
+    def get(self) -> httpx2.AsyncClient:
+        if self.client is None:  # pragma: no cover - tools only run inside the lifespan
+            raise RuntimeError(f"{self._server} server HTTP client used outside the server lifespan")
+        return self.client
 
 
 def make_client(

@@ -12,8 +12,6 @@ to `mcp-server-fetch`, which guards against private addresses.
 """
 
 import importlib.metadata
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -96,16 +94,6 @@ class Settings:
             raise ToolError(f"SEARXNG_URL={_upstream.redact(self.url)!r} is not an http(s) URL")
         return f"{self.url}/search"
 
-
-class _Connection:
-    """The process's one HTTP client, opened and closed by the server lifespan."""
-
-    client: httpx2.AsyncClient | None = None
-
-    def get(self) -> httpx2.AsyncClient:
-        if self.client is None:  # pragma: no cover - tools only run inside the lifespan
-            raise RuntimeError("searxng server HTTP client used outside the server lifespan")
-        return self.client
 
 
 def _status_error(status: int, where: str) -> ToolError:
@@ -198,21 +186,11 @@ def compact_text(found: SearchResults) -> str:
 
 
 def create_server(settings: Settings) -> MCPServer:
-    connection = _Connection()
     auth = httpx2.BasicAuth(settings.username, settings.password or "") if settings.username else None
-
-    @asynccontextmanager
-    async def lifespan(_server: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        async with _upstream.make_client(
-            timeout=settings.timeout, auth=auth, headers={"Accept": "application/json"}
-        ) as client:
-            connection.client = client
-            try:
-                yield {}
-            finally:
-                connection.client = None
-
-    server = MCPServer(SERVER_NAME, version=SERVER_VERSION, subscriptions=False, lifespan=lifespan)
+    connection = _upstream.Connection(
+        "searxng", timeout=settings.timeout, auth=auth, headers={"Accept": "application/json"}
+    )
+    server = MCPServer(SERVER_NAME, version=SERVER_VERSION, subscriptions=False, lifespan=connection.lifespan)
 
     @server.tool(
         title="Web search (SearXNG)",

@@ -18,12 +18,9 @@ after the first comma must equal the country, country code or first-level region
 
 import importlib.metadata
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import httpx2
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -155,23 +152,13 @@ def _base(url: str | None) -> str:
     return (url or "").rstrip("/")
 
 
-class _Connection:
-    """The process's one HTTP client, opened and closed by the server lifespan."""
-
-    client: httpx2.AsyncClient | None = None
-
-    def get(self) -> httpx2.AsyncClient:
-        if self.client is None:  # pragma: no cover - tools only run inside the lifespan
-            raise RuntimeError("weather server HTTP client used outside the server lifespan")
-        return self.client
-
 
 class _Shape(Exception):
     """The upstream answered JSON of an unexpected shape."""
 
 
 class OpenMeteo:
-    def __init__(self, settings: Settings, connection: _Connection) -> None:
+    def __init__(self, settings: Settings, connection: _upstream.Connection) -> None:
         self._settings = settings
         self._connection = connection
 
@@ -276,18 +263,8 @@ def _parse(url: str, parse: Any, body: dict[str, Any], place: Place) -> Any:
 
 
 def create_server(settings: Settings) -> MCPServer:
-    connection = _Connection()
-
-    @asynccontextmanager
-    async def lifespan(_server: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        async with _upstream.make_client(timeout=settings.timeout) as client:
-            connection.client = client
-            try:
-                yield {}
-            finally:
-                connection.client = None
-
-    server = MCPServer(SERVER_NAME, version=SERVER_VERSION, subscriptions=False, lifespan=lifespan)
+    connection = _upstream.Connection("weather", timeout=settings.timeout)
+    server = MCPServer(SERVER_NAME, version=SERVER_VERSION, subscriptions=False, lifespan=connection.lifespan)
     meteo = OpenMeteo(settings, connection)
     forecast_url = f"{settings.forecast_url}/v1/forecast"
 
