@@ -10,13 +10,14 @@ appears or disappears is a dict entry in the supervisor); and the hot path is on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import jsonschema
@@ -59,9 +60,8 @@ MAX_LOGGED_ARGUMENTS = 2000  # characters of JSON, with hub.log_arguments
 MAX_CACHED_VALIDATORS = 4096  # compiled argument validators kept (one per tool and tool-list version)
 MAX_VALIDATION_ERRORS = 20  # a body can break a schema in many places; the first few are enough to fix it
 SHUTDOWN_RETRY_AFTER = 5  # seconds a client is told to wait when the hub stops under it (a restart)
+HANG_UP_WATCH_AFTER = 0.05  # seconds a call runs before the hub starts watching for a hang-up
 CLIENT_CLOSED = 499  # nginx's status for "client closed request", used in logs and metrics only
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -124,19 +124,22 @@ class _Hub:
             if self.closing:
                 scope.cancel()
             self._in_flight.add(scope)
+            hang_up = _HangUpWatch(request, scope)
             try:
-                outcome = await _unless_disconnected(request, self.invoke(
-                    principal, server, tool, body=raw, authorization=request.headers.get("authorization")))
+                outcome = await self.invoke(principal, server, tool, body=raw,
+                                            authorization=request.headers.get("authorization"))
             finally:
+                hang_up.stop()
                 self._in_flight.discard(scope)
+        if scope.cancelled_caught and hang_up.seen:
+            access_logger.info("%s %s/%s %d (client closed)", principal.audit_name, server, tool, CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED)
         if scope.cancelled_caught:
             error = ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
                                       server=server, tool=tool)
             access_logger.info("%s %s/%s %d (hub stopping)", principal.audit_name, server, tool, error.status_code)
             return _error_response(error)
-        if outcome is None:
-            access_logger.info("%s %s/%s %d (client closed)", principal.audit_name, server, tool, CLIENT_CLOSED)
-            return Response(status_code=CLIENT_CLOSED)
+        assert outcome is not None
         status, body, headers = outcome
         return JSONResponse(body, status_code=status, headers=headers)
 
@@ -506,29 +509,36 @@ def _docs(request: Request, spec_path: str, title: str) -> Response:
     return page
 
 
-async def _unless_disconnected(request: Request, call: Awaitable[T]) -> T | None:
-    """Await `call`, cancelling it (and so the MCP request: the SDK sends notifications/cancelled)
-    if the HTTP client hangs up first. None when the client went away; the call's exception otherwise."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
+class _HangUpWatch:
+    """Cancels `scope` (and so the MCP request: the SDK sends notifications/cancelled) if the HTTP
+    client hangs up. Watching needs a task reading the ASGI receive channel; most calls end within
+    milliseconds, so that task starts only once a call has run for HANG_UP_WATCH_AFTER. (A client
+    that hangs up sooner is noticed then.) Plain asyncio: uvicorn always runs the hub on asyncio, and
+    a timer handle is what keeps the common case at a few microseconds."""
 
-    async def run_call(scope: anyio.CancelScope) -> None:
+    def __init__(self, request: Request, scope: anyio.CancelScope) -> None:
+        self.seen = False
+        self._request = request
+        self._scope = scope
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(HANG_UP_WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
         try:
-            outcome.append(await call)
-        except Exception as exc:  # re-raised below, outside the task group, unwrapped
-            failure.append(exc)
-        scope.cancel()
+            while (await self._request.receive())["type"] != "http.disconnect":
+                pass
+        except OSError:  # the server's side of the connection failed: nothing left to watch
+            return
+        self.seen = True
+        self._scope.cancel()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_call, tg.cancel_scope)
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                tg.cancel_scope.cancel()
-                break
-    if failure:
-        raise failure[0]
-    return outcome[0] if outcome else None
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _error_response(exc: HubError) -> JSONResponse:
