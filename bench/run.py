@@ -1,24 +1,31 @@
-"""mcphub benchmark: the hub against a direct MCP session on the same stdio server, on this machine.
+"""mcphub benchmark: the hub, and mcpo beside it, against a direct MCP session on the same stdio server.
 
-    python bench/run.py [--quick] [--json out.json] [--rounds N] [--log-level info|warning]
+    python bench/run.py [--quick] [--rounds N] [--cold-starts N] [--json out.json] [--log-level info|warning]
+                        [--http-client lean|httpx2] [--mcpo PATH | --no-mcpo] [--with-no-auth]
 
 What it measures, for the trivial tool `add` of `bench/server.py` (an async MCPServer tool, no output
-schema, so no output validation on either path):
+schema, so no output validation on any path), on this machine, in one run:
 
-* requests/s and p50/p99 latency at concurrency 1, 10 and 50
+* requests/s and p50/p99 latency at concurrency 1, 10 and 50 of these targets:
   - direct: one SDK `Client` over stdio in this process, `call_tool` from C concurrent tasks (the ceiling:
-    what the hub itself does per call, minus HTTP);
-  - hub: a real `mcphub serve` subprocess serving the same server, called over loopback HTTP with an
-    httpx2 client whose pool holds C connections;
-  - hub, replicas: 2: the same with a pool of two server processes;
-  Rounds are interleaved (direct, hub, hub×2 per level, per round) so drift on a noisy machine hits all
-  three alike; the table shows the median over rounds.
+    what a proxy itself does per call, minus HTTP);
+  - hub: a real `mcphub serve` subprocess serving the same server, with an API key;
+  - hub replicas=2: the same with a pool of two server processes;
+  - mcpo: Open WebUI's MCP-to-OpenAPI proxy on the same server, with an API key, from its own venv
+    (`bench/install-mcpo`; skipped with a note when not installed, or with --no-mcpo);
+  - hub no auth (--with-no-auth): the hub without a key, to see what authentication costs.
+  The HTTP targets are called over loopback by the lean load generator in bench/loadgen.py (one keep-alive
+  connection per concurrent caller, ~0.1 ms CPU per call; --http-client httpx2 for the httpx2 client the
+  earlier figures used, ~0.6 ms). Every call sends `{"a": i, "b": 1}` and must get `i + 1` back, so an
+  answer given to the wrong request fails the run. Rounds are interleaved (every target per level, per
+  round, starting one target later each round) so drift on a noisy machine hits all alike; the table
+  shows the median over rounds, and the CPU time per call of each process: load generator, proxy, server.
 * cold start: `mcphub serve` with the packaged default config (the five bundled servers), from spawn to
   the first `GET /readyz` = 200; median of N runs.
-* the hub process's RSS (psutil) after the load, and its children's.
+* the RSS (psutil) of the hub and of mcpo after the load, and of their children.
 
-The load generator runs in this process: the hub never shares its event loop. On a 2-core machine the
-generator, the hub and the server compete for the CPU; the figures are for one machine, one run.
+The load generator runs in this process; the proxies never share its event loop. On a 2-core machine the
+generator, the proxy and the server compete for the CPU; the figures are for one machine, one run.
 Every loop is bounded in count and time; all traffic is on 127.0.0.1.
 """
 
@@ -28,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import statistics
@@ -36,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -46,16 +54,18 @@ import anyio
 import httpx2
 import psutil
 import yaml
+from loadgen import JSONPoster, add_call
 from mcp import Client, StdioServerParameters
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SERVER = [sys.executable, str(HERE / "server.py")]
+MCPO = Path(os.environ.get("MCPHUB_TP_DIR", REPO / ".tp")) / "venvs" / "mcpo" / "bin" / "mcpo"  # bench/install-mcpo
 LEVELS = (1, 10, 50)
 READY_TIMEOUT = 60.0  # seconds for a hub to answer /readyz 200 (five python servers on a busy 2-core box)
-STOP_TIMEOUT = 20.0  # seconds for a hub to exit after SIGTERM
+STOP_TIMEOUT = 20.0  # seconds for a hub or mcpo (and then their children) to exit after SIGTERM
 RUN_TIMEOUT = 300.0  # seconds any single measured run may take before the benchmark gives up
-POLL = 0.005  # seconds between /readyz polls when timing a cold start
+POLL = 0.005  # seconds between readiness polls when timing a cold start
 
 # calls per measured run at each concurrency, and rounds / cold starts: (quick, full)
 CALLS = {1: (200, 1000), 10: (1000, 3000), 50: (1500, 5000)}
@@ -88,6 +98,22 @@ class Summary:
     p99_ms: float
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)  # medians over rounds
     runs: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class Proxy:
+    """An HTTP target: a hub or mcpo subprocess, the URL of `add` on it, and the key it wants."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    add_url: str
+    key: str | None
+    servers: int = 1  # bench servers it runs
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
 
 # ------------------------------------------------------------------------------------------ load
@@ -150,13 +176,35 @@ def direct_call(client: Client) -> Call:
     return call
 
 
-def hub_call(http: httpx2.AsyncClient) -> Call:
+def httpx2_call(http: httpx2.AsyncClient, url: str) -> Call:
+    """The same check as loadgen.add_call, through httpx2 (--http-client httpx2)."""
+
     async def call(i: int) -> None:
-        response = await http.post("/bench/add", json={"a": i, "b": 1})
+        response = await http.post(url, json={"a": i, "b": 1})
         if response.status_code != 200 or response.json() != i + 1:
-            raise RuntimeError(f"hub call {i}: HTTP {response.status_code} {response.text[:200]}")
+            raise RuntimeError(f"call {i} to {url}: HTTP {response.status_code} {response.text[:200]}")
 
     return call
+
+
+async def _nothing() -> int:
+    return 0
+
+
+@dataclass
+class Target:
+    call: Call
+    refresh: Callable[[], Awaitable[int]] = _nothing  # before a measurement: reopen what the server closed
+
+
+async def http_target(stack: AsyncExitStack, proxy: Proxy, concurrency: int, client: str) -> Target:
+    """`proxy`'s add, from a client with `concurrency` connections that `stack` closes."""
+    if client == "httpx2":  # httpx2 reopens connections the server closed by itself, during the measurement
+        limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        http = await stack.enter_async_context(httpx2.AsyncClient(limits=limits, timeout=60, headers=proxy.headers))
+        return Target(httpx2_call(http, proxy.add_url))
+    poster = await stack.enter_async_context(JSONPoster(proxy.add_url, concurrency=concurrency, api_key=proxy.key))
+    return Target(add_call(poster), poster.refresh)
 
 
 # ------------------------------------------------------------------------------------- processes
@@ -168,23 +216,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = READY_TIMEOUT) -> float:
-    """Poll GET /readyz until 200; returns the monotonic time it first answered 200."""
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    probe: Callable[[httpx2.Client], bool],
+    *,
+    what: str,
+    log: Path,
+    timeout: float = READY_TIMEOUT,
+) -> float:
+    """Call `probe` until it says ready; returns the monotonic time it first did."""
     deadline = time.monotonic() + timeout
     with httpx2.Client(timeout=5) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {proc.returncode} before it was ready")
+                raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready; log:\n{_tail(log)}")
             try:
-                if http.get(f"{url}/readyz").status_code == 200:
+                if probe(http):
                     return time.monotonic()
             except httpx2.TransportError:
                 pass
             time.sleep(POLL)
-    raise RuntimeError(f"hub at {url} not ready within {timeout:g}s")
+    raise RuntimeError(f"{what} not ready within {timeout:g}s; log:\n{_tail(log)}")
+
+
+def hub_ready(url: str) -> Callable[[httpx2.Client], bool]:
+    return lambda http: http.get(f"{url}/readyz").status_code == 200
+
+
+def add_answers(proxy: Proxy) -> Callable[[httpx2.Client], bool]:
+    """mcpo has no readiness endpoint: it is ready when `add` answers."""
+    return lambda http: http.post(proxy.add_url, json={"a": 1, "b": 1}, headers=proxy.headers).status_code == 200
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; then the same for any child it left behind."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -192,31 +268,58 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=STOP_TIMEOUT)
+    _, alive = psutil.wait_procs(children, timeout=STOP_TIMEOUT)
+    for child in alive:
+        print(f"  {child.pid} outlived its parent {proc.pid}; killing it", file=sys.stderr)
+        child.kill()
 
 
 @contextmanager
-def hub_process(args: list[str], *, cwd: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def spawn(
+    command: Callable[[int], list[str]], *, cwd: Path, log: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`command(port)` as a subprocess; yields it and its base URL, and stops it on exit."""
     port = free_port()
     with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mcphub", "serve", "--port", str(port), *args],
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command(port), cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
 
 
-def bench_config(path: Path, *, replicas: int, log_level: str) -> Path:
+def hub_command(*args: str) -> Callable[[int], list[str]]:
+    return lambda port: [sys.executable, "-m", "mcphub", "serve", "--port", str(port), *args]
+
+
+def mcpo_command(mcpo: Path, key: str, log_level: str) -> Callable[[int], list[str]]:
+    return lambda port: [
+        str(mcpo), "--host", "127.0.0.1", "--port", str(port), "--api-key", key,
+        "--log-level", log_level.upper(), "--", *SERVER,
+    ]  # fmt: skip
+
+
+def bench_config(path: Path, *, replicas: int, log_level: str, key: str | None) -> Path:
     server = {"transport": "stdio", "command": SERVER[0], "args": SERVER[1:], "replicas": replicas}
-    path.write_text(
-        yaml.safe_dump({"hub": {"log_level": log_level, "reload": False}, "servers": {"bench": server}}),
-        encoding="utf-8",
-    )
+    config: dict[str, Any] = {"hub": {"log_level": log_level, "reload": False}, "servers": {"bench": server}}
+    if key:
+        config["auth"] = {"api_keys": [{"name": "bench", "key": key}]}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def bench_servers(parent: psutil.Process, count: int, *, recursive: bool = True) -> list[psutil.Process]:
+    """The `bench/server.py` processes under `parent`; exactly `count` of them."""
+    found = []
+    for child in parent.children(recursive=recursive):
+        try:
+            if child.cmdline()[1:] == SERVER[1:]:  # not mcpo, whose own command line ends with it
+                found.append(child)
+        except psutil.Error:
+            pass
+    if len(found) != count:
+        raise RuntimeError(f"expected {count} bench server(s) under pid {parent.pid}, found {len(found)}")
+    return found
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -232,62 +335,90 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return own / 2**20, children / 2**20
 
 
+def mcpo_versions(mcpo: Path) -> dict[str, str]:
+    """mcpo's version and those of what it runs on, from the interpreter beside it (its venv)."""
+    python = mcpo.parent / "python"
+    code = "from importlib.metadata import version as v; print(*(v(p) for p in ('mcpo', 'mcp', 'fastapi', 'uvicorn')))"
+    try:
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return {"mcpo": "unknown"}
+    return dict(zip(("mcpo", "mcp", "fastapi", "uvicorn"), out.stdout.split(), strict=True))
+
+
 # ------------------------------------------------------------------------------------- scenarios
 
 
-async def throughput(quick: bool, rounds: int, log_level: str, workdir: Path) -> tuple[list[Summary], dict[str, Any]]:
+async def throughput(
+    *, quick: bool, rounds: int, log_level: str, client: str, mcpo: Path | None, no_auth: bool, workdir: Path
+) -> tuple[list[Summary], dict[str, Any]]:
     pick = 0 if quick else 1
+    key = secrets.token_urlsafe(24)
     log = workdir / "hub.log"
-    one = bench_config(workdir / "one.yaml", replicas=1, log_level=log_level)
-    two = bench_config(workdir / "two.yaml", replicas=2, log_level=log_level)
+    configs = {  # target → (replicas, key)
+        "hub": (1, key),
+        "hub replicas=2": (2, key),
+        **({"hub no auth": (1, None)} if no_auth else {}),
+    }
     runs: list[Run] = []
     memory: dict[str, Any] = {}
-    params = StdioServerParameters(command=SERVER[0], args=SERVER[1:])
-    with (
-        hub_process(["-c", str(one)], cwd=workdir, log=log) as (proc1, url1),
-        hub_process(["-c", str(two)], cwd=workdir, log=log) as (proc2, url2),
-    ):
-        wait_ready(url1, proc1)
-        wait_ready(url2, proc2)
-        memory["hub_idle_rss_mib"] = round(rss_mib(proc1.pid)[0], 1)
-        async with Client(params, cache=None) as client:
-            me = psutil.Process()
-            direct_server = next(p for p in me.children() if p.pid not in (proc1.pid, proc2.pid))
-            hub1, hub2 = psutil.Process(proc1.pid), psutil.Process(proc2.pid)
-            processes = {
-                "direct": {"server": direct_server},
-                "hub": {"hub": hub1, "server": hub1.children()[0]},
-                "hub replicas=2": {"hub": hub2, "server": hub2.children()[0], "server 2": hub2.children()[1]},
+    with ExitStack() as processes:
+        proxies: list[Proxy] = []
+        for name, (replicas, k) in configs.items():
+            path = bench_config(workdir / f"{len(proxies)}.yaml", replicas=replicas, log_level=log_level, key=k)
+            proc, url = processes.enter_context(spawn(hub_command("-c", str(path)), cwd=workdir, log=log))
+            proxies.append(Proxy(name, proc, url, f"{url}/bench/add", k, replicas))
+        if mcpo is not None:
+            proc, url = processes.enter_context(
+                spawn(mcpo_command(mcpo, key, log_level), cwd=workdir, log=workdir / "mcpo.log")
+            )
+            proxies.append(Proxy("mcpo", proc, url, f"{url}/add", key))
+        for proxy in proxies:
+            if proxy.name == "mcpo":
+                wait_ready(proxy.proc, add_answers(proxy), what="mcpo", log=workdir / "mcpo.log")
+            else:
+                wait_ready(proxy.proc, hub_ready(proxy.url), what=proxy.name, log=log)
+        memory["hub_idle_rss_mib"] = round(rss_mib(proxies[0].proc.pid)[0], 1)
+        if mcpo is not None:
+            memory["mcpo_idle_rss_mib"] = round(rss_mib(proxies[-1].proc.pid)[0], 1)
+        params = StdioServerParameters(command=SERVER[0], args=SERVER[1:])
+        async with Client(params, cache=None) as direct:
+            roles: dict[str, dict[str, psutil.Process]] = {
+                "direct": {"server": bench_servers(psutil.Process(), 1, recursive=False)[0]}
             }
+            for proxy in proxies:
+                parent = psutil.Process(proxy.proc.pid)
+                servers = bench_servers(parent, proxy.servers)
+                roles[proxy.name] = {"proxy": parent} | {
+                    "server" if n == 0 else f"server {n + 1}": p for n, p in enumerate(servers)
+                }
             for level in LEVELS:
-                limits = httpx2.Limits(max_connections=level, max_keepalive_connections=level)
-                async with (
-                    httpx2.AsyncClient(base_url=url1, limits=limits, timeout=60) as http1,
-                    httpx2.AsyncClient(base_url=url2, limits=limits, timeout=60) as http2,
-                ):
-                    targets = {"direct": direct_call(client), "hub": hub_call(http1), "hub replicas=2": hub_call(http2)}
-                    for name, call in targets.items():  # warm-up: connections, imports, caches
-                        await measure(name, call, level, WARMUP)
+                async with AsyncExitStack() as stack:
+                    targets = {"direct": Target(direct_call(direct))}
+                    for proxy in proxies:
+                        targets[proxy.name] = await http_target(stack, proxy, level, client)
+                    names = list(targets)
+                    for name in names:  # warm-up: connections, imports, caches
+                        await targets[name].refresh()
+                        await measure(name, targets[name].call, level, WARMUP)
                     for r in range(rounds):
-                        for name, call in targets.items():
-                            run = await measure(name, call, level, CALLS[level][pick], processes[name])
+                        for name in names[r % len(names) :] + names[: r % len(names)]:
+                            await targets[name].refresh()
+                            run = await measure(name, targets[name].call, level, CALLS[level][pick], roles[name])
                             runs.append(run)
                             print(
                                 f"  round {r + 1}/{rounds} c={level:<3} {name:<15} {run.rps:8.0f} req/s "
                                 f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms",
                                 file=sys.stderr,
                             )
-        own1, children1 = rss_mib(proc1.pid)
-        own2, children2 = rss_mib(proc2.pid)
-        memory.update(
-            hub_rss_mib=round(own1, 1),
-            hub_children_rss_mib=round(children1, 1),
-            hub_replicas2_rss_mib=round(own2, 1),
-            hub_replicas2_children_rss_mib=round(children2, 1),
-        )
+        for proxy in proxies:
+            own, children = rss_mib(proxy.proc.pid)
+            prefix = {"hub": "hub", "hub replicas=2": "hub_replicas2", "mcpo": "mcpo"}.get(proxy.name)
+            if prefix:
+                memory.update({f"{prefix}_rss_mib": round(own, 1), f"{prefix}_children_rss_mib": round(children, 1)})
     summaries = []
     for level in LEVELS:
-        for name in ("direct", "hub", "hub replicas=2"):
+        for name in ["direct", *(p.name for p in proxies)]:
             mine = [r for r in runs if r.target == name and r.concurrency == level]
             cpu = {
                 role: round(statistics.median(r.cpu_ms_per_call[role] for r in mine), 3)
@@ -315,8 +446,8 @@ def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
     seconds = []
     for i in range(runs):
         started = time.monotonic()
-        with hub_process([], cwd=empty, log=workdir / "cold.log") as (proc, url):
-            ready_at = wait_ready(url, proc)
+        with spawn(hub_command(), cwd=empty, log=workdir / "cold.log") as (proc, url):
+            ready_at = wait_ready(proc, hub_ready(url), what="hub", log=workdir / "cold.log")
             seconds.append(ready_at - started)
             body = httpx2.get(f"{url}/readyz", timeout=5).json()
             servers = sorted(body["servers"])
@@ -333,28 +464,38 @@ def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
 
 def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
     by = {(s.target, s.concurrency): s for s in summaries}
+    names = list(dict.fromkeys(s.target for s in summaries))
     lines = [
-        f"{'target':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'÷ direct':>10}"
-        f"{'CPU ms/call: client':>21}{'hub':>7}{'server(s)':>10}"
+        f"{'target':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'÷ direct':>10}{'÷ hub':>7}"
+        f"{'CPU ms/call: load gen':>23}{'proxy':>7}{'server(s)':>10}"
     ]
     for level in LEVELS:
-        direct = by[("direct", level)]
-        for name in ("direct", "hub", "hub replicas=2"):
+        direct, hub = by[("direct", level)], by[("hub", level)]
+        for name in names:
             s = by[(name, level)]
-            ratio = "" if name == "direct" else f"{s.rps / direct.rps:.2f}"
+            over_direct = "" if name == "direct" else f"{s.rps / direct.rps:.2f}"
+            over_hub = "" if name in ("direct", "hub") else f"{s.rps / hub.rps:.2f}"
             cpu = s.cpu_ms_per_call
             servers = sum(v for k, v in cpu.items() if k.startswith("server"))
-            hub = f"{cpu['hub']:.2f}" if "hub" in cpu else "-"
+            proxy = f"{cpu['proxy']:.2f}" if "proxy" in cpu else "-"
             lines.append(
-                f"{name:<16}{level:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{ratio:>10}"
-                f"{cpu['load generator']:>21.2f}{hub:>7}{servers:>10.2f}"
+                f"{name:<16}{level:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{over_direct:>10}{over_hub:>7}"
+                f"{cpu['load generator']:>23.2f}{proxy:>7}{servers:>10.2f}"
             )
     added_p50 = by[("hub", 1)].p50_ms - by[("direct", 1)].p50_ms
-    ratios = {
+    ratios: dict[str, float] = {
         "hub_over_direct_rps_c50": by[("hub", 50)].rps / by[("direct", 50)].rps,
         "hub_replicas2_over_direct_rps_c50": by[("hub replicas=2", 50)].rps / by[("direct", 50)].rps,
         "added_p50_ms_c1": added_p50,
     }
+    if "mcpo" in names:
+        for level in LEVELS:
+            ratios[f"mcpo_over_direct_rps_c{level}"] = by[("mcpo", level)].rps / by[("direct", level)].rps
+            ratios[f"hub_over_mcpo_rps_c{level}"] = by[("hub", level)].rps / by[("mcpo", level)].rps
+        ratios["mcpo_added_p50_ms_c1"] = by[("mcpo", 1)].p50_ms - by[("direct", 1)].p50_ms
+    if "hub no auth" in names:
+        for level in LEVELS:
+            ratios[f"hub_over_hub_no_auth_rps_c{level}"] = by[("hub", level)].rps / by[("hub no auth", level)].rps
     targets = [
         (
             "hub throughput at c=50 ≥ 0.9 × direct",
@@ -371,6 +512,17 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
         ("hub RSS after load < 100 MiB", memory["hub_rss_mib"] < 100, f"{memory['hub_rss_mib']:.1f} MiB"),
     ]
     lines.append("")
+    if "mcpo" in names:
+        lines.append(
+            "hub ÷ mcpo, req/s: "
+            + ", ".join(f"c={level} {ratios[f'hub_over_mcpo_rps_c{level}']:.2f}×" for level in LEVELS)
+            + f"; p50 added at c=1: hub {added_p50:.2f} ms, mcpo {ratios['mcpo_added_p50_ms_c1']:.2f} ms"
+        )
+    if "hub no auth" in names:
+        lines.append(
+            "hub with a key ÷ without, req/s: "
+            + ", ".join(f"c={level} {ratios[f'hub_over_hub_no_auth_rps_c{level}']:.2f}×" for level in LEVELS)
+        )
     lines.append(
         f"cold start to /readyz 200, {len(cold['servers'])} bundled servers: median "
         f"{cold['median_s']:.2f} s over {len(cold['runs'])} runs ({', '.join(f'{s:.2f}' for s in cold['runs'])})"
@@ -380,6 +532,11 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
         f"(its server: {memory['hub_children_rss_mib']} MiB); replicas=2 hub {memory['hub_replicas2_rss_mib']} "
         f"MiB (servers: {memory['hub_replicas2_children_rss_mib']} MiB)"
     )
+    if "mcpo_rss_mib" in memory:
+        lines.append(
+            f"mcpo RSS: idle {memory['mcpo_idle_rss_mib']} MiB, after load {memory['mcpo_rss_mib']} MiB "
+            f"(its server: {memory['mcpo_children_rss_mib']} MiB)"
+        )
     lines.append("")
     for text, ok, value in targets:
         lines.append(f"[{'met' if ok else 'MISSED':>6}] {text}: {value}")
@@ -391,7 +548,7 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
     }
 
 
-def environment() -> dict[str, Any]:
+def environment(client: str, mcpo: Path | None) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -401,53 +558,96 @@ def environment() -> dict[str, Any]:
         "mcphub": metadata.version("mcphub"),
         "httpx2": metadata.version("httpx2"),
         "uvicorn": metadata.version("uvicorn"),
+        "load_generator": "bench/loadgen.py" if client == "lean" else f"httpx2 {metadata.version('httpx2')}",
+        "mcpo": mcpo_versions(mcpo) | {"path": str(mcpo)} if mcpo else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls, rounds and cold starts (~1 min)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--quick", action="store_true", help="fewer calls, rounds and cold starts (~2 min)")
+    parser.add_argument(
+        "--json", type=Path, default=HERE / "results.json", help="where to write the results (default: %(default)s)"
+    )
     parser.add_argument("--rounds", type=int, help="rounds per concurrency level (default 3 quick, 5 full)")
     parser.add_argument("--cold-starts", type=int, help="cold starts to time (default 3 quick, 7 full)")
     parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
-        help="the hub's log level (info, the default, writes an access line per call)",
+        help="the hub's and mcpo's log level (info, the default of both, writes a line or two per call)",
     )
+    parser.add_argument(
+        "--http-client",
+        default="lean",
+        choices=["lean", "httpx2"],
+        help="what drives the HTTP targets: bench/loadgen.py (default) or httpx2, as the earlier figures did",
+    )
+    mcpo_group = parser.add_mutually_exclusive_group()
+    mcpo_group.add_argument("--mcpo", type=Path, help=f"mcpo executable (default: {MCPO}, from bench/install-mcpo)")
+    mcpo_group.add_argument("--no-mcpo", action="store_true", help="leave mcpo out")
+    parser.add_argument("--with-no-auth", action="store_true", help="add a hub without an API key, to price auth")
     args = parser.parse_args(argv)
     pick = 0 if args.quick else 1
     rounds = args.rounds or ROUNDS[pick]
-    env = environment()
+    mcpo: Path | None = None
+    if args.mcpo:
+        if not os.access(args.mcpo, os.X_OK):
+            parser.error(f"--mcpo {args.mcpo}: not an executable file")
+        mcpo = args.mcpo.resolve()
+    elif not args.no_mcpo:
+        if os.access(MCPO, os.X_OK):
+            mcpo = MCPO
+        else:
+            print(f"mcpo: not installed at {MCPO}; run bench/install-mcpo to compare with it", file=sys.stderr)
+    env = environment(args.http_client, mcpo)
     with tempfile.TemporaryDirectory(prefix="mcphub-bench-") as tmp:
         workdir = Path(tmp)
-        print(f"throughput: {rounds} rounds per level, hub log level {args.log_level}", file=sys.stderr)
-        summaries, memory = anyio.run(throughput, args.quick, rounds, args.log_level, workdir)
+        print(
+            f"throughput: {rounds} rounds per level, log level {args.log_level}, "
+            f"HTTP load from {env['load_generator']}, mcpo {env['mcpo']['mcpo'] if mcpo else 'left out'}",
+            file=sys.stderr,
+        )
+        summaries, memory = anyio.run(
+            lambda: throughput(
+                quick=args.quick,
+                rounds=rounds,
+                log_level=args.log_level,
+                client=args.http_client,
+                mcpo=mcpo,
+                no_auth=args.with_no_auth,
+                workdir=workdir,
+            )
+        )
         print("cold start:", file=sys.stderr)
         cold = cold_start(args.cold_starts or COLD_STARTS[pick], workdir)
+    env["loadavg_at_end"] = os.getloadavg()
     result = report(summaries, cold, memory)
-    if args.json:
-        document = {
-            "environment": env,
-            "settings": {
-                "quick": args.quick,
-                "rounds": rounds,
-                "hub_log_level": args.log_level,
-                "calls_per_run": {str(k): v[pick] for k, v in CALLS.items()},
-                "warmup": WARMUP,
-            },
-            "throughput": [
-                {k: v for k, v in asdict(s).items() if k != "runs"} | {"runs": [asdict(r) for r in s.runs]}
-                for s in summaries
-            ],
-            "cold_start": cold,
-            "memory": memory,
-            **result,
-        }
-        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwritten: {args.json}", file=sys.stderr)
+    print(
+        f"load average (1, 5, 15 min): at start {' '.join(f'{x:.2f}' for x in env['loadavg_at_start'])}, "
+        f"at end {' '.join(f'{x:.2f}' for x in env['loadavg_at_end'])}"
+    )
+    document = {
+        "environment": env,
+        "settings": {
+            "quick": args.quick,
+            "rounds": rounds,
+            "log_level": args.log_level,
+            "http_client": args.http_client,
+            "calls_per_run": {str(k): v[pick] for k, v in CALLS.items()},
+            "warmup": WARMUP,
+        },
+        "throughput": [
+            {k: v for k, v in asdict(s).items() if k != "runs"} | {"runs": [asdict(r) for r in s.runs]}
+            for s in summaries
+        ],
+        "cold_start": cold,
+        "memory": memory,
+        **result,
+    }
+    args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten: {args.json}", file=sys.stderr)
     return 0
 
 
