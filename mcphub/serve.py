@@ -28,6 +28,7 @@ from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
 from mcphub.supervisor import Supervisor
+from mcphub.wire import http_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ async def serve(config: HubConfig, options: ServeOptions) -> None:
             listeners.append((site, app, _Server(uvicorn.Config(
                 app, host=site.host, port=site.port, root_path=site.config.hub.root_path,
                 lifespan="off", access_log=False, log_config=None, timeout_graceful_shutdown=5,
+                http=http_protocol(),
             ))))
         if options.config_path is not None and config.hub.reload:
             tg.start_soon(_watch_config, options.config_path, options, supervisor, listeners)

@@ -17,6 +17,7 @@ from mcphub.app import create_app
 from mcphub.config import HubConfig, parse_config
 from mcphub.serve import _Server
 from mcphub.supervisor import Supervisor
+from mcphub.wire import http_protocol
 from tests.helpers import REPO, free_port
 
 HUB_START_TIMEOUT = 30.0  # seconds: servers start in parallel; python ones take ~0.5 s each
@@ -59,7 +60,8 @@ async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[
         app = create_app(supervisor, config, api_keys=api_keys)
         port = free_port()
         server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                        access_log=False, root_path=config.hub.root_path))
+                                        access_log=False, root_path=config.hub.root_path,
+                                        http=http_protocol()))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve)
             with anyio.fail_after(HUB_START_TIMEOUT):
