@@ -1,7 +1,7 @@
 """mcphub benchmark: the hub, and mcpo beside it, against a direct MCP session on the same stdio server.
 
     python bench/run.py [--quick] [--rounds N] [--cold-starts N] [--json out.json] [--log-level info|warning]
-                        [--http-client lean|httpx2] [--mcpo PATH | --no-mcpo] [--with-no-auth]
+                        [--http-client lean|httpx2] [--mcpo PATH | --no-mcpo] [--with-no-auth] [--with-legacy]
 
 What it measures, for the trivial tool `add` of `bench/server.py` (an async MCPServer tool, no output
 schema, so no output validation on any path), on this machine, in one run:
@@ -13,7 +13,9 @@ schema, so no output validation on any path), on this machine, in one run:
   - hub replicas=2: the same with a pool of two server processes;
   - mcpo: Open WebUI's MCP-to-OpenAPI proxy on the same server, with an API key, from its own venv
     (`bench/install-mcpo`; skipped with a note when not installed, or with --no-mcpo);
-  - hub no auth (--with-no-auth): the hub without a key, to see what authentication costs.
+  - hub no auth (--with-no-auth): the hub without a key, to see what authentication costs;
+  - hub legacy (--with-legacy): the hub with `mode: legacy`, the initialize handshake that mcpo's mcp 1.x
+    client speaks (the hub's default, auto, speaks the 2026 protocol when the server does, as this one does).
   The HTTP targets are called over loopback by the lean load generator in bench/loadgen.py (one keep-alive
   connection per concurrent caller, ~0.1 ms CPU per call; --http-client httpx2 for the httpx2 client the
   earlier figures used, ~0.6 ms). Every call sends `{"a": i, "b": 1}` and must get `i + 1` back, so an
@@ -299,8 +301,8 @@ def mcpo_command(mcpo: Path, key: str, log_level: str) -> Callable[[int], list[s
     ]  # fmt: skip
 
 
-def bench_config(path: Path, *, replicas: int, log_level: str, key: str | None) -> Path:
-    server = {"transport": "stdio", "command": SERVER[0], "args": SERVER[1:], "replicas": replicas}
+def bench_config(path: Path, *, replicas: int, log_level: str, key: str | None, mode: str = "auto") -> Path:
+    server = {"transport": "stdio", "command": SERVER[0], "args": SERVER[1:], "replicas": replicas, "mode": mode}
     config: dict[str, Any] = {"hub": {"log_level": log_level, "reload": False}, "servers": {"bench": server}}
     if key:
         config["auth"] = {"api_keys": [{"name": "bench", "key": key}]}
@@ -350,22 +352,25 @@ def mcpo_versions(mcpo: Path) -> dict[str, str]:
 
 
 async def throughput(
-    *, quick: bool, rounds: int, log_level: str, client: str, mcpo: Path | None, no_auth: bool, workdir: Path
+    *, quick: bool, rounds: int, log_level: str, client: str, mcpo: Path | None, extra: list[str], workdir: Path
 ) -> tuple[list[Summary], dict[str, Any]]:
     pick = 0 if quick else 1
     key = secrets.token_urlsafe(24)
     log = workdir / "hub.log"
-    configs = {  # target → (replicas, key)
-        "hub": (1, key),
-        "hub replicas=2": (2, key),
-        **({"hub no auth": (1, None)} if no_auth else {}),
+    configs = {  # target → (replicas, key, MCP handshake mode)
+        "hub": (1, key, "auto"),
+        "hub replicas=2": (2, key, "auto"),
+        "hub no auth": (1, None, "auto"),
+        "hub legacy": (1, key, "legacy"),
     }
+    configs = {name: c for name, c in configs.items() if name in ("hub", "hub replicas=2", *extra)}
     runs: list[Run] = []
     memory: dict[str, Any] = {}
     with ExitStack() as processes:
         proxies: list[Proxy] = []
-        for name, (replicas, k) in configs.items():
-            path = bench_config(workdir / f"{len(proxies)}.yaml", replicas=replicas, log_level=log_level, key=k)
+        for name, (replicas, k, mode) in configs.items():
+            path = workdir / f"{len(proxies)}.yaml"
+            bench_config(path, replicas=replicas, log_level=log_level, key=k, mode=mode)
             proc, url = processes.enter_context(spawn(hub_command("-c", str(path)), cwd=workdir, log=log))
             proxies.append(Proxy(name, proc, url, f"{url}/bench/add", k, replicas))
         if mcpo is not None:
@@ -493,9 +498,11 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
             ratios[f"mcpo_over_direct_rps_c{level}"] = by[("mcpo", level)].rps / by[("direct", level)].rps
             ratios[f"hub_over_mcpo_rps_c{level}"] = by[("hub", level)].rps / by[("mcpo", level)].rps
         ratios["mcpo_added_p50_ms_c1"] = by[("mcpo", 1)].p50_ms - by[("direct", 1)].p50_ms
-    if "hub no auth" in names:
-        for level in LEVELS:
-            ratios[f"hub_over_hub_no_auth_rps_c{level}"] = by[("hub", level)].rps / by[("hub no auth", level)].rps
+    for other in ("hub no auth", "hub legacy"):
+        if other in names:
+            for level in LEVELS:
+                key = f"hub_over_{other[4:].replace(' ', '_')}_rps_c{level}"
+                ratios[key] = by[("hub", level)].rps / by[(other, level)].rps
     targets = [
         (
             "hub throughput at c=50 ≥ 0.9 × direct",
@@ -518,11 +525,10 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
             + ", ".join(f"c={level} {ratios[f'hub_over_mcpo_rps_c{level}']:.2f}×" for level in LEVELS)
             + f"; p50 added at c=1: hub {added_p50:.2f} ms, mcpo {ratios['mcpo_added_p50_ms_c1']:.2f} ms"
         )
-    if "hub no auth" in names:
-        lines.append(
-            "hub with a key ÷ without, req/s: "
-            + ", ".join(f"c={level} {ratios[f'hub_over_hub_no_auth_rps_c{level}']:.2f}×" for level in LEVELS)
-        )
+    for other, label in (("hub no auth", "hub with a key ÷ without"), ("hub legacy", "hub (auto) ÷ mode: legacy")):
+        if other in names:
+            key = f"hub_over_{other[4:].replace(' ', '_')}_rps_c"
+            lines.append(f"{label}, req/s: " + ", ".join(f"c={n} {ratios[f'{key}{n}']:.2f}×" for n in LEVELS))
     lines.append(
         f"cold start to /readyz 200, {len(cold['servers'])} bundled servers: median "
         f"{cold['median_s']:.2f} s over {len(cold['runs'])} runs ({', '.join(f'{s:.2f}' for s in cold['runs'])})"
@@ -588,6 +594,11 @@ def main(argv: list[str] | None = None) -> int:
     mcpo_group.add_argument("--mcpo", type=Path, help=f"mcpo executable (default: {MCPO}, from bench/install-mcpo)")
     mcpo_group.add_argument("--no-mcpo", action="store_true", help="leave mcpo out")
     parser.add_argument("--with-no-auth", action="store_true", help="add a hub without an API key, to price auth")
+    parser.add_argument(
+        "--with-legacy",
+        action="store_true",
+        help="add a hub with `mode: legacy` (the initialize handshake mcpo's mcp 1.x client uses; default: auto)",
+    )
     args = parser.parse_args(argv)
     pick = 0 if args.quick else 1
     rounds = args.rounds or ROUNDS[pick]
@@ -616,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                 log_level=args.log_level,
                 client=args.http_client,
                 mcpo=mcpo,
-                no_auth=args.with_no_auth,
+                extra=[
+                    name for name, on in (("hub no auth", args.with_no_auth), ("hub legacy", args.with_legacy)) if on
+                ],
                 workdir=workdir,
             )
         )
