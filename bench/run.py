@@ -572,7 +572,7 @@ def environment(client: str, mcpo: Path | None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls, rounds and cold starts (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer calls, rounds and cold starts (~1 min)")
     parser.add_argument(
         "--json", type=Path, default=HERE / "results.json", help="where to write the results (default: %(default)s)"
     )
