@@ -210,11 +210,13 @@ class JSONPoster:
             self._idle.append(connection)
 
 
-def add_call(poster: JSONPoster) -> Callable[[int], Awaitable[None]]:
-    """The benchmark's call i: POST `{"a": i, "b": 1}`, expect 200 and `i + 1`: its own answer, not another's."""
+def add_call(poster: JSONPoster, *, work: int | None = None) -> Callable[[int], Awaitable[None]]:
+    """The benchmark's call i: POST `{"a": i, "b": 1}` (plus `"work": N` for the CPU-bound tool), expect
+    200 and `i + 1`: its own answer, not another's."""
+    extra = b"" if work is None else b', "work": %d' % work
 
     async def call(i: int) -> None:
-        response = await poster.post(b'{"a": %d, "b": 1}' % i)
+        response = await poster.post(b'{"a": %d, "b": 1%s}' % (i, extra))
         if response.status != 200:
             raise LoadError(f"call {i}: HTTP {response.status} {response.body[:200]!r}")
         try:

@@ -22,6 +22,9 @@ schema, so no output validation on any path), on this machine, in one run:
   answer given to the wrong request fails the run. Rounds are interleaved (every target per level, per
   round, starting one target later each round) so drift on a noisy machine hits all alike; the table
   shows the median over rounds, and the CPU time per call of each process: load generator, proxy, server.
+* the same for `crunch` (the answer after ~5 ms of pure-Python CPU in the server) at concurrency 10, for
+  direct, hub, hub replicas=2 and mcpo: what `replicas:` is for. One server process runs one such call at
+  a time; on two cores a second one has CPU to use, where for `add` it only adds to the load.
 * cold start: `mcphub serve` with the packaged default config (the five bundled servers), from spawn to
   the first `GET /readyz` = 200; median of N runs.
 * the RSS (psutil) of the hub and of mcpo after the load, and of their children.
@@ -64,6 +67,12 @@ REPO = HERE.parent
 SERVER = [sys.executable, str(HERE / "server.py")]
 MCPO = Path(os.environ.get("MCPHUB_TP_DIR", REPO / ".tp")) / "venvs" / "mcpo" / "bin" / "mcpo"  # bench/install-mcpo
 LEVELS = (1, 10, 50)
+# The CPU-bound scenario: `crunch` with this much pure-Python work (~5 ms of CPU here) at this concurrency,
+# for the targets where a second server process can matter.
+CRUNCH_WORK = 150_000
+CRUNCH_LEVEL = 10
+CRUNCH_CALLS = (200, 600)
+CRUNCH_TARGETS = ("direct", "hub", "hub replicas=2", "mcpo")
 READY_TIMEOUT = 60.0  # seconds for a hub to answer /readyz 200 (five python servers on a busy 2-core box)
 STOP_TIMEOUT = 20.0  # seconds for a hub or mcpo (and then their children) to exit after SIGTERM
 RUN_TIMEOUT = 300.0  # seconds any single measured run may take before the benchmark gives up
@@ -168,9 +177,11 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def direct_call(client: Client) -> Call:
+def direct_call(client: Client, work: int | None = None) -> Call:
+    tool, extra = ("add", {}) if work is None else ("crunch", {"work": work})
+
     async def call(i: int) -> None:
-        result = await client.call_tool("add", {"a": i, "b": 1})
+        result = await client.call_tool(tool, {"a": i, "b": 1, **extra})
         text = result.content[0].text  # type: ignore[union-attr]
         if result.is_error or text != str(i + 1):
             raise RuntimeError(f"direct call {i}: unexpected result {result!r}")
@@ -178,11 +189,12 @@ def direct_call(client: Client) -> Call:
     return call
 
 
-def httpx2_call(http: httpx2.AsyncClient, url: str) -> Call:
+def httpx2_call(http: httpx2.AsyncClient, url: str, work: int | None = None) -> Call:
     """The same check as loadgen.add_call, through httpx2 (--http-client httpx2)."""
+    extra = {} if work is None else {"work": work}
 
     async def call(i: int) -> None:
-        response = await http.post(url, json={"a": i, "b": 1})
+        response = await http.post(url, json={"a": i, "b": 1, **extra})
         if response.status_code != 200 or response.json() != i + 1:
             raise RuntimeError(f"call {i} to {url}: HTTP {response.status_code} {response.text[:200]}")
 
@@ -199,14 +211,17 @@ class Target:
     refresh: Callable[[], Awaitable[int]] = _nothing  # before a measurement: reopen what the server closed
 
 
-async def http_target(stack: AsyncExitStack, proxy: Proxy, concurrency: int, client: str) -> Target:
-    """`proxy`'s add, from a client with `concurrency` connections that `stack` closes."""
+async def http_target(
+    stack: AsyncExitStack, proxy: Proxy, concurrency: int, client: str, work: int | None = None
+) -> Target:
+    """`proxy`'s add (or crunch, given `work`), from a client with `concurrency` connections that `stack` closes."""
+    url = proxy.add_url if work is None else proxy.add_url.rsplit("/", 1)[0] + "/crunch"
     if client == "httpx2":  # httpx2 reopens connections the server closed by itself, during the measurement
         limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         http = await stack.enter_async_context(httpx2.AsyncClient(limits=limits, timeout=60, headers=proxy.headers))
-        return Target(httpx2_call(http, proxy.add_url))
-    poster = await stack.enter_async_context(JSONPoster(proxy.add_url, concurrency=concurrency, api_key=proxy.key))
-    return Target(add_call(poster), poster.refresh)
+        return Target(httpx2_call(http, url, work))
+    poster = await stack.enter_async_context(JSONPoster(url, concurrency=concurrency, api_key=proxy.key))
+    return Target(add_call(poster, work=work), poster.refresh)
 
 
 # ------------------------------------------------------------------------------------- processes
@@ -353,7 +368,7 @@ def mcpo_versions(mcpo: Path) -> dict[str, str]:
 
 async def throughput(
     *, quick: bool, rounds: int, log_level: str, client: str, mcpo: Path | None, extra: list[str], workdir: Path
-) -> tuple[list[Summary], dict[str, Any]]:
+) -> tuple[list[Summary], list[Summary], dict[str, Any]]:
     pick = 0 if quick else 1
     key = secrets.token_urlsafe(24)
     log = workdir / "hub.log"
@@ -402,46 +417,72 @@ async def throughput(
                     targets = {"direct": Target(direct_call(direct))}
                     for proxy in proxies:
                         targets[proxy.name] = await http_target(stack, proxy, level, client)
-                    names = list(targets)
-                    for name in names:  # warm-up: connections, imports, caches
-                        await targets[name].refresh()
-                        await measure(name, targets[name].call, level, WARMUP)
-                    for r in range(rounds):
-                        for name in names[r % len(names) :] + names[: r % len(names)]:
-                            await targets[name].refresh()
-                            run = await measure(name, targets[name].call, level, CALLS[level][pick], roles[name])
-                            runs.append(run)
-                            print(
-                                f"  round {r + 1}/{rounds} c={level:<3} {name:<15} {run.rps:8.0f} req/s "
-                                f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms",
-                                file=sys.stderr,
-                            )
+                    runs += await interleaved(targets, roles, level, CALLS[level][pick], rounds, WARMUP, "add")
+            async with AsyncExitStack() as stack:
+                targets = {"direct": Target(direct_call(direct, CRUNCH_WORK))}
+                for proxy in proxies:
+                    if proxy.name in CRUNCH_TARGETS:
+                        targets[proxy.name] = await http_target(stack, proxy, CRUNCH_LEVEL, client, CRUNCH_WORK)
+                crunch_runs = await interleaved(
+                    targets, roles, CRUNCH_LEVEL, CRUNCH_CALLS[pick], rounds, CRUNCH_LEVEL * 2, "crunch"
+                )
         for proxy in proxies:
             own, children = rss_mib(proxy.proc.pid)
             prefix = {"hub": "hub", "hub replicas=2": "hub_replicas2", "mcpo": "mcpo"}.get(proxy.name)
             if prefix:
                 memory.update({f"{prefix}_rss_mib": round(own, 1), f"{prefix}_children_rss_mib": round(children, 1)})
-    summaries = []
-    for level in LEVELS:
-        for name in ["direct", *(p.name for p in proxies)]:
-            mine = [r for r in runs if r.target == name and r.concurrency == level]
-            cpu = {
-                role: round(statistics.median(r.cpu_ms_per_call[role] for r in mine), 3)
-                for role in mine[0].cpu_ms_per_call
-            }
-            summaries.append(
-                Summary(
-                    name,
-                    level,
-                    len(mine),
-                    statistics.median(r.rps for r in mine),
-                    statistics.median(r.p50_ms for r in mine),
-                    statistics.median(r.p99_ms for r in mine),
-                    cpu,
-                    mine,
-                )
+    return summarise(runs), summarise(crunch_runs), memory
+
+
+async def interleaved(
+    targets: dict[str, Target],
+    roles: dict[str, dict[str, psutil.Process]],
+    level: int,
+    calls: int,
+    rounds: int,
+    warmup: int,
+    tool: str,
+) -> list[Run]:
+    """`rounds` measurements of every target at one concurrency, each round starting one target later."""
+    runs = []
+    names = list(targets)
+    for name in names:  # warm-up: connections, imports, caches
+        await targets[name].refresh()
+        await measure(name, targets[name].call, level, warmup)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            await targets[name].refresh()
+            run = await measure(name, targets[name].call, level, calls, roles[name])
+            runs.append(run)
+            print(
+                f"  round {r + 1}/{rounds} {tool:<6} c={level:<3} {name:<15} {run.rps:8.0f} req/s "
+                f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms",
+                file=sys.stderr,
             )
-    return summaries, memory
+    return runs
+
+
+def summarise(runs: list[Run]) -> list[Summary]:
+    """Medians over rounds, per (target, concurrency), in the order the runs first met them."""
+    summaries = []
+    for name, level in dict.fromkeys((r.target, r.concurrency) for r in runs):
+        mine = [r for r in runs if r.target == name and r.concurrency == level]
+        cpu = {
+            role: round(statistics.median(r.cpu_ms_per_call[role] for r in mine), 3) for role in mine[0].cpu_ms_per_call
+        }
+        summaries.append(
+            Summary(
+                name,
+                level,
+                len(mine),
+                statistics.median(r.rps for r in mine),
+                statistics.median(r.p50_ms for r in mine),
+                statistics.median(r.p99_ms for r in mine),
+                cpu,
+                mine,
+            )
+        )
+    return summaries
 
 
 def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
@@ -467,7 +508,21 @@ def cold_start(runs: int, workdir: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------- report
 
 
-def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
+def _row(s: Summary, direct: Summary, hub: Summary) -> str:
+    over_direct = "" if s.target == "direct" else f"{s.rps / direct.rps:.2f}"
+    over_hub = "" if s.target in ("direct", "hub") else f"{s.rps / hub.rps:.2f}"
+    cpu = s.cpu_ms_per_call
+    servers = sum(v for k, v in cpu.items() if k.startswith("server"))
+    proxy = f"{cpu['proxy']:.2f}" if "proxy" in cpu else "-"
+    return (
+        f"{s.target:<16}{s.concurrency:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{over_direct:>10}{over_hub:>7}"
+        f"{cpu['load generator']:>23.2f}{proxy:>7}{servers:>10.2f}"
+    )
+
+
+def report(
+    summaries: list[Summary], crunch: list[Summary], cold: dict[str, Any], memory: dict[str, Any]
+) -> dict[str, Any]:
     by = {(s.target, s.concurrency): s for s in summaries}
     names = list(dict.fromkeys(s.target for s in summaries))
     lines = [
@@ -475,23 +530,22 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
         f"{'CPU ms/call: load gen':>23}{'proxy':>7}{'server(s)':>10}"
     ]
     for level in LEVELS:
-        direct, hub = by[("direct", level)], by[("hub", level)]
         for name in names:
-            s = by[(name, level)]
-            over_direct = "" if name == "direct" else f"{s.rps / direct.rps:.2f}"
-            over_hub = "" if name in ("direct", "hub") else f"{s.rps / hub.rps:.2f}"
-            cpu = s.cpu_ms_per_call
-            servers = sum(v for k, v in cpu.items() if k.startswith("server"))
-            proxy = f"{cpu['proxy']:.2f}" if "proxy" in cpu else "-"
-            lines.append(
-                f"{name:<16}{level:>5}{s.rps:>9.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{over_direct:>10}{over_hub:>7}"
-                f"{cpu['load generator']:>23.2f}{proxy:>7}{servers:>10.2f}"
-            )
+            lines.append(_row(by[(name, level)], by[("direct", level)], by[("hub", level)]))
+    crunched = {s.target: s for s in crunch}
+    work_ms = crunched["direct"].cpu_ms_per_call["server"]
+    lines.append(f"crunch: the same, CPU-bound ({CRUNCH_WORK} rounds of Python, {work_ms:.2f} ms of server CPU "
+                 f"per direct call), c={CRUNCH_LEVEL}")
+    for s in crunch:
+        lines.append(_row(s, crunched["direct"], crunched["hub"]))
     added_p50 = by[("hub", 1)].p50_ms - by[("direct", 1)].p50_ms
     ratios: dict[str, float] = {
         "hub_over_direct_rps_c50": by[("hub", 50)].rps / by[("direct", 50)].rps,
         "hub_replicas2_over_direct_rps_c50": by[("hub replicas=2", 50)].rps / by[("direct", 50)].rps,
         "added_p50_ms_c1": added_p50,
+        f"hub_over_direct_rps_crunch_c{CRUNCH_LEVEL}": crunched["hub"].rps / crunched["direct"].rps,
+        f"hub_replicas2_over_direct_rps_crunch_c{CRUNCH_LEVEL}": crunched["hub replicas=2"].rps
+        / crunched["direct"].rps,
     }
     if "mcpo" in names:
         for level in LEVELS:
@@ -514,6 +568,11 @@ def report(summaries: list[Summary], cold: dict[str, Any], memory: dict[str, Any
             "replicas: 2 at c=50 > direct single session",
             ratios["hub_replicas2_over_direct_rps_c50"] > 1.0,
             f"{ratios['hub_replicas2_over_direct_rps_c50']:.2f}×",
+        ),
+        (
+            f"replicas: 2 > direct single session, CPU-bound tool at c={CRUNCH_LEVEL}",
+            ratios[f"hub_replicas2_over_direct_rps_crunch_c{CRUNCH_LEVEL}"] > 1.0,
+            f"{ratios[f'hub_replicas2_over_direct_rps_crunch_c{CRUNCH_LEVEL}']:.2f}×",
         ),
         ("ready with five servers < 2 s", cold["median_s"] < 2.0, f"{cold['median_s']:.2f} s"),
         ("hub RSS after load < 100 MiB", memory["hub_rss_mib"] < 100, f"{memory['hub_rss_mib']:.1f} MiB"),
@@ -620,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             f"HTTP load from {env['load_generator']}, mcpo {env['mcpo']['mcpo'] if mcpo else 'left out'}",
             file=sys.stderr,
         )
-        summaries, memory = anyio.run(
+        summaries, crunch, memory = anyio.run(
             lambda: throughput(
                 quick=args.quick,
                 rounds=rounds,
@@ -636,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cold start:", file=sys.stderr)
         cold = cold_start(args.cold_starts or COLD_STARTS[pick], workdir)
     env["loadavg_at_end"] = os.getloadavg()
-    result = report(summaries, cold, memory)
+    result = report(summaries, crunch, cold, memory)
     print(
         f"load average (1, 5, 15 min): at start {' '.join(f'{x:.2f}' for x in env['loadavg_at_start'])}, "
         f"at end {' '.join(f'{x:.2f}' for x in env['loadavg_at_end'])}"
@@ -655,6 +714,15 @@ def main(argv: list[str] | None = None) -> int:
             {k: v for k, v in asdict(s).items() if k != "runs"} | {"runs": [asdict(r) for r in s.runs]}
             for s in summaries
         ],
+        "crunch": {
+            "work": CRUNCH_WORK,
+            "concurrency": CRUNCH_LEVEL,
+            "calls_per_run": CRUNCH_CALLS[pick],
+            "throughput": [
+                {k: v for k, v in asdict(s).items() if k != "runs"} | {"runs": [asdict(r) for r in s.runs]}
+                for s in crunch
+            ],
+        },
         "cold_start": cold,
         "memory": memory,
         **result,
