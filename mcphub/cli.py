@@ -8,6 +8,7 @@ Exit codes: 0 ok; 1 the command ran and found a problem (a server failed, a tool
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,12 +30,14 @@ from mcphub.auth import Principal
 from mcphub.config import HubConfig, default_config_path, instance_servers, key_hash, load_config, parse_config
 from mcphub.errors import ConfigError, HubError
 from mcphub.federation import RemoteMount
+from mcphub.launcher import Launcher
 from mcphub.logs import configure_logging
 from mcphub.runner.api import backend_client, make_runner
 from mcphub.runner.messages import ToolCall, ToolResult
 from mcphub.runner.tools import HubTools
 from mcphub.serve import ListenError, ServeOptions, serve
 from mcphub.supervisor import State, Supervisor
+from mcphub.transports import launchable
 
 API_KEY_ENV = "MCPHUB_API_KEY"
 _LAUNCHERS = {"uvx", "npx", "pipx", "bunx", "uv", "node", "deno", "docker", "python", "python3", "run"}
@@ -43,14 +46,18 @@ _PYTHON = re.compile(r"^python[0-9.]*$")  # python, python3, python3.11, as sys.
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    configure_logging(getattr(args, "log_level", None) or "info")
-    try:
-        code = args.run(args)
-    except ConfigError as exc:
-        print(f"mcphub: {exc}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        code = 130
+    # `serve` forks its server launcher before anything else happens in this process: logging, the config
+    # and its secrets, threads and the event loop all come later, so the launcher holds none of them.
+    with Launcher.forked() if args.run is _serve else contextlib.nullcontext() as launcher:
+        args.launcher = launcher
+        configure_logging(getattr(args, "log_level", None) or "info")
+        try:
+            code = args.run(args)
+        except ConfigError as exc:
+            print(f"mcphub: {exc}", file=sys.stderr)
+            code = 2
+        except KeyboardInterrupt:
+            code = 130
     sys.exit(code)
 
 
@@ -156,9 +163,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.log_level is None:
         configure_logging(config.hub.log_level)
+    launcher: Launcher | None = args.launcher
+    if launcher is not None and not any(launchable(c) for c in config.servers.values()):
+        launcher.close()  # nothing for it to fork (servers added by a reload then start by exec)
+        launcher = None
     failed = False
     try:
-        anyio.run(serve, config, options, backend_options=_loop_options())
+        anyio.run(serve, config, options, launcher, backend_options=_loop_options())
     except* ListenError as group:
         # uvicorn has logged why (address in use, permission); the supervisor has stopped every server.
         for error in group.exceptions:

@@ -200,6 +200,9 @@ class StdioServer(_ServerBase):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, repr=False)
     cwd: str | None = None
+    # auto: `python -m MODULE` on the hub's own interpreter is forked from `mcphub serve`'s preloaded
+    # launcher (no SDK import per server); exec: always a fresh process
+    launch: Literal["auto", "exec"] = "auto"
 
     def __repr__(self) -> str:  # env values are secrets
         return f"StdioServer(command={self.command!r}, args={self.args!r}, env=[{', '.join(self.env)}])"
@@ -209,6 +212,8 @@ class HttpServer(_ServerBase):
     transport: Literal["streamable-http", "sse"]
     url: str
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    # seconds between health probes (MCP ping) while no call is in flight; 0 = off
+    ping_interval: float = Field(30.0, ge=0)
 
     @field_validator("url")
     @classmethod

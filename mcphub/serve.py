@@ -9,6 +9,7 @@ Leaving the `async with` stops every child the supervisor started, so a signal n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -23,10 +24,12 @@ from typing import Any
 import anyio
 import uvicorn
 
+from mcphub import transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
+from mcphub.launcher import Launcher
 from mcphub.supervisor import Supervisor
 from mcphub.wire import http_protocol
 
@@ -187,11 +190,13 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(config: HubConfig, options: ServeOptions) -> None:
+async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | None = None) -> None:
+    """Run until a signal. `launcher`: where Python stdio servers are forked from (see launcher.py)."""
     servers, sites = plan(config, options)
     for site in sites:
         check_exposure(site.config, options, site.host)
-    async with Supervisor(servers=servers) as supervisor, anyio.create_task_group() as tg:
+    connect = functools.partial(transports.connect, launcher=launcher)
+    async with Supervisor(servers=servers, connect=connect) as supervisor, anyio.create_task_group() as tg:
         listeners = []
         for site in sites:
             for mount in site.mounts:

@@ -1,8 +1,9 @@
 """ServerConfig → a connected MCP `Client`.
 
-Owns the mapping from config to SDK transport (stdio / streamable HTTP / SSE), the child environment
-(an allowlist of the hub's environment plus the server's own `env:`), capture of each child's stderr
-tagged with its server name, and noticing when a connection's read side ends. Holds no state between
+Owns the mapping from config to transport (stdio: ours, in stdio.py; streamable HTTP / SSE: the SDK's),
+how a stdio child starts (exec, or forked from the preloaded launcher), the child environment (an
+allowlist of the hub's environment plus the server's own `env:`), capture of each child's stderr tagged
+with its server name, and noticing when a connection's read side ends. Holds no state between
 connections, retries nothing, decides nothing about restarts: the supervisor does.
 """
 
@@ -22,14 +23,16 @@ from typing import Any
 
 import anyio
 import httpx2
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from mcp.client.sse import sse_client
-from mcp.client.stdio import stdio_client
+from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ToolListChangedNotification
 
 from mcphub.config import HttpServer, ServerConfig, StdioServer
 from mcphub.errors import exception_line
+from mcphub.launcher import Launcher, LauncherUnavailable
+from mcphub.stdio import Child, Spawn, exec_spawner, stdio_transport
 
 logger = logging.getLogger(__name__)
 stderr_logger = logging.getLogger("mcphub.stderr")
@@ -73,6 +76,7 @@ async def connect(
     on_closed: OnClosed,
     stderr_tail: collections.deque[str] | None = None,
     on_tools_changed: Callable[[], None] | None = None,
+    launcher: Launcher | None = None,
 ) -> AsyncIterator[Client]:
     """Open one MCP connection and yield an initialised `Client`.
 
@@ -81,11 +85,12 @@ async def connect(
     CONNECTION_CLOSED on their own; the callback lets the supervisor notice an idle death too.
     A stdio child's last stderr lines are appended to `stderr_tail` (to explain a failed start).
     `on_tools_changed` is called when a (2025-era) server sends notifications/tools/list_changed.
+    `launcher`: where `python -m MODULE` stdio servers are forked from, when it can (see `launchable`).
     """
     handler = _notification_handler(on_tools_changed)
     if isinstance(cfg, StdioServer):
         with _stderr_pipe(name, stderr_tail) as errlog:
-            transport = stdio_client(_stdio_params(cfg), errlog=errlog)
+            transport = stdio_transport(_spawner(cfg, launcher), stderr=errlog.fileno())
             async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None,
                               message_handler=handler) as client:
                 yield client
@@ -104,13 +109,41 @@ def _notification_handler(on_tools_changed: Callable[[], None] | None) -> Callab
     return handle
 
 
-def _stdio_params(cfg: StdioServer) -> StdioServerParameters:
-    command = cfg.command
-    if command in _PYTHON_ALIASES:
-        # `python` means the hub's own interpreter, so `python -m mcphub_servers.x` works from a venv
-        # or a container without relying on which python is first on PATH.
-        command = sys.executable
-    return StdioServerParameters(command=command, args=list(cfg.args), env=child_env(cfg), cwd=cfg.cwd)
+def _command(cfg: StdioServer) -> str:
+    # `python` means the hub's own interpreter, so `python -m mcphub_servers.x` works from a venv or a
+    # container without relying on which python is first on PATH.
+    return sys.executable if cfg.command in _PYTHON_ALIASES else cfg.command
+
+
+def launchable(cfg: ServerConfig) -> str | None:
+    """The module of a stdio server the launcher may fork (`launch: auto`, the hub's own interpreter,
+    `-m MODULE ...` with no interpreter options, an existing cwd, no PYTHON* in its `env:`), else None."""
+    if not isinstance(cfg, StdioServer) or cfg.launch != "auto" or _command(cfg) != sys.executable:
+        return None
+    if len(cfg.args) < 2 or cfg.args[0] != "-m" or any(name.startswith("PYTHON") for name in cfg.env):
+        return None
+    if cfg.cwd is not None and not os.path.isdir(cfg.cwd):
+        return None  # exec says "no such directory" properly
+    return cfg.args[1]
+
+
+def _spawner(cfg: StdioServer, launcher: Launcher | None) -> Spawn:
+    env = get_default_environment() | child_env(cfg)  # the SDK's inherited basics (PATH, HOME, ...), then ours
+    by_exec = exec_spawner(_command(cfg), list(cfg.args), env, cfg.cwd)
+    module = launchable(cfg)
+    if launcher is None or module is None:
+        return by_exec
+
+    async def spawn(stdin: int, stdout: int, stderr: int) -> Child:
+        if launcher.can_run(env):
+            try:
+                return await launcher.spawn(module, list(cfg.args[2:]), env=env, cwd=cfg.cwd,
+                                            stdin=stdin, stdout=stdout, stderr=stderr)
+            except LauncherUnavailable:
+                pass  # logged by the launcher once; exec from now on
+        return await by_exec(stdin, stdout, stderr)
+
+    return spawn
 
 
 @asynccontextmanager
