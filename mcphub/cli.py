@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import json
 import os
@@ -45,6 +46,10 @@ _PYTHON = re.compile(r"^python[0-9.]*$")  # python, python3, python3.11, as sys.
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Everything imported so far lives as long as the process: out of every later collection (and, for
+    # the launcher forked below, out of the pages a collection would copy). See __main__.py.
+    gc.freeze()
+    gc.enable()
     args = _parser().parse_args(argv)
     # `serve` forks its server launcher before anything else happens in this process: logging, the config
     # and its secrets, threads and the event loop all come later, so the launcher holds none of them.
