@@ -29,6 +29,7 @@ from anyio.abc import TaskStatus
 from mcp import Client, MCPError
 from mcp.types import (
     CONNECTION_CLOSED,
+    INTERNAL_ERROR,
     INVALID_REQUEST,
     REQUEST_TIMEOUT,
     CallToolRequest,
@@ -39,7 +40,7 @@ from mcp.types import (
 )
 
 from mcphub import transports
-from mcphub.config import HubConfig, ServerConfig
+from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout, exception_line
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ STABLE_AFTER = 30.0  # seconds of uptime after which a crash restarts from the i
 CALL_GRACE = 2.0  # seconds past a call's own timeout before the hub stops waiting on the SDK
 REREADY_WAIT = 5.0  # seconds a call waits for a re-initialised session after the old one expired
 MAX_TOOL_PAGES = 100  # bound on tools/list pagination (a server that loops its cursor)
+PROBE_TIMEOUT = 10.0  # seconds a remote server gets to answer a health probe (capped at its ping_interval)
+PROBE_CLOSE_GRACE = 2.0  # seconds to close a connection a probe found dead (a hung server never answers DELETE)
+SDK_BARE_HTTP_ERROR = "Server returned an error response"  # the SDK's text for an HTTP error without a JSON-RPC body
 
 Connect = Callable[..., AbstractAsyncContextManager[Client]]
 
@@ -225,8 +229,10 @@ class _SessionExpired(Exception):
 
 
 def _is_session_gone(message: str) -> bool:
-    """The server no longer knows our session (it restarted, or expired it): `Session terminated`
-    from the SDK, `Session not found` in the body servers send with their 404."""
+    """The server no longer knows our session (it restarted, or expired it): `Session terminated`,
+    which is how the SDK reports a bare 404 and how transports.py reports every stale-session answer
+    it recognises (404 or 400, whatever the server's wording); `Session not found` from a server's
+    own 404 body, for a connection made by another `connect`."""
     text = message.lower()
     return "session terminated" in text or "session not found" in text
 
@@ -380,6 +386,7 @@ class Supervisor:
         started = anyio.current_time()
         up_since: float | None = None
         tail: collections.deque[str] = collections.deque(maxlen=transports.STDERR_TAIL_LINES)
+        probe_failed: list[str] = []  # why the health probe gave up on this connection
         try:
             with anyio.CancelScope(deadline=started + cfg.connect_timeout) as scope:
                 changed = _Flag()
@@ -398,19 +405,23 @@ class Supervisor:
                         reported()
                     async with anyio.create_task_group() as watchers:
                         watchers.start_soon(_listen_for_tool_changes, client, changed.set)
+                        if isinstance(cfg, HttpServer) and cfg.ping_interval > 0:
+                            watchers.start_soon(_probe, handle, replica, client, label, probe_failed)
                         while not replica.closed.is_set():
                             await _wait_either(replica.closed, changed)
                             if changed.take() and not replica.closed.is_set():
                                 await self._relist(handle, client, label)
                         watchers.cancel_scope.cancel()
                     replica.client = None
+                    if probe_failed:  # dead or hung: a polite close (DELETE) may never be answered
+                        scope.deadline = anyio.current_time() + PROBE_CLOSE_GRACE
                     if replica.state is State.READY and not handle._stopping.is_set():
                         replica.state = State.RESTARTING
                         handle._refresh_state()
             if scope.cancelled_caught and up_since is None:
                 return None, _with_tail(
                     f"no answer within {cfg.connect_timeout:g}s (connect, initialize, list tools)", tail)
-            return up_since, None
+            return up_since, (probe_failed[0] if probe_failed else None)
         except Exception as exc:  # every failure of one connection stays inside this task
             return up_since, _with_tail(_describe(exc, cfg), tail)
         except BaseExceptionGroup as group:
@@ -463,6 +474,48 @@ async def _wait_either(first: anyio.Event | _Flag, second: anyio.Event | _Flag) 
 
         tg.start_soon(wake, first)
         tg.start_soon(wake, second)
+
+
+async def _probe(handle: ServerHandle, replica: _Replica, client: Client, label: str, failed: list[str]) -> None:
+    """Every `ping_interval` seconds while no call is in flight, ask a remote server for a sign of
+    life: a server that died or hung while idle is otherwise noticed only by the next caller. A
+    failure marks the replica lost (calls stop going to it, /readyz says why) and ends the connection;
+    the supervisor reconnects with its usual backoff. (A call in flight notices a death by itself.)"""
+    assert isinstance(handle.config, HttpServer)
+    interval = handle.config.ping_interval
+    timeout = min(PROBE_TIMEOUT, interval)
+    while True:
+        await anyio.sleep(interval)
+        if replica.in_flight:
+            continue
+        failure = await _ping(client, timeout)
+        if failure is not None:
+            break
+    failed.append(f"health probe failed: {failure}")
+    handle.last_error = _redact(failed[0])
+    logger.warning("'%s' %s", label, handle.last_error)
+    handle._lost(replica)
+
+
+async def _ping(client: Client, timeout: float) -> str | None:
+    """None if the server answered an MCP `ping`, else why not. Any JSON-RPC answer counts: a
+    2026-07-28 server has no `ping` and answers -32601, which is as good a sign of life."""
+    try:
+        with anyio.fail_after(timeout):
+            await client.session.send_ping()
+    except TimeoutError:
+        return f"no answer to ping within {timeout:g}s"
+    except MCPError as exc:
+        if exc.code == CONNECTION_CLOSED:
+            return "the connection closed"
+        if _is_session_gone(exc.message):
+            return "the server no longer knows this session (it restarted, or expired it)"
+        if exc.code == INTERNAL_ERROR and exc.message == SDK_BARE_HTTP_ERROR:
+            return "the server answered with an HTTP error"
+        return None
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.TransportError) as exc:
+        return exception_line(exc)
+    return None
 
 
 async def _listen_for_tool_changes(client: Client, changed: Callable[[], None]) -> None:

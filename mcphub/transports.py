@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -27,7 +30,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import ToolListChangedNotification
+from mcp.types import INVALID_REQUEST, ErrorData, JSONRPCError, ToolListChangedNotification
 
 from mcphub.config import HttpServer, ServerConfig, StdioServer
 from mcphub.errors import exception_line
@@ -165,20 +168,146 @@ async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator
         )
         return
 
+    # Requests whose answer said "no such session": the SDK reports each to its caller as some error
+    # (its text varies by server), and `_SessionGoneRead` turns that into one recognisable error.
+    stale: set[Any] = set()
+
     async def notice_lost_session(response: httpx2.Response) -> None:
-        # 404 to a request that carries a session id: the server no longer knows the session (it
-        # restarted, or expired it). The SDK reports that as the server's own error text, which
-        # varies ("Session not found" -32600 from the Python SDK, -32001 from the TypeScript one),
-        # and then keeps sending the dead id. Treat it as the end of this connection.
+        # A 400 or 404 to a request that carries a session id, saying the server no longer knows the
+        # session (it restarted, or expired it). The SDK would keep sending the dead id; treat it as
+        # the end of this connection. A request nobody waits on (the GET stream, a notification)
+        # ends it here; a request's caller first gets its error, then the connection ends.
         request = response.request
-        if response.status_code == 404 and request.method != "DELETE" and "mcp-session-id" in request.headers:
+        if response.status_code not in (400, 404) or request.method == "DELETE":
+            return
+        if "mcp-session-id" not in request.headers:
+            return
+        if not _says_session_gone(response.status_code, await _error_body(response)):
+            return
+        request_id = _request_id(request)
+        if request_id is None:
             on_closed()
+        else:
+            stale.add(request_id)
 
     async with httpx2.AsyncClient(
         headers=dict(cfg.headers), timeout=timeout, proxy=cfg.proxy, follow_redirects=True,
         event_hooks={"response": [notice_lost_session]},
     ) as http:
-        yield streamable_http_client(cfg.url, http_client=http)
+        yield _SessionGone(streamable_http_client(cfg.url, http_client=http), stale, on_closed)
+
+
+# Words that, next to "session", say a server no longer knows the session id it was sent. Measured:
+# the Python SDK answers 404 `Session not found` (-32600), the TypeScript SDK 404 `Session not found`
+# (-32001), and TypeScript servers built on its example (server-everything) 400 `Bad Request: No
+# valid session ID provided` (-32000, with no `id`, so the SDK reports only "Server returned an error
+# response"). Other 400s (bad arguments, `Server not initialized`) say nothing about the session.
+_SESSION_GONE_WORDS = re.compile(r"not found|no valid|invalid|unknown|expired|terminated|missing|required", re.I)
+ERROR_BODY_LIMIT = 64 * 1024  # bytes of a 400/404 answer read to see whether it is about the session
+SESSION_GONE = "Session terminated"  # what the SDK itself reports for a bare 404 to a request with a session
+
+
+async def _error_body(response: httpx2.Response) -> bytes:
+    length = response.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > ERROR_BODY_LIMIT):
+        return b""
+    try:
+        body = await response.aread()  # kept by the response: the SDK reads the same bytes after us
+    except httpx2.HTTPError:
+        return b""
+    return body[:ERROR_BODY_LIMIT]
+
+
+def _says_session_gone(status: int, body: bytes) -> bool:
+    """Whether a 400/404 answer to a request that carried a session id says the session is unknown.
+
+    404 is the spec's answer for that, with or without a body; only a JSON-RPC error about something
+    else (e.g. -32601 for a method) is not. A 400 counts only when its text says so."""
+    message = _jsonrpc_error_message(body)
+    if message is None:
+        if status == 404:
+            return True
+        message = body[:1000].decode("utf-8", "replace")
+    return "session" in message.lower() and _SESSION_GONE_WORDS.search(message) is not None
+
+
+def _jsonrpc_error_message(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
+
+
+def _request_id(request: httpx2.Request) -> Any:
+    """The JSON-RPC id of the request a POST carried, or None (a GET, a notification)."""
+    if request.method != "POST":
+        return None
+    try:
+        data = json.loads(request.content)
+    except (httpx2.RequestNotRead, ValueError):
+        return None
+    return data.get("id") if isinstance(data, dict) and "method" in data else None
+
+
+class _SessionGone:
+    """Wraps the streamable-HTTP transport so the answer to a request the server refused for a
+    stale session reaches its caller as INVALID_REQUEST `Session terminated` (as the SDK reports a
+    spec-conforming bare 404), then ends the connection. The request did not run: it may be resent."""
+
+    def __init__(self, transport: Any, stale: set[Any], on_closed: OnClosed) -> None:
+        self._transport = transport
+        self._stale = stale
+        self._on_closed = on_closed
+
+    async def __aenter__(self) -> tuple[Any, Any]:
+        read, write = await self._transport.__aenter__()
+        return _SessionGoneRead(read, self._stale, self._on_closed), write
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._transport.__aexit__(*exc)
+
+
+class _SessionGoneRead:
+    """A read stream that rewrites the errors `_SessionGone` marked. The SDK's ReadStream by delegation."""
+
+    def __init__(self, inner: Any, stale: set[Any], on_closed: OnClosed) -> None:
+        self._inner = inner
+        self._stale = stale
+        self._on_closed = on_closed
+
+    async def receive(self) -> Any:
+        item = await self._inner.receive()
+        message = getattr(item, "message", None)
+        if isinstance(message, JSONRPCError) and message.id in self._stale:
+            self._stale.discard(message.id)
+            error = ErrorData(code=INVALID_REQUEST, message=SESSION_GONE)
+            item = dataclasses.replace(item, message=JSONRPCError(jsonrpc="2.0", id=message.id, error=error))
+            self._on_closed()  # sets an event: the connection ends after the caller has its answer
+        return item
+
+    def __aiter__(self) -> _SessionGoneRead:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _SessionGoneRead:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`
+        return getattr(self._inner, name)
 
 
 class _Watched:
