@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import psutil
 import uvicorn
@@ -101,3 +103,49 @@ def alive(pids: list[int]) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+PROCESS_START_TIMEOUT = 20.0  # seconds for a server process (python importing the SDK, node) to bind its port
+
+
+class ServerProcess:
+    """A server process listening on a fixed 127.0.0.1 port that a test can kill (SIGKILL), pause
+    (SIGSTOP) and start again on the same port. Its output goes to `log`."""
+
+    def __init__(self, argv: list[str], *, port: int, log: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.port = port
+        self._log = log
+        self._env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        env = None if self._env is None else {**os.environ, **self._env}
+        with open(self._log, "ab") as log:
+            self.process = subprocess.Popen(self.argv, cwd=REPO, env=env, stdout=log, stderr=log)
+        with anyio.fail_after(PROCESS_START_TIMEOUT):
+            while True:  # polling an external process: bounded, and it fails at once if the process dies
+                assert self.process.poll() is None, f"{self.argv[0]} exited at start:\n{self.logs()}"
+                try:
+                    stream = await anyio.connect_tcp("127.0.0.1", self.port)
+                except OSError:
+                    await anyio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                return
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def pause(self) -> None:
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGCONT)
+
+    def logs(self) -> str:
+        return self._log.read_text(encoding="utf-8", errors="replace")[-4000:]

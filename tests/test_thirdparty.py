@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from mcphub.config import load_config
-from tests.helpers import REPO, serve_in_thread
+from tests.helpers import REPO, ServerProcess, free_port, serve_in_thread
 from tests.hub import assert_error, running_hub
 
 pytestmark = pytest.mark.anyio
@@ -271,6 +272,126 @@ async def test_everything_server_concurrent_calls_each_get_their_own_answer() ->
                 for i in range(20):
                     tg.start_soon(echo, i)
     assert answers == {i: f"Echo: message {i}" for i in range(20)}
+
+
+# ------------------------------------------------------------------- server-everything over streamable HTTP
+
+FAST_RESTART = {"initial_delay": 0.2, "max_delay": 1.0}
+RECOVERY_TIMEOUT = 20.0  # seconds for the hub to reconnect once the server is back (backoff capped at 1 s)
+PROBE_INTERVAL = 0.5  # seconds between health probes where a test turns them on
+PROBE_SLACK = 3.0  # seconds past the interval for the probe's answer and /readyz polling on a loaded box
+
+
+@pytest.fixture
+def everything_http(tmp_path: Path) -> Iterator[ServerProcess]:
+    """server-everything in streamableHttp mode (its example transport: sessions kept in a map, a
+    request with an unknown session id answered 400 "Bad Request: No valid session ID provided").
+    It listens on PORT, on every interface: it has no host setting."""
+    port = free_port()
+    server = ServerProcess([installed("npm/node_modules/.bin/mcp-server-everything"), "streamableHttp"],
+                           port=port, log=tmp_path / "everything.log", env={"PORT": str(port)})
+    yield server
+    server.kill()
+
+
+def everything_remote(server: ServerProcess, **overrides: Any) -> dict[str, Any]:
+    return {"transport": "streamable-http", "url": f"http://127.0.0.1:{server.port}/mcp",
+            "restart": FAST_RESTART, **overrides}
+
+
+async def readyz(hub: Any, name: str = "everything") -> tuple[int, dict[str, Any]]:
+    response = await hub.client.get("/readyz")
+    return response.status_code, response.json()["servers"][name]
+
+
+async def wait_for_state(hub: Any, ready: bool, *, timeout: float) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            status, state = await readyz(hub)
+            if (state["state"] == "ready") == ready:
+                assert status == (200 if ready else 503), state
+                return state
+            await anyio.sleep(0.05)
+
+
+async def echo(hub: Any, message: str) -> Any:
+    with anyio.fail_after(CALL_PROMPTLY):
+        return await hub.client.post("/everything/echo", json={"message": message})
+
+
+async def test_everything_server_over_http_restarted_between_calls_answers_the_next_call(
+    everything_http: ServerProcess,
+) -> None:
+    # The restarted server answers the hub's old session id with HTTP 400 (not the spec's 404): the hub
+    # must take that as the end of the session, re-initialise and send the call again. Probes off, so
+    # only the call itself can find out. Measured: the first call answers 200 (about 0.3 s); a 503 +
+    # Retry-After is possible only if the SDK's GET stream meets the new process first and the call
+    # lands while the hub reconnects, and then the next call succeeds. Before: 400 "Server returned an
+    # error response" to every call until the hub was restarted.
+    await everything_http.start()
+    async with running_hub({"servers": {"everything": everything_remote(everything_http, ping_interval=0)}}) as hub:
+        response = await echo(hub, "before")
+        assert response.status_code == 200, response.text
+        assert response.json() == "Echo: before"
+
+        everything_http.kill()
+        await everything_http.start()  # same port, new process, no sessions
+
+        response = await echo(hub, "after")
+        if response.status_code != 200:
+            assert_error(response, 503, "server_unavailable")
+            await anyio.sleep(min(int(response.headers["Retry-After"]), 2))
+            response = await echo(hub, "after")
+        assert response.status_code == 200, response.text
+        assert response.json() == "Echo: after"
+        status, state = await readyz(hub)
+        assert status == 200 and state["restarts"] >= 1, state
+
+
+async def test_everything_server_over_http_that_dies_while_idle_leaves_ready_within_the_probe_interval(
+    everything_http: ServerProcess,
+) -> None:
+    await everything_http.start()
+    config = {"servers": {"everything": everything_remote(everything_http, ping_interval=PROBE_INTERVAL)}}
+    async with running_hub(config) as hub:
+        response = await echo(hub, "before")
+        assert response.status_code == 200, response.text
+
+        everything_http.kill()
+        state = await wait_for_state(hub, False, timeout=PROBE_INTERVAL + PROBE_SLACK)
+        assert state["state"] in ("restarting", "failed"), state
+        assert state["last_error"], state
+
+        await everything_http.start()
+        state = await wait_for_state(hub, True, timeout=RECOVERY_TIMEOUT)
+        assert state["restarts"] >= 1, state
+        response = await echo(hub, "back")
+        assert response.status_code == 200, response.text
+        assert response.json() == "Echo: back"
+
+
+async def test_everything_server_over_http_restarted_while_idle_has_a_new_session_before_the_next_call(
+    everything_http: ServerProcess,
+) -> None:
+    # Killed and back before anyone calls: the next probe's ping meets the new process, which answers
+    # the old session with 400; the hub reconnects then, so the next caller never sees the old session.
+    await everything_http.start()
+    config = {"servers": {"everything": everything_remote(everything_http, ping_interval=PROBE_INTERVAL)}}
+    async with running_hub(config) as hub:
+        response = await echo(hub, "before")
+        assert response.status_code == 200, response.text
+
+        everything_http.kill()
+        await everything_http.start()
+        with anyio.fail_after(PROBE_INTERVAL + PROBE_SLACK + RECOVERY_TIMEOUT):
+            while True:
+                status, state = await readyz(hub)
+                if state["restarts"] >= 1 and state["state"] == "ready":
+                    break
+                await anyio.sleep(0.05)
+        response = await echo(hub, "after")
+        assert response.status_code == 200, response.text
+        assert response.json() == "Echo: after"
 
 
 # ------------------------------------------------------------------------------------ mcpServers files

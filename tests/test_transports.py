@@ -3,62 +3,39 @@ separate process (SSE and streamable HTTP), killed with SIGKILL and started agai
 
 from __future__ import annotations
 
-import signal
-import subprocess
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from tests.helpers import PYTHON, REPO, free_port
+from tests.helpers import PYTHON, ServerProcess, free_port, serve_in_thread
 from tests.hub import assert_error, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
 
-UPSTREAM_START_TIMEOUT = 20.0  # seconds for a python MCP server process to import the SDK and bind
 PROMPT = 5.0  # seconds within which the hub must notice a dead upstream and say so
 RECOVERY_TIMEOUT = 20.0  # seconds for the hub to reconnect by itself (restart backoff is capped at 1 s here)
 FAST_RESTART = {"initial_delay": 0.2, "max_delay": 1.0}
 PATHS = {"streamable-http": "/mcp", "sse": "/sse"}
 
 
-class Upstream:
+class Upstream(ServerProcess):
     """`python -m tests.mcp_servers.http_sample` on a fixed port, restartable after a SIGKILL."""
 
     def __init__(self, transport: str, log: Path, *, stateless: bool = False) -> None:
+        port = free_port()
+        argv = [PYTHON, "-m", "tests.mcp_servers.http_sample", "--transport", transport, "--port", str(port)]
+        super().__init__([*argv, "--stateless"] if stateless else argv, port=port, log=log)
         self.transport = transport
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}{PATHS[transport]}"
-        self._log = log
-        self._stateless = stateless
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        args = [PYTHON, "-m", "tests.mcp_servers.http_sample", "--transport", self.transport, "--port", str(self.port)]
-        if self._stateless:
-            args.append("--stateless")
-        with open(self._log, "ab") as log:
-            self.process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log)
-        with anyio.fail_after(UPSTREAM_START_TIMEOUT):
-            while True:  # polling an external process: bounded, and it fails at once if the process dies
-                assert self.process.poll() is None, f"upstream exited at start:\n{self.logs()}"
-                try:
-                    stream = await anyio.connect_tcp("127.0.0.1", self.port)
-                except OSError:
-                    await anyio.sleep(0.05)
-                    continue
-                await stream.aclose()
-                return
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def logs(self) -> str:
-        return self._log.read_text(encoding="utf-8", errors="replace")[-4000:]
+        self.url = f"http://127.0.0.1:{port}{PATHS[transport]}"
 
 
 @pytest.fixture
@@ -199,9 +176,10 @@ async def test_killed_upstream_answers_503_then_the_hub_reconnects_when_it_is_ba
 async def test_expired_streamable_http_session_is_replaced_without_restarting_the_hub(upstreams: Any) -> None:
     # `mode: legacy` speaks the 2025 protocol, which has sessions (Mcp-Session-Id). A new upstream
     # process does not know the hub's session id: it answers 404 with a JSON-RPC error "Session not
-    # found". Measured: the hub answers that one call 503 + Retry-After, opens a new session, and the
-    # next calls succeed. (Before the fix in transports.py, every call answered 400 "Session not found"
-    # until the hub itself was restarted.)
+    # found". Measured: the hub opens a new session and resends the call, which answers 200; a 503 +
+    # Retry-After is possible only if the SDK's GET stream notices the new process first and the call
+    # lands while the hub reconnects. (Before transports.py knew about 404s, every call answered 400
+    # "Session not found" until the hub itself was restarted.)
     upstream = upstreams("streamable-http")
     await upstream.start()
     async with running_hub({"servers": {"up": remote(upstream, mode="legacy")}}) as hub:
@@ -228,6 +206,134 @@ async def test_expired_streamable_http_session_is_replaced_without_restarting_th
         assert response.json() != first_pid
         status, body = await readiness(hub)
         assert status == 200, body
+
+
+PROBE_INTERVAL = 0.5  # seconds between health probes in these tests (ping_interval)
+PROBE_SLACK = 3.0  # seconds past the interval for the probe's answer and /readyz polling on a loaded box
+# An SSE ping to a paused server: the probe gives up after its timeout (= the interval here), then the SDK
+# spends up to ~5 s trying to send notifications/cancelled down the blocked stream before it lets go.
+PAUSED_NOTICE = 12.0
+
+
+async def wait_until_not_ready(hub: Any, *, timeout: float) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            status, body = await readiness(hub)
+            if body["servers"]["up"]["state"] != "ready":
+                assert status == 503, body
+                return body["servers"]["up"]
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_streamable_http_upstream_that_dies_while_idle_leaves_ready_within_the_probe_interval(
+    upstreams: Any, mode: str
+) -> None:
+    # Nothing calls the server between its death and /readyz saying so: only the health probe can
+    # notice. (An SSE upstream's death ends its event stream, which the hub sees at once.)
+    upstream = upstreams("streamable-http")
+    await upstream.start()
+    async with running_hub({"servers": {"up": remote(upstream, mode=mode, ping_interval=PROBE_INTERVAL)}}) as hub:
+        response = await hub.client.post("/up/pid", json={})
+        assert response.status_code == 200, response.text
+        first_pid = response.json()
+
+        # probes of a live server change nothing (on the 2026 protocol, `mode: auto`, it answers
+        # ping with -32601, which still proves it is there)
+        await anyio.sleep(4 * PROBE_INTERVAL)
+        status, body = await readiness(hub)
+        assert status == 200, body
+        assert body["servers"]["up"]["restarts"] == 0, body
+
+        upstream.kill()
+        state = await wait_until_not_ready(hub, timeout=PROBE_INTERVAL + PROBE_SLACK)
+        assert state["state"] in ("restarting", "failed"), state
+        assert state["last_error"], state
+
+        await upstream.start()  # same port, new process
+        body = await wait_until_ready(hub)
+        assert body["servers"]["up"]["restarts"] >= 1, body
+        with anyio.fail_after(PROMPT):
+            response = await hub.client.post("/up/pid", json={})
+        assert response.status_code == 200, response.text
+        assert response.json() != first_pid
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_upstream_that_hangs_while_idle_is_noticed_by_the_probe_and_served_again_when_it_answers(
+    upstreams: Any, transport: str
+) -> None:
+    # SIGSTOP: the port still accepts connections, nothing answers. Only a probe with a timeout notices.
+    upstream = upstreams(transport)
+    await upstream.start()
+    async with running_hub({"servers": {"up": remote(upstream, ping_interval=1.0)}}) as hub:
+        response = await hub.client.post("/up/pid", json={})
+        assert response.status_code == 200, response.text
+        pid = response.json()
+
+        upstream.pause()
+        state = await wait_until_not_ready(hub, timeout=PAUSED_NOTICE)
+        assert state["state"] == "restarting", state
+        assert state["last_error"] == "health probe failed: no answer to ping within 1s", state
+        with anyio.fail_after(PROMPT):
+            response = await hub.client.post("/up/pid", json={})
+        assert_error(response, 503, "server_unavailable")
+
+        upstream.resume()
+        body = await wait_until_ready(hub)
+        assert body["servers"]["up"]["restarts"] >= 1, body
+        with anyio.fail_after(PROMPT):
+            response = await hub.client.post("/up/pid", json={})
+        assert response.status_code == 200, response.text
+        assert response.json() == pid  # the same process, reached over a new connection
+
+
+def _refusing_proxy(target: str) -> Starlette:
+    """In front of a real upstream: answers a `tools/call` of `add` with a=13 itself, with HTTP 400 and
+    a JSON-RPC invalid-params error (as a server that checks arguments at the HTTP layer might), to a
+    request that carries a valid session id; passes every other request through. It offers no GET
+    stream (405, which the spec allows)."""
+
+    async def mcp(request: Request) -> Response:
+        if request.method == "GET":
+            return Response(status_code=405)
+        body = await request.body()
+        message = json.loads(body) if body else {}
+        if message.get("method") == "tools/call" and message["params"].get("arguments", {}).get("a") == 13:
+            assert "mcp-session-id" in request.headers
+            error = {"code": -32602, "message": "Invalid params: a must not be 13"}
+            return JSONResponse({"jsonrpc": "2.0", "id": message["id"], "error": error}, status_code=400)
+        headers = {k: v for k, v in request.headers.items() if k not in ("host", "content-length")}
+        async with httpx2.AsyncClient() as client:
+            answer = await client.request(request.method, target, content=body, headers=headers)
+        kept = {k: v for k, v in answer.headers.items() if k in ("content-type", "mcp-session-id")}
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
+
+    return Starlette(routes=[Route("/mcp", mcp, methods=["GET", "POST", "DELETE"])])
+
+
+async def test_a_400_about_the_arguments_is_the_tools_error_not_a_lost_session(upstreams: Any) -> None:
+    upstream = upstreams("streamable-http")
+    await upstream.start()
+    with serve_in_thread(_refusing_proxy(upstream.url)) as proxy:
+        config = {"servers": {"up": {"transport": "streamable-http", "url": f"{proxy}/mcp", "mode": "legacy",
+                                     "restart": FAST_RESTART, "ping_interval": 0}}}
+        async with running_hub(config) as hub:
+            response = await hub.client.post("/up/add", json={"a": 12, "b": 1})
+            assert response.status_code == 200, response.text
+
+            with anyio.fail_after(PROMPT):
+                response = await hub.client.post("/up/add", json={"a": 13, "b": 1})
+            error = assert_error(response, 400, "tool_error")
+            assert error["message"] == "Invalid params: a must not be 13"
+
+            # the session was kept: no reconnect, and the next call goes through on it
+            response = await hub.client.post("/up/add", json={"a": 14, "b": 1})
+            assert response.status_code == 200, response.text
+            assert response.json() == {"total": 15}
+            status, body = await readiness(hub)
+            assert status == 200, body
+            assert body["servers"]["up"]["restarts"] == 0, body
 
 
 @pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
