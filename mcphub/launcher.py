@@ -13,7 +13,8 @@ arguments; the launcher forks, and the child sets itself up as `python -m MODULE
   tempfile's cached directory dropped;
 - sys.argv, sys.orig_argv, sys.path[0] (its cwd) and signal dispositions of a fresh interpreter;
 - `runpy.run_module(MODULE, run_name="__main__", alter_sys=True)`, then what interpreter exit does
-  (non-daemon threads joined, atexit handlers, streams flushed) and `os._exit` with its exit status.
+  (thread pools shut down, non-daemon threads joined, atexit handlers, streams flushed) and `os._exit`
+  with its exit status.
 
 The launcher reaps its children and reports each one's pid, then its exit status, on a socketpair of
 that child's own. It dies with the hub (PR_SET_PDEATHSIG, and EOF on its control socket), and every
@@ -372,10 +373,9 @@ def _run(module: str, args: list[str], env: dict[str, str], cwd: str | None) -> 
     except BaseException:  # noqa: BLE001 - an uncaught exception: traceback and status 1, as the interpreter
         sys.excepthook(*sys.exc_info())
         code = 1
-    # What interpreter exit does before it ends the process:
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # What interpreter exit (Py_FinalizeEx) does before the process ends: threading's own exit hooks
+    # (thread pools shut down) and a join of every non-daemon thread, then the atexit handlers.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

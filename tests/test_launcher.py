@@ -152,6 +152,19 @@ def test_a_forked_servers_stderr_is_logged_tagged_with_its_name_and_explains_a_f
         assert "No module named tests.mcp_servers.no_such_module" in missing["last_error"], missing
 
 
+def test_a_forked_server_ends_as_an_interpreter_does_pools_shut_down_and_atexit_handlers_run(tmp_path: Path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {"PROCINFO_EXIT_MARKERS": str(markers)}
+    with running_hub(tmp_path, {"forked": procinfo(env=env), "execd": procinfo(env=env, launch="exec")}) as hub:
+        pids = {name: hub.call(name, "pool")["result"] for name in ("forked", "execd")}
+        assert parent(pids["forked"]) == hub.launcher().pid
+        hub.proc.send_signal(signal.SIGTERM)
+        assert hub.proc.wait(timeout=EXIT) == 0
+    # closing stdin ended each; a server killed after the grace period would have left no marker
+    assert sorted(path.name for path in markers.iterdir()) == sorted(f"exit-{pid}" for pid in pids.values())
+
+
 # --------------------------------------------------------------------------------------- death and return
 
 

@@ -1,12 +1,16 @@
 """A test MCP server that describes its own process: `python -m tests.mcp_servers.procinfo [ARGS]`.
 
-One tool, `describe`, answers what a server could notice about how it was started (argv, cwd, sys.path,
+`describe` answers what a server could notice about how it was started (argv, cwd, sys.path,
 environment, open fds, signal dispositions, stdio objects, session, ...), so a test can compare a server
-forked by the hub's launcher with the same server exec'd.
+forked by the hub's launcher with the same server exec'd. `pool` leaves an idle non-daemon worker thread
+behind (a ThreadPoolExecutor's). Env: PROCINFO_EXIT_MARKERS=<dir>: an atexit handler drops `exit-<pid>`
+there, so a test can see the process ended the way an interpreter does.
 """
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import logging
 import os
 import signal
@@ -19,6 +23,7 @@ from mcp.server.mcpserver import MCPServer
 mcp = MCPServer("procinfo", version="1.0.0")
 MAIN_NAME = __name__  # "__main__" when run with -m
 SIGNALS = ("SIGINT", "SIGTERM", "SIGCHLD", "SIGPIPE", "SIGHUP", "SIGUSR1", "SIGXFSZ")
+POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
 
 def _handler(value: object) -> str:
@@ -75,6 +80,19 @@ def describe() -> dict:
     }
 
 
+@mcp.tool(description="Run a job on a thread pool, whose worker then waits for more (a non-daemon thread).")
+def pool() -> int:
+    return POOL.submit(os.getpid).result()
+
+
+def _mark_exit() -> None:
+    markers = os.environ.get("PROCINFO_EXIT_MARKERS")
+    if markers:
+        with open(os.path.join(markers, f"exit-{os.getpid()}"), "w", encoding="utf-8") as f:
+            f.write("clean")
+
+
+atexit.register(_mark_exit)
 FDS_AT_START = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
 
 if __name__ == "__main__":
