@@ -52,6 +52,8 @@ REREADY_WAIT = 5.0  # seconds a call waits for a re-initialised session after th
 MAX_TOOL_PAGES = 100  # bound on tools/list pagination (a server that loops its cursor)
 PROBE_TIMEOUT = 10.0  # seconds a remote server gets to answer a health probe (capped at its ping_interval)
 PROBE_CLOSE_GRACE = 2.0  # seconds to close a connection a probe found dead (a hung server never answers DELETE)
+DRAIN_GRACE = 1.0  # seconds the calls in flight on an ended connection get to receive their answers before it closes
+DRAIN_POLL = 0.01  # seconds between looks at a draining connection's calls in flight
 SDK_BARE_HTTP_ERROR = "Server returned an error response"  # the SDK's text for an HTTP error without a JSON-RPC body
 
 Connect = Callable[..., AbstractAsyncContextManager[Client]]
@@ -187,7 +189,8 @@ class ServerHandle:
 
     async def _wait_ready(self) -> None:
         while not any(r.state is State.READY for r in self.replicas):
-            self._ready = anyio.Event()
+            if self._ready.is_set():  # re-arm only a spent event: a fresh one would strand earlier waiters
+                self._ready = anyio.Event()
             await self._ready.wait()
 
     def _unavailable(self, tool: str | None, reason: str | None) -> ServerUnavailable:
@@ -413,11 +416,13 @@ class Supervisor:
                                 await self._relist(handle, client, label)
                         watchers.cancel_scope.cancel()
                     replica.client = None
-                    if probe_failed:  # dead or hung: a polite close (DELETE) may never be answered
-                        scope.deadline = anyio.current_time() + PROBE_CLOSE_GRACE
                     if replica.state is State.READY and not handle._stopping.is_set():
                         replica.state = State.RESTARTING
                         handle._refresh_state()
+                    if probe_failed:  # dead or hung: a polite close (DELETE) may never be answered
+                        scope.deadline = anyio.current_time() + PROBE_CLOSE_GRACE
+                    elif not handle._stopping.is_set():
+                        await _drain(replica)
             if scope.cancelled_caught and up_since is None:
                 return None, _with_tail(
                     f"no answer within {cfg.connect_timeout:g}s (connect, initialize, list tools)", tail)
@@ -476,6 +481,16 @@ async def _wait_either(first: anyio.Event | _Flag, second: anyio.Event | _Flag) 
         tg.start_soon(wake, second)
 
 
+async def _drain(replica: _Replica) -> None:
+    """Let the calls still in flight on a connection that ended get their answers before it closes.
+    After a restarted server refused our session, every call sent since gets a quick "no such session",
+    which call_tool resends on the new connection; closing first would turn those into 503s. A dead
+    server's calls have failed already, so this returns at once; a hung one's are cut off after the grace."""
+    with anyio.move_on_after(DRAIN_GRACE):
+        while replica.in_flight:
+            await anyio.sleep(DRAIN_POLL)
+
+
 async def _probe(handle: ServerHandle, replica: _Replica, client: Client, label: str, failed: list[str]) -> None:
     """Every `ping_interval` seconds while no call is in flight, ask a remote server for a sign of
     life: a server that died or hung while idle is otherwise noticed only by the next caller. A
@@ -492,8 +507,7 @@ async def _probe(handle: ServerHandle, replica: _Replica, client: Client, label:
         if failure is not None:
             break
     failed.append(f"health probe failed: {failure}")
-    handle.last_error = _redact(failed[0])
-    logger.warning("'%s' %s", label, handle.last_error)
+    handle.last_error = _redact(failed[0])  # at once in /readyz; the restart line logs it
     handle._lost(replica)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp.client.streamable_http import DEFAULT_RECONNECTION_DELAY_MS, MAX_RECONNECTION_ATTEMPTS
 from openapi_spec_validator import validate
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -346,6 +347,36 @@ async def test_everything_server_over_http_restarted_between_calls_answers_the_n
         assert response.json() == "Echo: after"
         status, state = await readyz(hub)
         assert status == 200 and state["restarts"] >= 1, state
+
+
+async def test_everything_server_over_http_restarted_answers_concurrent_calls_on_one_new_session(
+    everything_http: ServerProcess,
+) -> None:
+    # Every call sent on the old session is refused with 400; each must be resent on the one new
+    # session, none answered 503 because the old connection closed under it. The server comes back
+    # only after the SDK's GET stream has given up reconnecting (it would otherwise race the calls to
+    # find out first, and calls arriving while the hub reconnects answer 503), so only calls notice.
+    await everything_http.start()
+    async with running_hub({"servers": {"everything": everything_remote(everything_http, ping_interval=0)}}) as hub:
+        response = await echo(hub, "before")
+        assert response.status_code == 200, response.text
+
+        everything_http.kill()
+        await anyio.sleep(MAX_RECONNECTION_ATTEMPTS * DEFAULT_RECONNECTION_DELAY_MS / 1000 + 0.5)
+        await everything_http.start()
+
+        answers: dict[int, Any] = {}
+
+        async def call(i: int) -> None:
+            response = await echo(hub, f"call {i}")
+            answers[i] = (response.status_code, response.json())
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(call, i)
+        assert answers == {i: (200, f"Echo: call {i}") for i in range(8)}
+        status, state = await readyz(hub)
+        assert status == 200 and state["restarts"] == 1, state
 
 
 async def test_everything_server_over_http_that_dies_while_idle_leaves_ready_within_the_probe_interval(
