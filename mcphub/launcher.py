@@ -23,8 +23,10 @@ child dies with it (PR_SET_PDEATHSIG); the hub then starts servers by exec (`Lau
 What cannot be redone after a fork is compared instead: a child whose interpreter start-up variables
 (PYTHON*, LANG, LC_ALL, LC_CTYPE) differ from the hub's is exec'd, and so is everything when the hub's
 interpreter ran with options (`python -X ... -m mcphub`). PYTHONUNBUFFERED and PYTHONDONTWRITEBYTECODE
-are redone from the child's own environment. Still shared with the hub: the hash seed, and what
-/proc/PID/cmdline and /proc/PID/environ show (the hub's, readable by the same user at /proc/HUB anyway).
+are redone from the child's own environment. Still shared with the hub: the hash seed and the modules it
+had imported. /proc/PID/cmdline (ps, `pkill -f`) shows the server's command line, space-separated as
+setproctitle's; /proc/PID/environ shows nothing (os.environ is right; the hub's own environment block,
+which the child's memory started as a copy of, is overwritten).
 
 Linux only (prctl).
 """
@@ -126,10 +128,6 @@ class Launcher:
         theirs.close()
         control.setblocking(False)
         return cls(pid, control, startup)
-
-    @property
-    def alive(self) -> bool:
-        return not self._closed
 
     def can_run(self, env: Mapping[str, str]) -> bool:
         """Whether a child with this environment would start the same forked as exec'd."""
