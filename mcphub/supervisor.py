@@ -148,6 +148,15 @@ class ServerHandle:
             if exc.code == CONNECTION_CLOSED:
                 self._lost(replica)
                 raise self._unavailable(tool, "the connection to the server closed during the call") from None
+            if exc.code == INTERNAL_ERROR and exc.message == SDK_BARE_HTTP_ERROR:
+                # an HTTP error status without a JSON-RPC body: a proxy in front of the server (nginx's
+                # 502 page), or the server failing before MCP. Not the tool's answer.
+                raise BadUpstreamResponse(
+                    f"server '{self.name}' answered tool '{tool}' with an HTTP error status instead of an MCP "
+                    "answer (a proxy in front of it, or the server failing)",
+                    server=self.name,
+                    tool=tool,
+                ) from None
             raise
         except TimeoutError:
             raise ToolTimeout(

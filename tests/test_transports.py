@@ -13,7 +13,7 @@ import httpx2
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tests.helpers import PYTHON, ServerProcess, free_port, serve_in_thread
@@ -303,6 +303,8 @@ def _refusing_proxy(target: str) -> Starlette:
             assert "mcp-session-id" in request.headers
             error = {"code": -32602, "message": "Invalid params: a must not be 13"}
             return JSONResponse({"jsonrpc": "2.0", "id": message["id"], "error": error}, status_code=400)
+        if message.get("method") == "tools/call" and message["params"].get("arguments", {}).get("a") == 502:
+            return HTMLResponse("<html><body><h1>502 Bad Gateway</h1></body></html>", status_code=502)
         headers = {k: v for k, v in request.headers.items() if k not in ("host", "content-length")}
         async with httpx2.AsyncClient() as client:
             answer = await client.request(request.method, target, content=body, headers=headers)
@@ -334,6 +336,21 @@ async def test_a_400_about_the_arguments_is_the_tools_error_not_a_lost_session(u
             status, body = await readiness(hub)
             assert status == 200, body
             assert body["servers"]["up"]["restarts"] == 0, body
+
+
+async def test_an_http_error_page_from_a_proxy_is_a_502_not_the_tools_error(upstreams: Any) -> None:
+    upstream = upstreams("streamable-http")
+    await upstream.start()
+    with serve_in_thread(_refusing_proxy(upstream.url)) as proxy:
+        config = {"servers": {"up": {"transport": "streamable-http", "url": f"{proxy}/mcp", "mode": "legacy",
+                                     "restart": FAST_RESTART, "ping_interval": 0}}}
+        async with running_hub(config) as hub:
+            with anyio.fail_after(PROMPT):
+                response = await hub.client.post("/up/add", json={"a": 502, "b": 1})
+            error = assert_error(response, 502, "bad_gateway")
+            assert "HTTP error status" in error["message"] and "'up'" in error["message"], error
+            response = await hub.client.post("/up/add", json={"a": 1, "b": 1})
+            assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
