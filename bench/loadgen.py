@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
 
+IDLE_REOPEN = 2.0  # seconds idle after which refresh() reopens a connection (uvicorn closes one idle for 5 s)
 CONNECT_TIMEOUT = 10.0  # seconds to open a loopback connection: only a wedged server takes longer
 CALL_TIMEOUT = 60.0  # seconds for one request/response: a busy 2-core box answers within ~1 s at c=50
 MAX_HEAD = 64 * 1024  # bytes of status line + headers (asyncio's StreamReader limit)
@@ -54,6 +56,7 @@ class Connection:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.opened = 0  # times connected
+        self._used = 0.0  # time.monotonic() of the last open or response
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -62,11 +65,18 @@ class Connection:
         """Open, and not closed by the server (whose EOF the event loop has already read)."""
         return self._reader is not None and not self._reader.at_eof()
 
+    @property
+    def fresh(self) -> bool:
+        """Usable, and used within IDLE_REOPEN: not about to be closed by the server's keep-alive timeout
+        (which would race the next request: the server closes as it arrives, and the call fails)."""
+        return self.usable and time.monotonic() - self._used < IDLE_REOPEN
+
     async def open(self) -> None:
         self.close()
         async with asyncio.timeout(CONNECT_TIMEOUT):
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=MAX_HEAD)
         self.opened += 1
+        self._used = time.monotonic()
 
     def close(self) -> None:
         if self._writer is not None:
@@ -89,6 +99,7 @@ class Connection:
             raise
         if response.headers.get(b"connection", b"").lower() == b"close":
             self.close()
+        self._used = time.monotonic()
         return response
 
 
@@ -186,8 +197,9 @@ class JSONPoster:
             connection.close()
 
     async def refresh(self) -> int:
-        """Reopen the connections the server has closed, so that a measurement does not time it; how many."""
-        stale = [c for c in self._idle if not c.usable]
+        """Reopen the connections the server has closed, or may close any moment, so that a measurement
+        does not time it; how many."""
+        stale = [c for c in self._idle if not c.fresh]
         for connection in stale:
             await connection.open()
         return len(stale)
