@@ -252,6 +252,38 @@ def _request_id(request: httpx2.Request) -> Any:
     return data.get("id") if isinstance(data, dict) and "method" in data else None
 
 
+class _ReadStream:
+    """Wraps one of the SDK's read streams; a subclass overrides `receive`. The rest of the SDK's
+    ReadStream protocol is delegation."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def receive(self) -> Any:
+        return await self._inner.receive()
+
+    def __aiter__(self) -> _ReadStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _ReadStream:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`
+        return getattr(self._inner, name)
+
+
 class _SessionGone:
     """Wraps the streamable-HTTP transport so the answer to a request the server refused for a
     stale session reaches its caller as INVALID_REQUEST `Session terminated` (as the SDK reports a
@@ -270,11 +302,11 @@ class _SessionGone:
         return await self._transport.__aexit__(*exc)
 
 
-class _SessionGoneRead:
-    """A read stream that rewrites the errors `_SessionGone` marked. The SDK's ReadStream by delegation."""
+class _SessionGoneRead(_ReadStream):
+    """A read stream that rewrites the errors `_SessionGone` marked."""
 
     def __init__(self, inner: Any, stale: set[Any], on_closed: OnClosed) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._stale = stale
         self._on_closed = on_closed
 
@@ -287,27 +319,6 @@ class _SessionGoneRead:
             item = dataclasses.replace(item, message=JSONRPCError(jsonrpc="2.0", id=message.id, error=error))
             self._on_closed()  # sets an event: the connection ends after the caller has its answer
         return item
-
-    def __aiter__(self) -> _SessionGoneRead:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> _SessionGoneRead:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.aclose()
-
-    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`
-        return getattr(self._inner, name)
 
 
 class _Watched:
@@ -326,11 +337,11 @@ class _Watched:
         return await self._transport.__aexit__(*exc)
 
 
-class _WatchedRead:
-    """A read stream that reports EOF. Implements the SDK's ReadStream protocol by delegation."""
+class _WatchedRead(_ReadStream):
+    """A read stream that reports EOF, and rate-limits warnings about lines that are not MCP."""
 
     def __init__(self, inner: Any, on_closed: OnClosed, name: str) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._on_closed = on_closed
         self._name = name
         self._reported = False
@@ -356,27 +367,6 @@ class _WatchedRead:
                                self._name, self._bad_items, exception_line(item))
                 self._last_report, self._bad_items = now, 0
         return item
-
-    def __aiter__(self) -> _WatchedRead:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> _WatchedRead:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.aclose()
-
-    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`
-        return getattr(self._inner, name)
 
 
 @contextlib.contextmanager
