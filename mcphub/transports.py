@@ -94,12 +94,12 @@ async def connect(
     if isinstance(cfg, StdioServer):
         with _stderr_pipe(name, stderr_tail) as errlog:
             transport = stdio_transport(_spawner(cfg, launcher), stderr=errlog.fileno())
-            async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None,
+            async with Client(_watched(transport, on_closed, name), mode=cfg.mode, cache=None,
                               message_handler=handler) as client:
                 yield client
         return
     async with _http_transport(cfg, on_closed) as transport:
-        async with Client(_Watched(transport, on_closed, name), mode=cfg.mode, cache=None,
+        async with Client(_watched(transport, on_closed, name), mode=cfg.mode, cache=None,
                           message_handler=handler) as client:
             yield client
 
@@ -194,7 +194,8 @@ async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator
         headers=dict(cfg.headers), timeout=timeout, proxy=cfg.proxy, follow_redirects=True,
         event_hooks={"response": [notice_lost_session]},
     ) as http:
-        yield _SessionGone(streamable_http_client(cfg.url, http_client=http), stale, on_closed)
+        yield _WithRead(streamable_http_client(cfg.url, http_client=http),
+                        lambda read: _SessionGoneRead(read, stale, on_closed))
 
 
 # Words that, next to "session", say a server no longer knows the session id it was sent. Measured:
@@ -284,26 +285,25 @@ class _ReadStream:
         return getattr(self._inner, name)
 
 
-class _SessionGone:
-    """Wraps the streamable-HTTP transport so the answer to a request the server refused for a
-    stale session reaches its caller as INVALID_REQUEST `Session terminated` (as the SDK reports a
-    spec-conforming bare 404), then ends the connection. The request did not run: it may be resent."""
+class _WithRead:
+    """Wraps a transport context manager, passing the read stream it yields through `wrap`."""
 
-    def __init__(self, transport: Any, stale: set[Any], on_closed: OnClosed) -> None:
+    def __init__(self, transport: Any, wrap: Callable[[Any], _ReadStream]) -> None:
         self._transport = transport
-        self._stale = stale
-        self._on_closed = on_closed
+        self._wrap = wrap
 
     async def __aenter__(self) -> tuple[Any, Any]:
         read, write = await self._transport.__aenter__()
-        return _SessionGoneRead(read, self._stale, self._on_closed), write
+        return self._wrap(read), write
 
     async def __aexit__(self, *exc: Any) -> bool | None:
         return await self._transport.__aexit__(*exc)
 
 
 class _SessionGoneRead(_ReadStream):
-    """A read stream that rewrites the errors `_SessionGone` marked."""
+    """The streamable-HTTP read stream, with the answer to a request the server refused for a stale
+    session (its id in `stale`) rewritten to INVALID_REQUEST `Session terminated` (as the SDK reports a
+    spec-conforming bare 404); then the connection ends. The request did not run: it may be resent."""
 
     def __init__(self, inner: Any, stale: set[Any], on_closed: OnClosed) -> None:
         super().__init__(inner)
@@ -321,20 +321,9 @@ class _SessionGoneRead(_ReadStream):
         return item
 
 
-class _Watched:
-    """Wraps a transport context manager so the end of its read stream calls `on_closed`."""
-
-    def __init__(self, transport: Any, on_closed: OnClosed, name: str) -> None:
-        self._transport = transport
-        self._on_closed = on_closed
-        self._name = name
-
-    async def __aenter__(self) -> tuple[Any, Any]:
-        read, write = await self._transport.__aenter__()
-        return _WatchedRead(read, self._on_closed, self._name), write
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        return await self._transport.__aexit__(*exc)
+def _watched(transport: Any, on_closed: OnClosed, name: str) -> _WithRead:
+    """`transport`, with the end of its read stream calling `on_closed`."""
+    return _WithRead(transport, lambda read: _WatchedRead(read, on_closed, name))
 
 
 class _WatchedRead(_ReadStream):
