@@ -57,6 +57,17 @@ def serve_in_thread(app: Any, *, port: int | None = None, http: Any = "auto") ->
 PROCESS_EXIT_TIMEOUT = 20.0  # seconds for a hub process to stop after SIGTERM
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout: float = PROCESS_EXIT_TIMEOUT) -> None:
+    """SIGTERM a process still running, then SIGKILL it if it has not exited within `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
 @contextlib.contextmanager
 def mcphub_process(*args: str, stdout: Any = subprocess.PIPE) -> Iterator[subprocess.Popen[str]]:
     """`python -m mcphub ARGS` from the repo root (so `tests.mcp_servers.*` import in its children);
@@ -66,13 +77,7 @@ def mcphub_process(*args: str, stdout: Any = subprocess.PIPE) -> Iterator[subpro
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=PROCESS_EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=PROCESS_EXIT_TIMEOUT)
+        stop_process(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import PYTHON, REPO, alive, free_port, wait_until
+from tests.helpers import PYTHON, REPO, alive, free_port, stop_process, wait_until
 from tests.hub import module_server, sample_server
 
 STARTUP = 30.0  # seconds for a hub process to answer /readyz with every server ready
@@ -78,13 +78,7 @@ def running_hub(tmp_path: Path, servers: dict[str, Any], *, ready: bool = True) 
                 wait_until(lambda: client.get("/readyz").status_code == 200, timeout=STARTUP, what="hub ready")
             yield hub
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=EXIT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=EXIT)
+        stop_process(proc, EXIT)
 
 
 def procinfo(**overrides: Any) -> dict[str, Any]:
