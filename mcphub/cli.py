@@ -21,26 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 from rich.console import Console
 from rich.table import Table
 
 from mcphub import __version__, schema
-from mcphub.app import create_app
 from mcphub.auth import Principal
 from mcphub.config import HubConfig, default_config_path, instance_servers, key_hash, load_config, parse_config
 from mcphub.errors import ConfigError, HubError
 from mcphub.federation import RemoteMount
+from mcphub.invoker import Call
 from mcphub.launcher import Launcher
 from mcphub.logs import configure_logging
 from mcphub.runner.api import backend_client, make_runner
 from mcphub.runner.messages import ToolCall, ToolResult
 from mcphub.runner.tools import HubTools
-from mcphub.serve import ListenError, ServeOptions, serve
+from mcphub.serve import ListenError, ServeOptions, plan, running, serve
 from mcphub.supervisor import State, Supervisor
 from mcphub.transports import launchable
 
 API_KEY_ENV = "MCPHUB_API_KEY"
+CLI_PRINCIPAL = Principal(name="cli")  # `mcphub call` / `chat`: the config's owner, at the keyboard
 _LAUNCHERS = {"uvx", "npx", "pipx", "bunx", "uv", "node", "deno", "docker", "python", "python3", "run"}
 _PYTHON = re.compile(r"^python[0-9.]*$")  # python, python3, python3.11, as sys.executable often is
 
@@ -172,15 +172,11 @@ def _serve(args: argparse.Namespace) -> int:
     if launcher is not None and not any(launchable(c) for c in config.servers.values()):
         launcher.close()  # nothing for it to fork (servers added by a reload then start by exec)
         launcher = None
-    failed = False
     try:
         anyio.run(serve, config, options, launcher, backend_options=_loop_options())
-    except* ListenError as group:
-        # uvicorn has logged why (address in use, permission); the supervisor has stopped every server.
-        for error in group.exceptions:
-            print(f"mcphub: {error}", file=sys.stderr)
-        failed = True
-    return 1 if failed else 0
+    except* ListenError as group:  # a listener that failed once serving began; the servers are stopped
+        raise group.exceptions[0] from None
+    return 0
 
 
 def _loop_options() -> dict[str, Any]:
@@ -316,46 +312,64 @@ def _server_table(console: Console, supervisor: Supervisor, *, with_tools: bool 
 
 
 def _call(args: argparse.Namespace) -> int:
-    """Through the same HTTP app a client would use (validation, result mapping, error shape), in-process."""
+    """Through the hub's one call path (scopes, validation, result mapping, error shape), in-process.
+    A server of this config runs alone; a mounted one (`mount:`, `instances:`, `remotes:`) is reached
+    through its hub, with the key in $MCPHUB_API_KEY where that hub shares this one's auth."""
     config, path = _load(args)
-    if args.server not in config.servers:
-        raise ConfigError(f"{path}: no server named {args.server!r} (servers: {', '.join(sorted(config.servers))})")
     try:
         arguments = json.loads(args.args)
     except ValueError as exc:
         raise ConfigError(f"--args: not valid JSON: {exc}") from None
     if not isinstance(arguments, dict):
         raise ConfigError(f"--args: must be a JSON object of the tool's arguments (got {args.args})")
-    config = config.model_copy(update={"servers": {args.server: config.servers[args.server]}})
-    key = secrets.token_urlsafe(32)
+    servers, sites = plan(config, ServeOptions())
+    if args.server in servers:  # start only that server, mount nothing
+        servers = {args.server: servers[args.server]}
+        for site in sites:
+            site.mounts.clear()
+    elif not any(site.mounts for site in sites):
+        raise ConfigError(f"{path}: no server named {args.server!r} (servers: {', '.join(sorted(servers))})")
+    else:
+        servers = {}  # the server may live on a mounted hub: list those only
     output: dict[str, Any] = {}
 
     async def run() -> None:
-        async with Supervisor(config) as supervisor:
-            app = create_app(supervisor, config, api_keys=(key,))
-            transport = httpx2.ASGITransport(app=app)
-            async with httpx2.AsyncClient(transport=transport, base_url="http://mcphub", timeout=None) as client:
-                response = await client.post(f"/{args.server}/{args.tool}", json=arguments,
-                                             headers={"Authorization": f"Bearer {key}"})
-                output["status"], output["body"] = response.status_code, response.json()
+        async with running(servers, sites) as hub:
+            invoker = hub.invoker_for(args.server)
+            if invoker is None:
+                mounted = sorted({n for inv in hub.invokers for n in inv.servers()})
+                output["error"] = (f"{path}: no server named {args.server!r}, here or on a mounted hub "
+                                   f"(servers: {', '.join(mounted) or 'none reachable'})")
+                return
+            outcome = await invoker.invoke(Call(CLI_PRINCIPAL, args.server, args.tool, arguments,
+                                                authorization=_cli_authorization()))
+            output["status"], output["body"] = outcome.status, outcome.body
 
     anyio.run(run)
+    if "error" in output:
+        raise ConfigError(output["error"])
     print(json.dumps(output["body"], indent=2, ensure_ascii=False))
     return 0 if output["status"] == 200 else 1
 
 
+def _cli_authorization() -> str | None:
+    """What the CLI sends a mounted hub that shares this config's auth: the key in $MCPHUB_API_KEY."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return f"Bearer {key}" if key else None
+
+
 def _chat(args: argparse.Namespace) -> int:
-    """Supervisor and app in-process; the runner calls tools through the hub's invoke (scope checks,
-    validation, metrics) as the CLI's own all-access caller. Prints each tool call and a short form of
-    its result as it happens, then streams the answer."""
+    """The hub's servers (and mounted ones) in-process; the runner calls tools through the hub's one call
+    path (scope checks, validation, metrics) as the CLI's own all-access caller. Prints each tool call
+    and a short form of its result as it happens, then streams the answer."""
     config, path = _load(args)
     runner_config = config.runner
     if runner_config is None:
         raise ConfigError(f"{path}: runner: not configured (add a runner: section with backend, base_url, "
                           "model and servers; see config/example.yaml)")
+    servers, sites = plan(config, ServeOptions())
     if "*" not in runner_config.servers:
-        config = config.model_copy(update={"servers": {n: c for n, c in config.servers.items()
-                                                       if n in runner_config.servers}})
+        servers = {n: c for n, c in servers.items() if n in runner_config.servers}
     if args.log_level is None:
         configure_logging("warning")  # server lifecycle lines would bury the conversation
     out = _ChatPrinter()
@@ -363,9 +377,10 @@ def _chat(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         nonlocal failed
-        async with Supervisor(config) as supervisor:
-            hub = create_app(supervisor, config).state.hub
-            tools = HubTools(hub, Principal(name="cli"), runner_config.servers)
+        async with running(servers, sites) as hub:
+            wanted = set(runner_config.servers)  # the listener that serves most of them (instances: one each)
+            invoker = max(hub.invokers, key=lambda inv: len(wanted & set(inv.servers())) if "*" not in wanted else 0)
+            tools = HubTools(invoker, CLI_PRINCIPAL, runner_config.servers, authorization=_cli_authorization())
             async with backend_client(runner_config) as client:
                 runner = make_runner(runner_config, tools, client, model=args.model)
                 messages: list[dict[str, Any]] = []

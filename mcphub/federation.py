@@ -9,6 +9,7 @@ through unchanged. A hub that finds its own id in a server's chain refuses it: t
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ from anyio.abc import TaskStatus
 from mcp.types import Tool
 
 from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout
+from mcphub.toolserver import CallContext, Json, Relayed, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -31,45 +33,41 @@ RETRY_MAX = 5.0  # seconds: cap on the retry interval while a remote is unreacha
 LIST_TIMEOUT = 10.0  # seconds for one listing request
 
 
-@dataclass(frozen=True)
-class RemoteServerConfig:
-    """The parts of a server's config the app reads, for a server that lives on another hub."""
-
-    timeout: float
-    required: bool
-    description: str | None = None
-    transport: str = "hub"
-
-    def timeout_for(self, tool: str) -> float:
-        return self.timeout
-
-
 @dataclass(eq=False)
 class RemoteServer:
+    """A server another hub runs, as this hub serves it. A `toolserver.ToolServer`."""
+
     name: str
     mount: RemoteMount
-    config: RemoteServerConfig
-    state: str = "starting"
+    description: str | None = None
+    required: bool = False
+    state: State = State.STARTING
     tools: dict[str, Tool] = field(default_factory=dict)
     version: int = 0
     last_error: str | None = None
     restarts: int = 0
     via: list[str] = field(default_factory=list)
+    transport: str = "hub"
+
+    @property
+    def hub(self) -> str:
+        return self.mount.name
 
     def retry_after(self) -> int:
         return self.mount.retry_after()
 
-    def _unavailable(self, tool: str | None, reason: str | None) -> ServerUnavailable:
-        detail = reason or f"state: {self.state}" + (f"; last error: {self.last_error}" if self.last_error else "")
-        return ServerUnavailable(
-            f"MCP server '{self.name}' on hub '{self.mount.name}' is not available ({detail}).",
-            retry_after=self.retry_after(), server=self.name, tool=tool,
-        )
+    def unavailable(self, tool: str | None, reason: str | None = None) -> ServerUnavailable:
+        return unavailable(self, tool, reason, retry_after=self.retry_after())
 
-    async def forward(
-        self, tool: str, arguments: Any, *, authorization: str | None
-    ) -> tuple[int, Any, dict[str, str] | None]:
-        return await self.mount.forward(self, tool, arguments, authorization=authorization)
+    async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> Relayed:
+        return await self.mount.forward(self, tool, arguments, authorization=context.authorization)
+
+
+class MountState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DEGRADED = "degraded"  # reachable, but some of its servers are refused (a loop, a name clash)
+    FAILED = "failed"  # unreachable
 
 
 class RemoteMount:
@@ -86,7 +84,7 @@ class RemoteMount:
         self.proxy = proxy
         self.reserved = reserved  # names of the mounting hub's own servers: a remote one never shadows them
         self.servers: dict[str, RemoteServer] = {}
-        self.state = "starting"
+        self.state = MountState.STARTING
         self.last_error: str | None = None
         self.next_poll_at: float | None = None
         self._poll_now = anyio.Event()
@@ -156,11 +154,11 @@ class RemoteMount:
         return True
 
     def _unreachable(self, reason: str) -> None:
-        if self.state != "failed" or self.last_error != reason:
+        if self.state is not MountState.FAILED or self.last_error != reason:
             logger.warning("remote hub '%s' unreachable: %s", self.name, reason)
-        self.state, self.last_error = "failed", reason
+        self.state, self.last_error = MountState.FAILED, reason
         for server in self.servers.values():
-            server.state, server.last_error = "failed", f"hub '{self.name}' unreachable: {reason}"
+            server.state, server.last_error = State.FAILED, f"hub '{self.name}' unreachable: {reason}"
 
     def _update(self, listing: Mapping[str, Any]) -> None:
         seen = set()
@@ -177,8 +175,8 @@ class RemoteMount:
             seen.add(name)
             server = self.servers.get(name)
             if server is None:
-                server = RemoteServer(name=name, mount=self, config=RemoteServerConfig(
-                    timeout=self.timeout, required=self.required, description=entry.get("description")))
+                server = RemoteServer(name=name, mount=self, description=entry.get("description"),
+                                      required=self.required)
                 self.servers[name] = server
                 logger.info("mounted '%s' from hub '%s'", name, self.name)
             tools = {}
@@ -188,12 +186,11 @@ class RemoteMount:
                 except ValueError:
                     continue
                 tools[tool.name] = tool
-            if [t.model_dump(mode="json") for t in tools.values()] != [
-                t.model_dump(mode="json") for t in server.tools.values()
-            ]:
+            if not same_tools(tools, server.tools):
                 server.tools = tools
                 server.version += 1
-            server.state = str(entry.get("state", "ready"))
+            server.description = entry.get("description")
+            server.state = State.parse(entry.get("state", "ready"))
             server.last_error = entry.get("last_error")
             server.via = via
         for name in [n for n in self.servers if n not in seen]:
@@ -209,17 +206,17 @@ class RemoteMount:
         if problems:
             if self.last_error != "; ".join(problems):
                 logger.error("%s", "; ".join(problems))
-            self.state, self.last_error = "degraded", "; ".join(problems)
+            self.state, self.last_error = MountState.DEGRADED, "; ".join(problems)
         else:
-            if self.state != "ready":
+            if self.state is not MountState.READY:
                 logger.info("remote hub '%s' reachable: %d servers", self.name, len(self.servers))
-            self.state, self.last_error = "ready", None
+            self.state, self.last_error = MountState.READY, None
 
     async def forward(
         self, server: RemoteServer, tool: str, arguments: Any, *, authorization: str | None
-    ) -> tuple[int, Any, dict[str, str] | None]:
+    ) -> Relayed:
         if self._client is None:
-            raise server._unavailable(tool, "not connected yet")
+            raise server.unavailable(tool, "not connected yet")
         url = f"{self.url}/{server.name}/{tool}"
         try:
             response = await self._client.post(
@@ -230,17 +227,17 @@ class RemoteMount:
                               server=server.name, tool=tool) from None
         except httpx2.HTTPError as exc:
             self._poll_now.set()
-            raise server._unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
+            raise server.unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
         try:
             body = response.json()
         except ValueError:
             raise BadUpstreamResponse(
                 f"hub '{self.name}' answered HTTP {response.status_code} with a body that is not JSON",
                 server=server.name, tool=tool) from None
-        if self.state == "failed":
+        if self.state is MountState.FAILED:
             self._poll_now.set()  # it answers again: refresh its listing now rather than at the next retry
-        headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else None
-        return response.status_code, body, headers
+        headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
+        return Relayed(response.status_code, body, headers)
 
 
 class _ListingError(Exception):

@@ -1,41 +1,50 @@
-"""Running a hub: supervisor, then app, then uvicorn, plus signals and hot reload.
+"""Running a hub: the plan, one lifetime (signals, sockets, servers, mounts, listeners), hot reload.
 
-    async with Supervisor(config) as supervisor:       # spawns and initialises every server
-        app = create_app(supervisor, config)            # a view over supervisor.servers
-        await server.serve()                            # until SIGINT / SIGTERM
+    servers, sites = plan(config, options)              # pure: which servers, which listeners
+    bind every listener's socket                        # a busy port fails here, before any child
+    signal receiver up                                  # SIGINT / SIGTERM honoured from here on
+    async with running(servers, sites) as hub:          # supervisor + mounts; one Invoker per listener
+        uvicorn on each socket, create_app(invoker)     # until a signal
 
-Leaving the `async with` stops every child the supervisor started, so a signal never leaves orphans.
+`running` is also what `mcphub call` and `mcphub chat` use, so they reach mounted servers too. Leaving
+any `async with` stops what it started, so a signal, at start-up or later, never leaves orphans.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import ipaddress
 import logging
 import signal
+import socket
 import uuid
-from collections.abc import Callable, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import uvicorn
+from anyio.abc import TaskStatus
 
 from mcphub import transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
+from mcphub.invoker import Catalog, Invoker
 from mcphub.launcher import Launcher
 from mcphub.supervisor import Supervisor
+from mcphub.toolserver import ToolServer
 from mcphub.wire import http_protocol
 
 logger = logging.getLogger(__name__)
 
 RELOAD_POLL = 1.0  # seconds between looks at the config file
+SHUTDOWN_GRACE = 5  # seconds uvicorn gives open connections after a signal (calls in flight answer 503 at once)
 
 
 @dataclass(frozen=True)
@@ -60,9 +69,9 @@ class Site:
     mounts: list[RemoteMount] = field(default_factory=list)
     hub_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    def servers(self, supervisor: Supervisor) -> Callable[[], Mapping[str, Any]]:
-        def current() -> dict[str, Any]:
-            found: dict[str, Any] = {n: supervisor.servers[n] for n in self.local if n in supervisor.servers}
+    def servers(self, supervisor: Supervisor) -> Catalog:
+        def current() -> dict[str, ToolServer]:
+            found: dict[str, ToolServer] = {n: supervisor.servers[n] for n in self.local if n in supervisor.servers}
             for mount in self.mounts:
                 for name, server in mount.servers.items():
                     found.setdefault(name, server)
@@ -183,71 +192,161 @@ def _is_loopback(host: str) -> bool:
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: it re-raises the signal after serving, which would
-    kill the process before the supervisor has stopped the children. We handle signals in `serve`."""
+    kill the process before the supervisor has stopped the children. `serve` handles signals.
+    (Fenced: `capture_signals` is uvicorn's, tests/test_contracts.py checks it is still what `serve` calls.)"""
 
     @contextmanager
-    def capture_signals(self) -> Any:
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
+@dataclass
+class RunningHub:
+    """A hub's servers running: the supervisor, mounts polled, one invoker per listener."""
+
+    supervisor: Supervisor
+    sites: list[Site]
+    invokers: list[Invoker]
+
+    def invoker_for(self, server: str) -> Invoker | None:
+        """The invoker of the first listener that serves `server` (its own, or mounted)."""
+        return next((inv for inv in self.invokers if server in inv.servers()), None)
+
+
+@asynccontextmanager
+async def running(servers: Mapping[str, ServerConfig], sites: list[Site], *, api_keys: tuple[str, ...] = (),
+                  launcher: Launcher | None = None) -> AsyncIterator[RunningHub]:
+    """Start `servers` (see `plan`), then poll every site's mounts once, in parallel; stop it all on exit.
+    A cancellation at any point (a signal during start-up) stops what has started, and leaves no child."""
+    connect = functools.partial(transports.connect, launcher=launcher)
+    async with Supervisor(servers=servers, connect=connect) as supervisor, anyio.create_task_group() as polling:
+        async with anyio.create_task_group() as first_listings:  # each bounded by federation.LIST_TIMEOUT
+            for mount in (m for site in sites for m in site.mounts):
+                first_listings.start_soon(polling.start, mount.run)
+        invokers = [Invoker(site.config, site.servers(supervisor), api_keys=api_keys) for site in sites]
+        yield RunningHub(supervisor, sites, invokers)
+        polling.cancel_scope.cancel()
+
+
+@dataclass
+class _Listener:
+    site: Site
+    invoker: Invoker
+    server: _Server
+    sock: socket.socket
+
+
+class _Lifetime:
+    """What a signal must reach: nothing yet (start-up: cancel it), or the listeners (stop serving)."""
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.scope = scope
+        self.listeners: list[_Listener] | None = None
+
+    def stop(self, signame: str) -> None:
+        if self.listeners is None:
+            if not self.scope.cancel_called:
+                logger.info("%s during start-up: stopping", signame)
+            self.scope.cancel()  # the supervisor stops every server it started, each within STOP_GRACE
+            return
+        for listener in self.listeners:
+            listener.invoker.shut_down()  # calls in flight answer 503 now, not after uvicorn's grace period
+            if listener.server.should_exit:
+                listener.server.force_exit = True
+            else:
+                listener.server.should_exit = True
+        logger.info("%s: shutting down", signame)
+
+
 async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | None = None) -> None:
-    """Run until a signal. `launcher`: where Python stdio servers are forked from (see launcher.py)."""
+    """Run until a signal. `launcher`: where Python stdio servers are forked from (see launcher.py).
+
+    One structured lifetime: the signal receiver is up before anything starts; every listening socket
+    is bound before any server starts (a busy port is a ListenError, nothing spawned); then the
+    servers, the mounts and the listeners, each stopped by leaving its `async with`."""
     servers, sites = plan(config, options)
     for site in sites:
         check_exposure(site.config, options, site.host)
-    connect = functools.partial(transports.connect, launcher=launcher)
-    async with Supervisor(servers=servers, connect=connect) as supervisor, anyio.create_task_group() as tg:
-        listeners = []
-        for site in sites:
-            for mount in site.mounts:
-                await tg.start(mount.run)
-            app = create_app(supervisor, site.config, api_keys=options.api_keys,
-                             servers=site.servers(supervisor), hub_id=site.hub_id, mounts=site.mounts)
-            listeners.append((site, app, _Server(uvicorn.Config(
-                app, host=site.host, port=site.port, root_path=site.config.hub.root_path,
-                lifespan="off", access_log=False, log_config=None, timeout_graceful_shutdown=5,
-                http=http_protocol(),
-            ))))
-        if options.config_path is not None and config.hub.reload:
-            tg.start_soon(_watch_config, options.config_path, options, supervisor, listeners)
-        async with anyio.create_task_group() as serving:
-            serving.start_soon(_on_signals, listeners)
-            for site, _, server in listeners:
-                serving.start_soon(_serve_until_done, server, serving.cancel_scope)
-                logger.info("%s: %d servers (%d mounted hubs) on http://%s:%d%s/ (docs: /docs)", site.name,
-                            len(site.local), len(site.mounts), site.host, site.port, site.config.hub.root_path)
-        tg.cancel_scope.cancel()
+    with contextlib.ExitStack() as sockets:
+        bound = [sockets.enter_context(_bind(site.host, site.port)) for site in sites]
+        async with anyio.create_task_group() as signals:
+            with anyio.CancelScope() as scope:
+                lifetime = _Lifetime(scope)
+                await signals.start(_on_signals, lifetime)
+                async with running(servers, sites, api_keys=options.api_keys, launcher=launcher) as hub:
+                    listeners = [_Listener(site, invoker, _uvicorn(site, invoker), sock)
+                                 for site, invoker, sock in zip(sites, hub.invokers, bound, strict=True)]
+                    await _serve(listeners, lifetime, options, config, hub.supervisor)
+            signals.cancel_scope.cancel()
     logger.info("stopped")
 
 
-class ListenError(Exception):
-    """A listener could not bind its address (uvicorn has logged the OS error)."""
+async def _serve(listeners: list[_Listener], lifetime: _Lifetime, options: ServeOptions, config: HubConfig,
+                 supervisor: Supervisor) -> None:
+    async with anyio.create_task_group() as serving:
+        lifetime.listeners = listeners
+        if options.config_path is not None and config.hub.reload:
+            serving.start_soon(_watch_config, options.config_path, options, supervisor, listeners)
+        for listener in listeners:
+            serving.start_soon(_serve_until_done, listener, serving.cancel_scope)
+            site = listener.site
+            logger.info("%s: %d servers (%d mounted hubs) on http://%s:%d%s/ (docs: /docs)", site.name,
+                        len(site.local), len(site.mounts), site.host, listener.sock.getsockname()[1],
+                        site.config.hub.root_path)
 
 
-async def _serve_until_done(server: uvicorn.Server, scope: anyio.CancelScope) -> None:
-    """Serve; when one listener stops (a signal, or its port is taken), stop them all."""
+def _uvicorn(site: Site, invoker: Invoker) -> _Server:
+    app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
+    return _Server(uvicorn.Config(
+        app, host=site.host, port=site.port, root_path=site.config.hub.root_path, lifespan="off",
+        access_log=False, log_config=None, timeout_graceful_shutdown=SHUTDOWN_GRACE, http=http_protocol(),
+    ))
+
+
+class ListenError(ConfigError):
+    """A listener cannot have its address (in use, not ours, not a local address). Exit 2, like bad config."""
+
+
+@contextmanager
+def _bind(host: str, port: int) -> Iterator[socket.socket]:
+    """The listening socket for `host:port`, bound now (uvicorn listens on it once the servers are up)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        await server.serve()
-    except SystemExit:  # uvicorn's answer to a failed bind: sys.exit(3), after logging the reason
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}"
+                          + (" (another program, or another mcphub, has it; pick another --port)"
+                             if exc.errno == errno.EADDRINUSE else "")) from None
+    with sock:
+        yield sock
+
+
+async def _serve_until_done(listener: _Listener, scope: anyio.CancelScope) -> None:
+    """Serve; when one listener stops (a signal, or it failed to start), stop them all."""
+    server = listener.server
+    try:
+        await server.serve(sockets=[listener.sock])
+    except SystemExit:  # uvicorn's answer to a failed start-up, after logging the reason
         raise ListenError(f"could not serve on {server.config.host}:{server.config.port} "
                           "(see the error above)") from None
     scope.cancel()
 
 
-async def _on_signals(listeners: list[tuple[Site, Any, uvicorn.Server]]) -> None:
+async def _on_signals(lifetime: _Lifetime, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
-            for _, app, server in listeners:
-                app.state.hub.shut_down()  # calls in flight answer 503 now, not after uvicorn's grace period
-                if server.should_exit:
-                    server.force_exit = True
-                else:
-                    server.should_exit = True
-            logger.info("%s: shutting down", signal.Signals(signum).name)
+            lifetime.stop(signal.Signals(signum).name)
 
 
 async def _watch_config(path: Path, options: ServeOptions, supervisor: Supervisor,
-                        listeners: list[tuple[Site, Any, Any]]) -> None:
+                        listeners: list[_Listener]) -> None:
     """Poll the config file; apply a valid change, keep running on an invalid one.
 
     Servers, auth and hub settings that need no new socket are applied. A change to instances,
@@ -265,16 +364,16 @@ async def _watch_config(path: Path, options: ServeOptions, supervisor: Superviso
         except ConfigError as exc:
             logger.error("config changed but cannot be used; keeping the running config:\n%s", exc)
             continue
-        old = [(s.name, s.host, s.port, [m.name for m in s.mounts]) for s, _, _ in listeners]
+        old = [(s.name, s.host, s.port, [m.name for m in s.mounts]) for s in (li.site for li in listeners)]
         new = [(s.name, s.host, s.port, [m.name for m in s.mounts]) for s in sites]
         if old != new:
             logger.warning("config changed instances, mounts, hosts or ports: restart the hub to apply those")
             continue
         logger.info("config changed: applying")
-        for (site, app, _), fresh in zip(listeners, sites, strict=True):
-            site.local[:] = fresh.local
-            site.config = fresh.config
-            app.state.hub.reconfigure(fresh.config)
+        for listener, fresh in zip(listeners, sites, strict=True):
+            listener.site.local[:] = fresh.local
+            listener.site.config = fresh.config
+            listener.invoker.reconfigure(fresh.config)
         await supervisor.apply(servers)
 
 

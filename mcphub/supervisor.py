@@ -12,13 +12,12 @@ Knows nothing of HTTP, URLs, OpenAPI or auth.
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +41,7 @@ from mcp.types import (
 from mcphub import transports
 from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout, exception_line
+from mcphub.toolserver import CallContext, Json, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +59,6 @@ SDK_BARE_HTTP_ERROR = "Server returned an error response"  # the SDK's text for 
 Connect = Callable[..., AbstractAsyncContextManager[Client]]
 
 
-class State(enum.StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
 @dataclass(eq=False)
 class _Replica:
     index: int
@@ -79,7 +71,7 @@ class _Replica:
 
 @dataclass(eq=False)
 class ServerHandle:
-    """What the rest of the hub sees of one server. Read its fields; call `call_tool`."""
+    """One local server: its replicas, state and tools. A `toolserver.ToolServer`."""
 
     name: str
     config: ServerConfig
@@ -94,6 +86,35 @@ class ServerHandle:
     _stopping: anyio.Event = field(default_factory=anyio.Event)
     _done: anyio.Event = field(default_factory=anyio.Event)
     _ready: anyio.Event = field(default_factory=anyio.Event)
+    _reported: set[str] = field(default_factory=set)  # unexpected errors already logged with a traceback
+
+    # ----------------------------------------------------------------------- the ToolServer protocol
+
+    @property
+    def description(self) -> str | None:
+        return self.config.description
+
+    @property
+    def transport(self) -> str:
+        return self.config.transport
+
+    @property
+    def required(self) -> bool:
+        return self.config.required
+
+    @property
+    def hub(self) -> None:
+        return None
+
+    @property
+    def via(self) -> tuple[str, ...]:
+        return ()
+
+    async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> CallToolResult:
+        return await self.call_tool(tool, arguments, caller=context.caller)
+
+    def unavailable(self, tool: str | None, reason: str | None = None) -> ServerUnavailable:
+        return unavailable(self, tool, reason, retry_after=self.retry_after())
 
     # ---------------------------------------------------------------------------------------- calls
 
@@ -116,7 +137,7 @@ class ServerHandle:
             try:
                 return await self._call_once(tool, arguments, timeout, meta)
             except _SessionExpired:
-                raise self._unavailable(tool, "the server dropped the session again") from None
+                raise self.unavailable(tool, "the server dropped the session again") from None
 
     async def _call_once(
         self, tool: str, arguments: dict[str, Any], timeout: float, meta: dict[str, Any] | None
@@ -147,7 +168,7 @@ class ServerHandle:
                 ) from None
             if exc.code == CONNECTION_CLOSED:
                 self._lost(replica)
-                raise self._unavailable(tool, "the connection to the server closed during the call") from None
+                raise self.unavailable(tool, "the connection to the server closed during the call") from None
             if exc.code == INTERNAL_ERROR and exc.message == SDK_BARE_HTTP_ERROR:
                 # an HTTP error status without a JSON-RPC body: a proxy in front of the server (nginx's
                 # 502 page), or the server failing before MCP. Not the tool's answer.
@@ -173,7 +194,7 @@ class ServerHandle:
             ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.TransportError) as exc:
             self._lost(replica)
-            raise self._unavailable(tool, f"connection lost ({exception_line(exc)})") from None
+            raise self.unavailable(tool, f"connection lost ({exception_line(exc)})") from None
         finally:
             replica.in_flight -= 1
 
@@ -188,7 +209,7 @@ class ServerHandle:
         """The ready replica with the fewest calls in flight; ties go round-robin."""
         ready = [r for r in self.replicas if r.state is State.READY and r.client is not None]
         if not ready:
-            raise self._unavailable(None, None)
+            raise self.unavailable(None, None)
         if len(ready) == 1:
             return ready[0]
         self._turn += 1
@@ -202,15 +223,6 @@ class ServerHandle:
                 self._ready = anyio.Event()
             await self._ready.wait()
 
-    def _unavailable(self, tool: str | None, reason: str | None) -> ServerUnavailable:
-        detail = reason or f"state: {self.state}" + (f"; last error: {self.last_error}" if self.last_error else "")
-        return ServerUnavailable(
-            f"MCP server '{self.name}' is not available ({detail}). See GET /readyz.",
-            retry_after=self.retry_after(),
-            server=self.name,
-            tool=tool,
-        )
-
     def retry_after(self) -> int:
         if self.next_retry_at is None:
             return 1
@@ -220,7 +232,7 @@ class ServerHandle:
 
     def _set_tools(self, tools: list[Tool]) -> None:
         allowed = {t.name: t for t in tools if self.config.tools.allows(t.name)}
-        if _tool_dump(allowed) != _tool_dump(self.tools):
+        if not same_tools(allowed, self.tools):
             self.tools = allowed
             self.version += 1
 
@@ -258,22 +270,33 @@ class Supervisor:
         self._connect = connect
         self.servers: dict[str, ServerHandle] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
 
     async def __aenter__(self) -> Supervisor:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        started = time.monotonic()
-        await self.apply(self._initial)
-        ready = sum(1 for h in self.servers.values() if h.state is State.READY)
-        logger.info("%d of %d servers ready in %.2fs", ready, len(self.servers), time.monotonic() - started)
+        """Start every server; return once each is ready or has failed once. Whatever ends the start
+        early (a cancellation: a signal; an error) stops what was started before it propagates."""
+        async with AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._close)
+            started = time.monotonic()
+            await self.apply(self._initial)
+            ready = sum(1 for h in self.servers.values() if h.state is State.READY)
+            logger.info("%d of %d servers ready in %.2fs", ready, len(self.servers), time.monotonic() - started)
+            self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(self, *exc: Any) -> bool | None:
+    async def __aexit__(self, *exc: Any) -> bool:
+        assert self._stack is not None
+        stack, self._stack = self._stack, None
+        return await stack.__aexit__(*exc)
+
+    async def _close(self) -> None:
+        """Stop every server (bounded by STOP_GRACE each, shielded from the cancellation that may have
+        brought us here), then end the task group's tasks."""
         assert self._tg is not None
         with anyio.CancelScope(shield=True):
             await self._stop_all(list(self.servers))
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(*exc)
 
     async def apply(self, servers: Mapping[str, ServerConfig]) -> None:
         """Make the running set match `servers`: stop removed and changed ones, start new and changed ones.
@@ -437,8 +460,10 @@ class Supervisor:
                     f"no answer within {cfg.connect_timeout:g}s (connect, initialize, list tools)", tail)
             return up_since, (probe_failed[0] if probe_failed else None)
         except Exception as exc:  # every failure of one connection stays inside this task
+            _log_unexpected(handle, label, exc)
             return up_since, _with_tail(_describe(exc, cfg), tail)
         except BaseExceptionGroup as group:
+            _log_unexpected(handle, label, group)
             return up_since, _with_tail(_describe(group, cfg), tail)
 
 
@@ -567,8 +592,20 @@ async def _list_tools(client: Client) -> list[Tool]:
     return tools
 
 
-def _tool_dump(tools: dict[str, Tool]) -> list[Any]:
-    return [t.model_dump(mode="json") for t in tools.values()]
+# What a connection is expected to end with (a server that exits, hangs, answers garbage, or is not
+# there): `last_error` and a log line say enough. Anything else is a bug, here or in a library.
+_EXPECTED = (OSError, TimeoutError, MCPError, httpx2.HTTPError, pydantic.ValidationError, ValueError,
+             anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError)
+
+
+def _log_unexpected(handle: ServerHandle, label: str, exc: BaseException) -> None:
+    """Log a failure that is none of the expected ones with its traceback, once per server and kind of
+    error (the restart loop goes on, and `last_error` has its one line every time)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    odd = [e for e in _leaves(exc) if not isinstance(e, (cancelled, *_EXPECTED))]
+    if odd and exception_line(odd[0]) not in handle._reported:
+        handle._reported.add(exception_line(odd[0]))
+        logger.error("'%s': unexpected error in its connection (restarting it)", label, exc_info=exc)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

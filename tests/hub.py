@@ -1,26 +1,68 @@
-"""Start a real hub for a test: supervisor + app + uvicorn on 127.0.0.1 (random port), in the test's loop."""
+"""A hub for a test, in the test's own event loop.
+
+In-process by default: the supervisor connects to our test MCP servers (`tests.mcp_servers.<module>`
+with a `from_env`) through the SDK's in-memory streams via its `connect=` seam, and the app is called
+through `httpx2.ASGITransport`. Anything else (third-party servers, remote HTTP servers, test servers
+that are about the process, e.g. `garbage`, `procinfo`) still gets the real `transports.connect`.
+`running_hub(..., in_process=False)`: real stdio child processes and uvicorn on 127.0.0.1, for the
+tests where the process or the socket is the point (kills, hang-ups, streaming, the stdio wire).
+
+The ASGI transport buffers whole responses and never delivers a client hang-up (`http.disconnect`)
+the way uvicorn does: tests about those pass `listen=True` (uvicorn on a socket) or `in_process=False`.
+"""
 
 from __future__ import annotations
 
+import collections
+import importlib
+import itertools
+import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import httpx2
 import uvicorn
 import yaml
+from mcp import Client
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.memory import create_client_server_memory_streams
+from mcp.shared.message import SessionMessage
+from mcp.types import ToolListChangedNotification
+from starlette.applications import Starlette
 
+from mcphub import transports
 from mcphub.app import create_app
-from mcphub.config import HubConfig, parse_config
+from mcphub.config import HubConfig, ServerConfig, StdioServer, parse_config
+from mcphub.invoker import Invoker
 from mcphub.serve import _Server
 from mcphub.supervisor import Supervisor
 from mcphub.wire import http_protocol
 from tests.helpers import REPO, free_port
 
+logger = logging.getLogger(__name__)
+
 HUB_START_TIMEOUT = 30.0  # seconds: servers start in parallel; python ones take ~0.5 s each
+CLOSE_GRACE = 2.0  # seconds an in-process server gets to end after its client closed (what stdio gives a child)
+IN_PROCESS_BASE_URL = "http://hub"  # the ASGI transport's base URL: nothing listens there
+TEST_SERVERS = "tests.mcp_servers."
+FIRST_IN_PROCESS_PID = 4_000_000  # identities of in-process servers: above any real pid (pid_max ≤ 2^22)
+
+_pids = itertools.count(FIRST_IN_PROCESS_PID)
+
+# Modules whose tests predate the in-process default and need real processes and a socket (a test
+# there kills a server by pid, or calls `hub.url`). Their owners will pass `in_process=False` where
+# it matters; until then conftest.py sets this default per module (`in_process_default`).
+REAL_PROCESS_MODULES = frozenset({"tests.test_faults"})
+_default_in_process = True
+
+
+def set_default_in_process(value: bool) -> None:
+    global _default_in_process
+    _default_in_process = value
 
 
 def module_server(module: str, **overrides: Any) -> dict[str, Any]:
@@ -28,7 +70,7 @@ def module_server(module: str, **overrides: Any) -> dict[str, Any]:
     server: dict[str, Any] = {
         "transport": "stdio",
         "command": sys.executable,
-        "args": ["-m", f"tests.mcp_servers.{module}"],
+        "args": ["-m", f"{TEST_SERVERS}{module}"],
         "cwd": str(REPO),
     }
     server.update(overrides)
@@ -44,33 +86,214 @@ def config_of(raw: dict[str, Any] | str) -> HubConfig:
     return parse_config(raw if isinstance(raw, str) else yaml.safe_dump(raw), source="test config")
 
 
+# ------------------------------------------------------------------------------ in-process servers
+
+
+class ServerFactory(Protocol):
+    """`from_env` of a test server module: the server `python -m MODULE` would run with `environ`."""
+
+    def __call__(self, environ: Mapping[str, str], *, pid: Callable[[], int],
+                 exit: Callable[[int], None]) -> MCPServer: ...
+
+
+def in_process_factory(cfg: ServerConfig) -> ServerFactory | None:
+    """The `from_env` of the test server module a stdio config runs (`python -m tests.mcp_servers.X`),
+    or None when the config names anything else, or a module that has none (it is about the process)."""
+    if not isinstance(cfg, StdioServer) or len(cfg.args) != 2 or cfg.args[0] != "-m":
+        return None
+    if cfg.command not in (sys.executable, "python", "python3") or not cfg.args[1].startswith(TEST_SERVERS):
+        return None
+    factory: ServerFactory | None = getattr(importlib.import_module(cfg.args[1]), "from_env", None)
+    return factory
+
+
+@asynccontextmanager
+async def connect(
+    name: str,
+    cfg: ServerConfig,
+    *,
+    on_closed: Callable[[], None],
+    stderr_tail: collections.deque[str] | None = None,
+    on_tools_changed: Callable[[], None] | None = None,
+    **options: Any,
+) -> AsyncIterator[Client]:
+    """`Supervisor(connect=...)`: our test servers in this process, anything else as `transports.connect`.
+
+    An in-process server is built fresh for each connection, as each process would be, with an identity
+    of its own (`pid`), and runs over the SDK's in-memory streams in the mode the config asks for, the
+    same JSON-RPC messages a stdio child gets. Its `exit` ends the connection the way a dying process does:
+    the server stops and its side of the stream closes, so `on_closed` is called and calls in flight get
+    CONNECTION_CLOSED. An exception out of the server (e.g. refusing to start) goes to `stderr_tail`,
+    as a child's last stderr line would, and ends the connection the same way."""
+    factory = in_process_factory(cfg)
+    if factory is None:
+        async with transports.connect(name, cfg, on_closed=on_closed, stderr_tail=stderr_tail,
+                                      on_tools_changed=on_tools_changed, **options) as client:
+            yield client
+        return
+
+    async def handle(message: object) -> None:
+        if on_tools_changed is not None and isinstance(message, ToolListChangedNotification):
+            on_tools_changed()
+
+    assert isinstance(cfg, StdioServer)
+    async with _in_memory(name, cfg, factory, on_closed, stderr_tail) as streams:
+        async with Client(_Ready(streams), mode=cfg.mode, cache=None, message_handler=handle) as client:
+            yield client
+
+
+@asynccontextmanager
+async def _in_memory(name: str, cfg: StdioServer, factory: ServerFactory, on_closed: Callable[[], None],
+                     stderr_tail: collections.deque[str] | None) -> AsyncIterator[tuple[Any, Any]]:
+    async with create_client_server_memory_streams() as ((client_read, client_write), (server_read, server_write)):
+        alive = anyio.CancelScope()
+        ended = anyio.Event()
+        identity = next(_pids)
+        server = factory(dict(cfg.env), pid=lambda: identity, exit=lambda code: alive.cancel())
+
+        async def serve() -> None:
+            lowlevel = server._lowlevel_server
+            try:
+                with alive:
+                    await lowlevel.run(server_read, server_write, lowlevel.create_initialization_options())
+            except Exception as exc:  # a child would die with this on its stderr
+                logger.warning("in-process server '%s' ended with an exception", name, exc_info=True)
+                if stderr_tail is not None:
+                    stderr_tail.append(str(exc) or type(exc).__name__)
+            finally:
+                ended.set()
+                await server_write.aclose()  # EOF to the client: the process is gone
+                await server_read.aclose()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            try:
+                yield _WatchedRead(client_read, on_closed), client_write
+            finally:
+                await client_write.aclose()  # EOF to the server: its stdin closed
+                with anyio.move_on_after(CLOSE_GRACE):
+                    await ended.wait()
+                alive.cancel()
+
+
+class _WatchedRead:
+    """The client's read stream; its end calls `on_closed` (transports.py does the same for stdio)."""
+
+    def __init__(self, inner: Any, on_closed: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_closed = on_closed
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            item: SessionMessage | Exception = await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._on_closed()
+            raise
+        return item
+
+    def __aiter__(self) -> _WatchedRead:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _WatchedRead:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the SDK's ReadStream protocol (`last_context`)
+        return getattr(self._inner, name)
+
+
+class _Ready:
+    """Streams that exist already, as the transport context manager `Client` takes."""
+
+    def __init__(self, streams: tuple[Any, Any]) -> None:
+        self._streams = streams
+
+    async def __aenter__(self) -> tuple[Any, Any]:
+        return self._streams
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+# ------------------------------------------------------------------------------------------ the hub
+
+
+def make_app(supervisor: Supervisor, config: HubConfig, api_keys: tuple[str, ...] = ()) -> Starlette:
+    """The app over a running supervisor: the one place tests build it."""
+    return create_app(Invoker(config, lambda: supervisor.servers, api_keys=api_keys))
+
+
+def core(hub: RunningHub) -> Any:
+    """The object behind the app that holds the rate limiter and the authenticator (for tests that swap
+    the limiter's clock or look at the JWKS cache): the one place tests reach into the app."""
+    return hub.app.state.invoker
+
+
 @dataclass
 class RunningHub:
-    url: str
+    url: str  # where it listens; IN_PROCESS_BASE_URL (nothing listens) for an in-process hub
     client: httpx2.AsyncClient
     supervisor: Supervisor
     app: Any
+    _transport: httpx2.AsyncBaseTransport | None = None
+
+    def new_client(self, **options: Any) -> httpx2.AsyncClient:
+        """Another HTTP client for this hub (its own limits, timeout, headers), over the same transport."""
+        return httpx2.AsyncClient(base_url=self.url, transport=self._transport, **options)
 
 
 @asynccontextmanager
 async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[str, ...] = (),
-                      headers: dict[str, str] | None = None) -> AsyncIterator[RunningHub]:
+                      headers: dict[str, str] | None = None, in_process: bool | None = None,
+                      listen: bool | None = None) -> AsyncIterator[RunningHub]:
+    """A hub serving `raw`. `in_process` (default True; see REAL_PROCESS_MODULES): our test servers in
+    this process and the app through ASGI; False: every server a real process, the app on uvicorn.
+    `listen`: serve the app with uvicorn on 127.0.0.1 (default: only when not in_process)."""
+    in_process = _default_in_process if in_process is None else in_process
+    listen = not in_process if listen is None else listen
     config = raw if isinstance(raw, HubConfig) else config_of(raw)
-    async with Supervisor(config) as supervisor:  # bounded by each server's connect_timeout
-        app = create_app(supervisor, config, api_keys=api_keys)
-        port = free_port()
-        server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                        access_log=False, root_path=config.hub.root_path,
-                                        http=http_protocol()))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(HUB_START_TIMEOUT):
-                while not server.started:
-                    await anyio.sleep(0.01)
-            url = f"http://127.0.0.1:{port}"
+    connector: Callable[..., Any] = connect if in_process else transports.connect
+    async with Supervisor(config, connect=connector) as supervisor:  # bounded by each server's connect_timeout
+        app = make_app(supervisor, config, api_keys)
+        if not listen:
+            transport = httpx2.ASGITransport(app=app, root_path=config.hub.root_path)
+            async with httpx2.AsyncClient(base_url=IN_PROCESS_BASE_URL, transport=transport, headers=headers,
+                                          timeout=30) as client:
+                yield RunningHub(IN_PROCESS_BASE_URL, client, supervisor, app, transport)
+            return
+        async with _listening(app, config) as url:
             async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
                 yield RunningHub(url, client, supervisor, app)
-            server.should_exit = True
+
+
+@asynccontextmanager
+async def _listening(app: Starlette, config: HubConfig) -> AsyncIterator[str]:
+    port = free_port()
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
+                                    access_log=False, root_path=config.hub.root_path, http=http_protocol()))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(HUB_START_TIMEOUT):
+            await _until(lambda: server.started)
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """uvicorn announces being up with a flag only: look at it between loop turns (bounded by the caller)."""
+    while not condition():
+        await anyio.sleep(0.01)
 
 
 def assert_error(response: httpx2.Response, status: int, type_: str) -> dict[str, Any]:
@@ -82,3 +305,4 @@ def assert_error(response: httpx2.Response, status: int, type_: str) -> dict[str
     assert isinstance(error["message"], str) and error["message"], body
     assert "Traceback" not in error["message"] and "object at 0x" not in error["message"], body
     return error
+

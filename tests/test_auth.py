@@ -146,7 +146,7 @@ async def jwks_hub(idp):
 
 
 def jwks_cache(hub) -> Any:
-    return hub.app.state.hub.view.auth._jwt._jwks
+    return hub.app.state.invoker.auth._jwt._jwks
 
 
 # ------------------------------------------------------------------------------------ API keys
@@ -350,7 +350,7 @@ async def test_an_unreachable_jwks_url_is_503_with_retry_after_not_401():
 
 async def test_a_keys_rate_limit_is_429_with_retry_after_and_recovers(hub):
     clock = Clock()
-    hub.app.state.hub.limiter = RateLimiter(clock=clock)
+    hub.app.state.invoker.limiter = RateLimiter(clock=clock)
     for _ in range(2):
         response = await hub.client.post("/sample/add", json={"a": 1, "b": 1}, headers=bearer(LIMITED_KEY))
         assert response.status_code == 200, response.text
@@ -375,7 +375,7 @@ async def test_server_and_token_subject_limits_apply_across_callers():
         "servers": {"sample": sample_server(), "other": sample_server()},
     }
     async with running_hub(config) as hub:
-        hub.app.state.hub.limiter = RateLimiter(clock=Clock())
+        hub.app.state.invoker.limiter = RateLimiter(clock=Clock())
         assert (await hub.client.post("/other/add", json={"a": 1, "b": 1}, headers=bearer(FULL_KEY))).status_code == 200
         error = assert_error(await hub.client.post("/other/add", json={}, headers=bearer(NARROW_KEY)),
                              429, "rate_limited")

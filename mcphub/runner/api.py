@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from mcphub.auth import Principal
 from mcphub.config import RunnerConfig
 from mcphub.errors import HubError, InvalidArguments, NotFound
+from mcphub.invoker import Invoker
 from mcphub.runner.backends import ModelBackend, OllamaBackend, OnText, OpenAIBackend
 from mcphub.runner.loop import ChatResult, Runner
 from mcphub.runner.messages import ChatRequest
@@ -52,13 +53,13 @@ def backend_client(config: RunnerConfig) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(timeout=httpx2.Timeout(config.timeout))
 
 
-def runner_routes(hub: Any) -> list[Route]:
-    """Routes over `hub` (`mcphub.app._Hub`): its `view` (config and authenticator, replaced on reload),
-    and `invoke` through `HubTools`."""
+def runner_routes(invoker: Invoker) -> list[Route]:
+    """Routes over `invoker`: its config and authenticator (replaced on reload), and its call path for
+    the chat's tool calls (through `HubTools`)."""
 
     async def setup(request: Request) -> tuple[Principal, RunnerConfig]:
-        principal = await hub.view.auth.require_async(request.headers.get("authorization"))
-        config = hub.view.config.runner
+        principal = await invoker.auth.require_async(request.headers.get("authorization"))
+        config = invoker.config.runner
         if config is None:
             raise NotFound("the model runner is not configured (no runner: section)")
         return principal, config
@@ -79,7 +80,7 @@ def runner_routes(hub: Any) -> list[Route]:
         except HubError as exc:
             return _error(exc)
         model = chat.model or config.model
-        tools = HubTools(hub, principal, config.servers, authorization=request.headers.get("authorization"))
+        tools = HubTools(invoker, principal, config.servers, authorization=request.headers.get("authorization"))
 
         async def run(on_text: OnText | None) -> ChatResult:
             async with backend_client(config) as client:

@@ -2,15 +2,16 @@
 
 `ToolCaller` is all the loop knows: the function definitions to offer, and `call(name, arguments)` →
 (ok, JSON-able result or error text). `HubTools` is the implementation the hub uses: the tools of the
-servers in `runner.servers` that the caller's credential may call, named `{server}_{tool}` (sanitised
-as in the combined OpenAPI document), each executed in-process through the hub's `invoke` — the same
-scope check, argument validation, metrics and access log as `POST /{server}/{tool}`, with no HTTP hop.
+servers in `runner.servers` (mounted ones included) that the caller's credential may call, named
+`{server}_{tool}` (sanitised as in the combined OpenAPI document), each called through the hub's one
+call path, the `Invoker`: the same scope check, rate limit, argument validation, metrics and audit
+line as `POST /{server}/{tool}`, with no HTTP hop.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from mcp.types import Tool
 
 from mcphub import schema
 from mcphub.auth import Principal
+from mcphub.invoker import Call, Invoker
 
 logger = logging.getLogger(__name__)
 
@@ -38,39 +40,21 @@ class ToolCaller(Protocol):
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome: ...
 
 
-class _Handle(Protocol):
-    tools: dict[str, Tool]
-
-
-class _Supervisor(Protocol):
-    @property
-    def servers(self) -> Mapping[str, _Handle]: ...
-
-
-class _Invoker(Protocol):
-    """What HubTools needs of the hub (`mcphub.app._Hub`)."""
-
-    supervisor: Any
-
-    async def invoke(self, principal: Principal, server: str, tool: str, arguments: Any = None,
-                     **kwargs: Any) -> tuple[int, Any, dict[str, str] | None]: ...
-
-
 class HubTools:
-    """The tools of `servers` (`*`: all) that `principal` may call, through `hub.invoke`.
+    """The tools of `servers` (`*`: all) that `principal` may call, through `invoker`.
 
-    `authorization` is the caller's header, which `invoke` forwards to a mounted sibling hub that
+    `authorization` is the caller's header, which the invoker forwards to a mounted sibling hub that
     shares this hub's auth (and to nothing else)."""
 
-    def __init__(self, hub: _Invoker, principal: Principal, servers: Iterable[str], *,
+    def __init__(self, invoker: Invoker, principal: Principal, servers: Iterable[str], *,
                  authorization: str | None = None) -> None:
-        self._hub = hub
+        self._invoker = invoker
         self._principal = principal
-        self._forward = {"authorization": authorization} if authorization else {}
+        self._authorization = authorization
         wanted = set(servers)
         self._routes: dict[str, tuple[str, str]] = {}
         self._definitions: list[dict[str, Any]] = []
-        for server, handle in sorted(_servers(hub).items()):
+        for server, handle in sorted(invoker.servers().items()):
             if "*" not in wanted and server not in wanted:
                 continue
             for tool in handle.tools.values():
@@ -92,16 +76,11 @@ class HubTools:
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         server, tool = self._routes[name]
-        status, body, _ = await self._hub.invoke(self._principal, server, tool, arguments, **self._forward)
-        if status == 200:
-            return ToolOutcome(True, body)
-        return ToolOutcome(False, _error_text(status, body))
-
-
-def _servers(hub: _Invoker) -> Mapping[str, _Handle]:
-    """Every server the hub serves: its own and, where federation is on, mounted ones (`hub.servers()`)."""
-    servers = getattr(hub, "servers", None)
-    return servers() if callable(servers) else hub.supervisor.servers
+        outcome = await self._invoker.invoke(Call(self._principal, server, tool, arguments,
+                                                  authorization=self._authorization))
+        if outcome.status == 200:
+            return ToolOutcome(True, outcome.body)
+        return ToolOutcome(False, _error_text(outcome.status, outcome.body))
 
 
 def _definition(name: str, tool: Tool) -> dict[str, Any]:

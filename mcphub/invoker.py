@@ -1,0 +1,246 @@
+"""The one call path: every face (HTTP, the runner, the CLI; next MCP and jobs) calls tools through it.
+
+    who is calling → may they → rate limit → validate → call the server → map the result → metrics + audit
+
+A face translates its protocol into a `Call` and the `Outcome` back: status, JSON body and headers (the
+one error shape on failure), plus the server's own `CallToolResult` where a local server answered, for
+faces that speak MCP. The invoker never raises for a call that failed; it answers it.
+
+One `Invoker` per listener (an instance of a multi-instance config): its config and authenticator
+(replaced on reload), the servers it serves (local handles and mounted ones, behind one `ToolServer`
+protocol), its rate-limit buckets, metrics and validator cache. `shut_down()` answers every call in
+flight 503 at once, and every call after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import anyio
+from mcp import MCPError
+from mcp.types import CallToolResult, Tool
+
+from mcphub import results
+from mcphub.auth import Authenticator, Principal
+from mcphub.config import HubConfig
+from mcphub.errors import HubError, InvalidArguments, NotFound, ServerUnavailable, ToolCallFailed
+from mcphub.metrics import HubMetrics
+from mcphub.ratelimit import RateLimiter
+from mcphub.toolserver import CallContext, Json, Relayed, State, ToolServer
+from mcphub.validation import ArgumentValidator
+
+logger = logging.getLogger(__name__)
+# The audit trail: one line per tool call (who, server/tool, status, duration; arguments only with
+# hub.log_arguments), also as `record.audit` (a dict) for structured handlers. Never a key or a token.
+access_logger = logging.getLogger("mcphub.access")
+
+MAX_LOGGED_ARGUMENTS = 2000  # characters of JSON, with hub.log_arguments
+SHUTDOWN_RETRY_AFTER = 5  # seconds a client is told to wait when the hub stops under it (a restart)
+CLIENT_CLOSED = 499  # nginx's status for "client closed request", used in logs and metrics only
+
+Catalog = Callable[[], Mapping[str, ToolServer]]  # the servers a hub serves now (they come and go on reload)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One tool call, as a face hands it over. `arguments` is the parsed object; or `body` is the raw
+    request body, parsed here (so a bad body is a 422 like any other argument error). `authorization`
+    is the caller's own header, forwarded only to a mounted sibling hub that shares this hub's auth."""
+
+    principal: Principal
+    server: str
+    tool: str
+    arguments: Json = None
+    body: bytes | None = None
+    authorization: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: int
+    body: Json
+    headers: Mapping[str, str] = field(default_factory=dict)
+    result: CallToolResult | None = None  # a local server's own result (its `isError` ones too)
+    error_type: str | None = None
+
+    @classmethod
+    def failed(cls, error: HubError, result: CallToolResult | None = None) -> Outcome:
+        return cls(error.status_code, error.body(), error.headers(), result, error.type)
+
+
+@dataclass
+class _View:
+    """What a call needs from config: replaced as a whole on reload."""
+
+    config: HubConfig
+    auth: Authenticator
+
+
+class Invoker:
+    def __init__(self, config: HubConfig, servers: Catalog, *, api_keys: tuple[str, ...] = ()) -> None:
+        self._api_keys = api_keys
+        self._view = _View(config, Authenticator(config.auth, extra_keys=api_keys))
+        self.servers = servers
+        self.limiter = RateLimiter()  # outlives reloads: a limit that stays the same keeps its bucket
+        self.metrics = HubMetrics(servers)
+        self._validator = ArgumentValidator()
+        self._closing = False
+        self._in_flight: set[anyio.CancelScope] = set()
+
+    @property
+    def config(self) -> HubConfig:
+        return self._view.config
+
+    @property
+    def auth(self) -> Authenticator:
+        return self._view.auth
+
+    def reconfigure(self, config: HubConfig) -> None:
+        self._view = _View(config, Authenticator(config.auth, extra_keys=self._api_keys))
+
+    def shut_down(self) -> None:
+        """The process is stopping: answer every call in flight, and every new one, 503 at once."""
+        self._closing = True
+        for scope in list(self._in_flight):
+            scope.cancel()
+
+    # ---------------------------------------------------------------------------------- the path
+
+    async def authenticate(self, authorization: str | None, *, server: str, tool: str) -> Principal:
+        """Who is calling `server`/`tool`. A refusal (401, or 503 when the identity provider cannot be
+        reached) is audited here, then raised for the face to answer."""
+        try:
+            return await self.auth.require_async(authorization)
+        except HubError as exc:
+            access_logger.info("- %s/%s %d", server, tool, exc.status_code,
+                               extra={"audit": {"principal": None, "server": server, "tool": tool,
+                                                "status": exc.status_code}})
+            raise
+
+    def server(self, name: str) -> ToolServer:
+        found = self.servers().get(name)
+        if found is None:
+            raise NotFound(f"no server named '{name}' (servers: {', '.join(sorted(self.servers())) or 'none'})",
+                           server=name)
+        return found
+
+    async def invoke(self, call: Call) -> Outcome:
+        """Run `call` as its principal and answer it. A cancellation from outside (the client hung up)
+        is audited as 499 and propagates; `shut_down()` ends the call with a 503 answer."""
+        started = time.perf_counter()
+        outcome: Outcome | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                if self._closing:
+                    scope.cancel()
+                self._in_flight.add(scope)
+                try:
+                    outcome = await self._run(call)
+                finally:
+                    self._in_flight.discard(scope)
+        except anyio.get_cancelled_exc_class():
+            self._record(call, CLIENT_CLOSED, None, started, "client closed")
+            raise
+        if outcome is None:  # our own scope was cancelled: the hub is stopping
+            error = ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
+                                      server=call.server, tool=call.tool)
+            outcome = Outcome.failed(error)
+        self._record(call, outcome.status, outcome.error_type, started)
+        return outcome
+
+    async def _run(self, call: Call) -> Outcome:
+        arguments = call.arguments
+        try:
+            server = self.server(call.server)
+            call.principal.check(call.server)
+            tool = _tool(server, call.tool)
+            call.principal.check(call.server, call.tool)
+            self.limiter.acquire(self.auth.limits_for(call.principal, call.server), server=call.server, tool=call.tool)
+            if call.body is not None:
+                arguments = _parse_body(call.body, call.server, call.tool)
+            if server.hub is None:  # the hub that runs a mounted server validates its arguments
+                arguments = self._validator.check(call.server, server.version, tool,
+                                                  {} if arguments is None else arguments)
+            elif arguments is None:
+                arguments = {}
+            context = CallContext(caller=call.principal.audit_name, authorization=call.authorization)
+            try:
+                answer = await server.call(call.tool, arguments, context)
+            except MCPError as exc:
+                raise results.from_mcp_error(exc, server=call.server, tool=call.tool) from None
+        except HubError as exc:
+            if exc.server is None:
+                exc.server = call.server
+            return Outcome.failed(exc)
+        if isinstance(answer, Relayed):  # another hub's answer passes through unchanged
+            error_type = _error_type(answer.body) if answer.status >= 400 else None
+            return Outcome(answer.status, answer.body, answer.headers, error_type=error_type)
+        try:
+            return Outcome(200, results.to_body(answer, server=call.server, tool=call.tool), result=answer)
+        except ToolCallFailed as exc:
+            return Outcome.failed(exc, answer)
+
+    # ------------------------------------------------------------------------------ metrics, audit
+
+    def _record(self, call: Call, status: int, error_type: str | None, started: float, note: str = "") -> None:
+        elapsed = time.perf_counter() - started
+        servers = self.servers()
+        server = servers.get(call.server)
+        if server is not None:  # bounded label values: configured servers and their tools only
+            self.metrics.observe(call.server, call.tool if call.tool in server.tools else "(unknown)", status,
+                                 elapsed, error_type)
+        who = call.principal.audit_name
+        record: dict[str, Json] = {"principal": who, "server": call.server, "tool": call.tool, "status": status,
+                                   "duration_ms": round(elapsed * 1000, 1)}
+        suffix = f" ({note})" if note else ""
+        if not self.config.hub.log_arguments:
+            access_logger.info("%s %s/%s %d %.1fms%s", who, call.server, call.tool, status, elapsed * 1000, suffix,
+                               extra={"audit": record})
+            return
+        arguments = call.arguments if call.body is None else _parsed_or_raw(call.body)
+        shown = json.dumps(arguments, ensure_ascii=False, default=str)
+        if len(shown) > MAX_LOGGED_ARGUMENTS:
+            shown = shown[:MAX_LOGGED_ARGUMENTS] + "..."
+        record["arguments"] = arguments
+        access_logger.info("%s %s/%s %d %.1fms %s%s", who, call.server, call.tool, status, elapsed * 1000, shown,
+                           suffix, extra={"audit": record})
+
+
+def _tool(server: ToolServer, name: str) -> Tool:
+    found = server.tools.get(name)
+    if found is not None:
+        return found
+    if server.state is not State.READY and not server.tools:
+        raise server.unavailable(name)  # never listed yet: cannot tell a typo from a tool
+    raise NotFound(f"server '{server.name}' has no tool '{name}' (tools: {', '.join(sorted(server.tools))})",
+                   server=server.name, tool=name)
+
+
+def _parse_body(raw: bytes, server: str, tool: str) -> Json:
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArguments(
+            f"request body is not valid JSON: {exc}", [{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
+            server=server, tool=tool,
+        ) from None
+
+
+def _parsed_or_raw(raw: bytes) -> Json:
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def _error_type(body: Json) -> str:
+    try:
+        return str(body["error"]["type"])
+    except (KeyError, TypeError):
+        return "unknown"

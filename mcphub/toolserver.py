@@ -1,0 +1,133 @@
+"""What the call path sees of a tool server, wherever it runs: one protocol, one state type.
+
+A `ToolServer` is either a local server (`supervisor.ServerHandle`: a set of replicas the hub runs
+itself) or a mounted one (`federation.RemoteServer`: a server another hub runs). The invoker, the
+faces and the listings read the same fields and call `call()` without asking which one they hold,
+the way an HTTP client never asks which transport it was given.
+
+    state        one of `State`, the same for both kinds
+    tools        the tool definitions it serves now (already filtered by its `tools:` allow/deny)
+    version      bumps whenever `tools` changes (cache keys for validators and specs)
+    call()       the server's own answer: an MCP `CallToolResult` from a local server, or a `Relayed`
+                 answer from a mounted hub, which passes through unchanged
+    unavailable  the ServerUnavailable error to raise for it, with its state and last error
+
+Imports nothing from mcphub but errors (a leaf, like errors.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+from mcp.types import CallToolResult, Tool
+
+from mcphub.errors import ServerUnavailable
+
+Json: TypeAlias = Any  # a value as json.loads returns it (dict, list, str, int, float, bool or None)
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @classmethod
+    def parse(cls, text: object) -> State:
+        """A state another hub reported; one this hub does not know counts as failed."""
+        try:
+            return cls(str(text))
+        except ValueError:
+            return cls.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """An answer another hub gave to a call: its status, JSON body and Retry-After, passed on unchanged."""
+
+    status: int
+    body: Json
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who a call is for, as far as a server may know it.
+
+    `caller` is the principal's audit name (`key:NAME`, `jwt:SUBJECT`): a local server sees it only
+    where its config says `forward_identity`. `authorization` is the caller's own header: sent only to a
+    mounted sibling hub that shares this hub's auth, never to an MCP server."""
+
+    caller: str
+    authorization: str | None = None
+
+
+Answer: TypeAlias = CallToolResult | Relayed
+
+
+class ToolServer(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def tools(self) -> Mapping[str, Tool]: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+    @property
+    def description(self) -> str | None: ...
+
+    @property
+    def transport(self) -> str:
+        """`stdio`, `sse`, `streamable-http`, or `hub` for a mounted server."""
+        ...
+
+    @property
+    def required(self) -> bool: ...
+
+    @property
+    def hub(self) -> str | None:
+        """The mounted hub it comes from; None for a local server."""
+        ...
+
+    @property
+    def via(self) -> Sequence[str]:
+        """The ids of the hubs it came through (federation loop detection); empty for a local server."""
+        ...
+
+    def unavailable(self, tool: str | None, reason: str | None = None) -> ServerUnavailable:
+        """The error for a call it cannot take now: its state, last error and when to retry."""
+        ...
+
+    async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> Answer:
+        """Run `tool`. Returns the server's own answer (an `isError` result included). Raises
+        `mcp.MCPError` for the server's JSON-RPC error answer (the tool's own error, e.g. -32602), and a
+        HubError (ServerUnavailable, ToolTimeout, BadUpstreamResponse) when there is no answer."""
+        ...
+
+
+def unavailable(server: ToolServer, tool: str | None, reason: str | None, *, retry_after: int) -> ServerUnavailable:
+    """`MCP server 'x' [on hub 'h'] is not available (state: failed; last error: ...)`: one wording for both kinds."""
+    detail = reason or f"state: {server.state}" + (f"; last error: {server.last_error}" if server.last_error else "")
+    where = f" on hub '{server.hub}'" if server.hub else ""
+    return ServerUnavailable(f"MCP server '{server.name}'{where} is not available ({detail}). See GET /readyz.",
+                             retry_after=retry_after, server=server.name, tool=tool)
+
+
+def same_tools(a: Mapping[str, Tool], b: Mapping[str, Tool]) -> bool:
+    """Whether two tool lists are the same, definitions and order included."""
+    return list(a) == list(b) and all(a[n].model_dump(mode="json") == b[n].model_dump(mode="json") for n in a)
