@@ -1,4 +1,9 @@
-"""The HTTP surface over a real hub: uvicorn on 127.0.0.1, real stdio MCP servers."""
+"""The HTTP surface of the hub: the app through an ASGI transport, the sample MCP server in-process
+(tests/hub.py `running_hub`).
+
+Real processes, on purpose: `test_a_real_stdio_server_behind_uvicorn_answers_end_to_end` (a stdio child
+and uvicorn on 127.0.0.1: the whole path once), and the `hard` schema server, a standalone script.
+"""
 
 from __future__ import annotations
 
@@ -155,6 +160,18 @@ async def test_concurrent_calls_share_the_session_and_each_gets_its_own_answer(h
             for i in range(50):
                 tg.start_soon(one, i)
     assert results == {i: i + 1000 for i in range(50)}
+
+
+async def test_a_real_stdio_server_behind_uvicorn_answers_end_to_end():
+    async with running_hub({"servers": {"sample": sample_server()}}, in_process=False) as hub:
+        assert hub.url.startswith("http://127.0.0.1:")
+        response = await hub.client.post("/sample/add", json={"a": 2, "b": 40})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"total": 42, "operands": [2, 40]}
+        assert_error(await hub.client.post("/sample/fail", json={"message": "over the wire"}), 400, "tool_error")
+        ready = (await hub.client.get("/readyz")).json()
+        assert ready["servers"]["sample"]["state"] == "ready"
+        assert (await hub.client.get("/sample/openapi.json")).json()["paths"]["/add"]["post"]["operationId"] == "add"
 
 
 async def test_calls_need_a_key_once_one_is_configured():
