@@ -1,4 +1,13 @@
-"""Supervision through the real hub: crashes, failed starts, timeouts, hang-ups, replicas, logs."""
+"""Supervision through the hub: crashes, failed starts, timeouts, hang-ups, replicas, logs. The sample
+server runs in-process (its `crash` ends its connection the way a dying process does) and the app is
+called through ASGI (tests/hub.py `running_hub`).
+
+Real processes, on purpose: `test_server_killed_mid_call_answers_503_then_is_restarted` and
+`test_idle_server_that_dies_is_noticed_and_restarted` (SIGKILL to a stdio child, then a restart),
+`test_a_childs_stderr_is_logged_tagged_with_its_server` (the stderr pipe) and
+`test_a_child_gets_its_proxy_and_its_env_but_not_the_hubs_secrets` (a process environment).
+`test_client_hanging_up_cancels_the_mcp_call` needs uvicorn on a socket (ASGI delivers no hang-up).
+"""
 
 from __future__ import annotations
 
@@ -34,18 +43,26 @@ async def _pid(hub, name: str = "sample") -> int:
     return response.json()["result"]
 
 
-async def test_server_killed_mid_call_answers_503_then_is_restarted():
-    async with running_hub({"servers": {"sample": sample_server(restart=FAST_RESTART)}}) as hub:
+async def _wait_for_file(path: Path, *, timeout: float = 10) -> None:
+    """A marker file another process drops (nothing announces it): look for it, bounded."""
+    with anyio.fail_after(timeout):
+        while not path.exists():
+            await anyio.sleep(0.02)
+
+
+async def test_server_killed_mid_call_answers_503_then_is_restarted(tmp_path: Path):
+    config = {"servers": {"sample": sample_server(restart=FAST_RESTART, env={"SAMPLE_MARKERS": str(tmp_path)})}}
+    async with running_hub(config, in_process=False) as hub:
         old = await _pid(hub)
         outcome: dict[str, httpx2.Response] = {}
 
         async def slow_call() -> None:
-            outcome["r"] = await hub.client.post("/sample/sleep", json={"seconds": 30})
+            outcome["r"] = await hub.client.post("/sample/sleep", json={"seconds": 30, "tag": "killed"})
 
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(slow_call)
-                await anyio.sleep(0.3)  # let the call reach the server
+                await _wait_for_file(tmp_path / "started-killed")  # the call reached the server
                 os.kill(old, signal.SIGKILL)
         error = assert_error(outcome["r"], 503, "server_unavailable")
         assert int(outcome["r"].headers["Retry-After"]) >= 1
@@ -64,7 +81,7 @@ async def test_crash_inside_a_tool_is_503_and_the_server_comes_back():
 
 
 async def test_idle_server_that_dies_is_noticed_and_restarted():
-    async with running_hub({"servers": {"sample": sample_server(restart=FAST_RESTART)}}) as hub:
+    async with running_hub({"servers": {"sample": sample_server(restart=FAST_RESTART)}}, in_process=False) as hub:
         old = await _pid(hub)
         os.kill(old, signal.SIGKILL)
         with anyio.fail_after(20):
@@ -132,13 +149,16 @@ async def test_slow_tool_times_out_with_504_and_the_server_stays_usable():
 
 async def test_client_hanging_up_cancels_the_mcp_call(tmp_path: Path):
     config = {"servers": {"sample": sample_server(env={"SAMPLE_MARKERS": str(tmp_path)})}}
-    async with running_hub(config) as hub:
-        async with httpx2.AsyncClient(base_url=hub.url, timeout=0.5) as impatient:
-            with pytest.raises(httpx2.ReadTimeout):
+    async with running_hub(config, listen=True) as hub:  # a hang-up needs a socket to hang up
+        async with hub.new_client(timeout=30) as impatient:
+            async def call() -> None:
                 await impatient.post("/sample/sleep", json={"seconds": 30, "tag": "hangup"})
-        with anyio.fail_after(10):
-            while not (tmp_path / "cancelled-hangup").exists():
-                await anyio.sleep(0.05)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await _wait_for_file(tmp_path / "started-hangup")
+                tg.cancel_scope.cancel()  # the client gives up: its connection closes
+        await _wait_for_file(tmp_path / "cancelled-hangup")
 
 
 async def test_down_server_with_no_restart_answers_503_at_once():
@@ -179,17 +199,22 @@ async def test_replica_crash_leaves_the_other_replica_serving():
         assert (await hub.client.post("/sample/add", json={"a": 1, "b": 2})).status_code == 200
 
 
-async def test_one_log_line_per_call_without_arguments_and_stderr_tagged(caplog):
+async def test_one_log_line_per_call_without_arguments(caplog):
     caplog.set_level(logging.INFO)
     async with running_hub({"servers": {"sample": sample_server()}}) as hub:
         await hub.client.post("/sample/echo", json={"text": "super-secret-argument"})
-        await hub.client.post("/sample/shout", json={"text": "hello from the child"})
-        with anyio.fail_after(5):
-            while not any("hello from the child" in r.getMessage() for r in caplog.records):
-                await anyio.sleep(0.05)
     access = [r.getMessage() for r in caplog.records if r.name == "mcphub.access"]
     assert any("sample/echo 200" in line for line in access), access
     assert not any("super-secret-argument" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_childs_stderr_is_logged_tagged_with_its_server(caplog):
+    caplog.set_level(logging.INFO)
+    async with running_hub({"servers": {"sample": sample_server()}}, in_process=False) as hub:
+        await hub.client.post("/sample/shout", json={"text": "hello from the child"})
+        with anyio.fail_after(5):  # another thread reads the child's stderr: look, bounded
+            while not any("hello from the child" in r.getMessage() for r in caplog.records):
+                await anyio.sleep(0.02)
     tagged = [r.getMessage() for r in caplog.records if r.name == "mcphub.stderr"]
     assert "[sample] hello from the child" in tagged
 
@@ -229,7 +254,7 @@ async def test_a_child_gets_its_proxy_and_its_env_but_not_the_hubs_secrets(monke
         "proxied": sample_server(proxy="http://proxy.example:3128", env={"OWN": "mine"}),
         "direct": sample_server(),
     }}
-    async with running_hub(config) as hub:
+    async with running_hub(config, in_process=False) as hub:
         async def env(server: str, name: str):
             response = await hub.client.post(f"/{server}/getenv", json={"name": name})
             assert response.status_code == 200, response.text
