@@ -8,7 +8,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def in_process_default(request: pytest.FixtureRequest):
     """`running_hub` runs in-process unless the test module is one that predates that default and still
     needs real processes (tests/hub.py REAL_PROCESS_MODULES)."""

@@ -1,6 +1,9 @@
-"""Access control over a real hub: API keys and their scopes, JWTs (Open WebUI's HS256 session tokens and
+"""Access control through the hub: API keys and their scopes, JWTs (Open WebUI's HS256 session tokens and
 a JWKS identity provider on 127.0.0.1), rate limits, CORS preflights, the audit line, and no secret in
-any log line, error body, /readyz or /metrics."""
+any log line, error body, /readyz or /metrics.
+
+In-process throughout (the app through ASGI, the sample server in-process: tests/hub.py); the fake
+identity provider is a real HTTP server in a thread, since the hub fetches its keys over HTTP."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from mcphub.config import AuthConfig, RateLimit
 from mcphub.errors import ConfigError, RateLimited, ServerUnavailable, Unauthorized
 from mcphub.ratelimit import Limit, RateLimiter
 from tests.helpers import free_port, serve_in_thread
-from tests.hub import assert_error, config_of, running_hub, sample_server
+from tests.hub import assert_error, config_of, core, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
 
@@ -146,7 +149,7 @@ async def jwks_hub(idp):
 
 
 def jwks_cache(hub) -> Any:
-    return hub.app.state.invoker.auth._jwt._jwks
+    return core(hub).auth._jwt._jwks
 
 
 # ------------------------------------------------------------------------------------ API keys
@@ -350,7 +353,7 @@ async def test_an_unreachable_jwks_url_is_503_with_retry_after_not_401():
 
 async def test_a_keys_rate_limit_is_429_with_retry_after_and_recovers(hub):
     clock = Clock()
-    hub.app.state.invoker.limiter = RateLimiter(clock=clock)
+    core(hub).limiter = RateLimiter(clock=clock)
     for _ in range(2):
         response = await hub.client.post("/sample/add", json={"a": 1, "b": 1}, headers=bearer(LIMITED_KEY))
         assert response.status_code == 200, response.text
@@ -375,7 +378,7 @@ async def test_server_and_token_subject_limits_apply_across_callers():
         "servers": {"sample": sample_server(), "other": sample_server()},
     }
     async with running_hub(config) as hub:
-        hub.app.state.invoker.limiter = RateLimiter(clock=Clock())
+        core(hub).limiter = RateLimiter(clock=Clock())
         assert (await hub.client.post("/other/add", json={"a": 1, "b": 1}, headers=bearer(FULL_KEY))).status_code == 200
         error = assert_error(await hub.client.post("/other/add", json={}, headers=bearer(NARROW_KEY)),
                              429, "rate_limited")
