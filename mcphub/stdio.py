@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import Process
-from mcp.os.posix.utilities import terminate_posix_process_tree
-from mcp.shared.message import SessionMessage
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.message import SessionMessage  # the SDK's transport item type (fenced: tests/test_contracts.py)
 from mcp.types import jsonrpc_message_adapter
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,11 @@ class _Exec:
         return self._popen.poll()  # reaps it once it has exited
 
 
+Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+
+
 @asynccontextmanager
-async def stdio_transport(spawn: Spawn, *, stderr: int) -> AsyncIterator[tuple[Any, Any]]:
+async def stdio_transport(spawn: Spawn, *, stderr: int) -> AsyncIterator[Streams]:
     """Start a server with `spawn` (its stderr goes to the fd `stderr`) and yield its message streams."""
     child_stdin, stdin = os.pipe()
     stdout, child_stdout = os.pipe()
@@ -207,9 +210,39 @@ async def _stop(child: Child, stdin: int) -> None:
     _close(stdin)
     if await _exited(child, PROCESS_TERMINATION_TIMEOUT):
         return
-    await terminate_posix_process_tree(cast(Process, child), FORCE_KILL_TIMEOUT)
+    await _terminate_group(child, FORCE_KILL_TIMEOUT)
     if not await _exited(child, KILL_REAP_TIMEOUT):
         logger.warning("MCP server process %d is still alive after SIGKILL; abandoning it", child.pid)
+
+
+async def _terminate_group(child: Child, timeout: float) -> None:
+    """SIGTERM the child's process group; SIGKILL whatever of it is left after `timeout` (as the SDK's
+    stdio_client does). A group is gone only once every member has exited and been reaped."""
+    group = child.pid  # its own session's leader; never os.getpgid(), which fails once the leader is reaped
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # the whole group is gone already
+    except PermissionError:  # a member we may not signal (another user's, or a zombie on macOS): wait anyway
+        logger.warning("no permission to signal all of MCP server process group %d; waiting for it anyway", group)
+    with anyio.move_on_after(timeout):
+        while _group_alive(group):
+            _ = child.returncode  # reaps the leader, whose zombie would keep the group alive
+            await anyio.sleep(EXIT_POLL_INTERVAL)
+        return
+    with suppress(ProcessLookupError, PermissionError):  # gone since the last look; or all we may kill
+        os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    """Signal 0 to the group: only ESRCH says no member is left (EPERM is ambiguous)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 async def _exited(child: Child, timeout: float) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -22,14 +21,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import anyio
 import httpx2
 from mcp import Client
+from mcp.client import IncomingMessage, Transport
 from mcp.client.sse import sse_client
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.message import SessionMessage  # the SDK's transport item type (fenced: tests/test_contracts.py)
 from mcp.types import INVALID_REQUEST, ErrorData, JSONRPCError, ToolListChangedNotification
 
 from mcphub.config import HttpServer, ServerConfig, StdioServer
@@ -51,6 +53,7 @@ BAD_OUTPUT_REPORT_INTERVAL = 10.0  # seconds between warnings about a server's n
 STDERR_TAIL_LINES = 5  # lines of a child's stderr kept to explain a failed start
 
 OnClosed = Callable[[], None]
+Item = SessionMessage | Exception  # what a transport's read stream yields: a message, or a line that was not one
 
 
 def child_env(cfg: StdioServer) -> dict[str, str]:
@@ -90,11 +93,11 @@ async def connect(
     `on_tools_changed` is called when a (2025-era) server sends notifications/tools/list_changed.
     `launcher`: where `python -m MODULE` stdio servers are forked from, when it can (see `launchable`).
     """
-    handler = _notification_handler(on_tools_changed)
+    handler = _NotificationHandler(on_tools_changed)
     if isinstance(cfg, StdioServer):
         with _stderr_pipe(name, stderr_tail) as errlog:
-            transport = stdio_transport(_spawner(cfg, launcher), stderr=errlog.fileno())
-            async with Client(_watched(transport, on_closed, name), mode=cfg.mode, cache=None,
+            stdio = stdio_transport(_spawner(cfg, launcher), stderr=errlog.fileno())
+            async with Client(_watched(stdio, on_closed, name), mode=cfg.mode, cache=None,
                               message_handler=handler) as client:
                 yield client
         return
@@ -104,12 +107,15 @@ async def connect(
             yield client
 
 
-def _notification_handler(on_tools_changed: Callable[[], None] | None) -> Callable[[Any], Awaitable[None]]:
-    async def handle(message: Any) -> None:
-        if on_tools_changed is not None and isinstance(message, ToolListChangedNotification):
-            on_tools_changed()
+class _NotificationHandler:
+    """The `message_handler` of a `Client`: a (2025-era) tools/list_changed calls `on_tools_changed`."""
 
-    return handle
+    def __init__(self, on_tools_changed: Callable[[], None] | None) -> None:
+        self._on_tools_changed = on_tools_changed
+
+    async def __call__(self, message: IncomingMessage) -> None:
+        if self._on_tools_changed is not None and isinstance(message, ToolListChangedNotification):
+            self._on_tools_changed()
 
 
 def _command(cfg: StdioServer) -> str:
@@ -119,14 +125,18 @@ def _command(cfg: StdioServer) -> str:
 
 
 def launchable(cfg: ServerConfig) -> str | None:
-    """The module of a stdio server the launcher may fork (`launch: auto`, the hub's own interpreter,
-    `-m MODULE ...` with no interpreter options, an existing cwd, no PYTHON* in its `env:`), else None."""
-    if not isinstance(cfg, StdioServer) or cfg.launch != "auto" or _command(cfg) != sys.executable:
+    """The module of a stdio server the launcher may fork (`launch: auto`, the hub's own interpreter however
+    its path is spelled, `-m MODULE ...` with no interpreter options, an existing cwd, no PYTHON* in its
+    `env:`), else None."""
+    if not isinstance(cfg, StdioServer) or cfg.launch != "auto":
         return None
     if len(cfg.args) < 2 or cfg.args[0] != "-m" or any(name.startswith("PYTHON") for name in cfg.env):
         return None
     if cfg.cwd is not None and not os.path.isdir(cfg.cwd):
         return None  # exec says "no such directory" properly
+    search_path = cfg.env.get("PATH", os.environ.get("PATH"))  # where exec looks a bare name up (_spawner's env)
+    if not Launcher.is_hub_interpreter(_command(cfg), cwd=cfg.cwd, search_path=search_path):
+        return None
     return cfg.args[1]
 
 
@@ -143,14 +153,14 @@ def _spawner(cfg: StdioServer, launcher: Launcher | None) -> Spawn:
                 return await launcher.spawn(module, list(cfg.args[2:]), env=env, cwd=cfg.cwd,
                                             stdin=stdin, stdout=stdout, stderr=stderr)
             except LauncherUnavailable:
-                pass  # logged by the launcher once; exec from now on
+                pass  # logged by the launcher: it is gone (exec from now on) or behind (exec until it answers)
         return await by_exec(stdin, stdout, stderr)
 
     return spawn
 
 
 @asynccontextmanager
-async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator[Any]:
+async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator[Transport]:
     timeout = httpx2.Timeout(HTTP_READ_TIMEOUT, connect=HTTP_CONNECT_TIMEOUT)
     if cfg.transport == "sse":
 
@@ -253,20 +263,43 @@ def _request_id(request: httpx2.Request) -> Any:
     return data.get("id") if isinstance(data, dict) and "method" in data else None
 
 
-class _ReadStream:
-    """Wraps one of the SDK's read streams; a subclass overrides `receive`. The rest of the SDK's
-    ReadStream protocol is delegation."""
+class _Receiver(Protocol):
+    """What `_ReadStream` uses of the read stream it wraps (a transport's, typed by the SDK as its
+    ReadStream protocol)."""
 
-    def __init__(self, inner: Any) -> None:
+    async def receive(self) -> Item: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Sender(Protocol):
+    """A transport's write stream, as `_WithRead` passes it on: the SDK's WriteStream protocol."""
+
+    async def send(self, item: SessionMessage, /) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None: ...
+
+
+class _ReadStream:
+    """Wraps a transport's read stream; a subclass overrides `receive`. The rest of the SDK's
+    ReadStream protocol is delegation, `last_context` (which the SDK reads with getattr) included."""
+
+    def __init__(self, inner: _Receiver) -> None:
         self._inner = inner
 
-    async def receive(self) -> Any:
+    async def receive(self) -> Item:
         return await self._inner.receive()
 
-    def __aiter__(self) -> _ReadStream:
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> Item:
         try:
             return await self.receive()
         except anyio.EndOfStream:
@@ -275,10 +308,12 @@ class _ReadStream:
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def __aenter__(self) -> _ReadStream:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     def __getattr__(self, name: str) -> Any:  # e.g. `last_context`
@@ -288,16 +323,18 @@ class _ReadStream:
 class _WithRead:
     """Wraps a transport context manager, passing the read stream it yields through `wrap`."""
 
-    def __init__(self, transport: Any, wrap: Callable[[Any], _ReadStream]) -> None:
+    def __init__(self, transport: Transport, wrap: Callable[[_Receiver], _ReadStream]) -> None:
         self._transport = transport
         self._wrap = wrap
 
-    async def __aenter__(self) -> tuple[Any, Any]:
+    async def __aenter__(self) -> tuple[_ReadStream, _Sender]:
         read, write = await self._transport.__aenter__()
         return self._wrap(read), write
 
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        return await self._transport.__aexit__(*exc)
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._transport.__aexit__(exc_type, exc, tb)
 
 
 class _SessionGoneRead(_ReadStream):
@@ -305,23 +342,25 @@ class _SessionGoneRead(_ReadStream):
     session (its id in `stale`) rewritten to INVALID_REQUEST `Session terminated` (as the SDK reports a
     spec-conforming bare 404); then the connection ends. The request did not run: it may be resent."""
 
-    def __init__(self, inner: Any, stale: set[Any], on_closed: OnClosed) -> None:
+    def __init__(self, inner: _Receiver, stale: set[Any], on_closed: OnClosed) -> None:
         super().__init__(inner)
         self._stale = stale
         self._on_closed = on_closed
 
-    async def receive(self) -> Any:
+    async def receive(self) -> Item:
         item = await self._inner.receive()
-        message = getattr(item, "message", None)
+        if not isinstance(item, SessionMessage):
+            return item
+        message = item.message
         if isinstance(message, JSONRPCError) and message.id in self._stale:
             self._stale.discard(message.id)
             error = ErrorData(code=INVALID_REQUEST, message=SESSION_GONE)
-            item = dataclasses.replace(item, message=JSONRPCError(jsonrpc="2.0", id=message.id, error=error))
+            item = SessionMessage(JSONRPCError(jsonrpc="2.0", id=message.id, error=error), metadata=item.metadata)
             self._on_closed()  # sets an event: the connection ends after the caller has its answer
         return item
 
 
-def _watched(transport: Any, on_closed: OnClosed, name: str) -> _WithRead:
+def _watched(transport: Transport, on_closed: OnClosed, name: str) -> _WithRead:
     """`transport`, with the end of its read stream calling `on_closed`."""
     return _WithRead(transport, lambda read: _WatchedRead(read, on_closed, name))
 
@@ -329,7 +368,7 @@ def _watched(transport: Any, on_closed: OnClosed, name: str) -> _WithRead:
 class _WatchedRead(_ReadStream):
     """A read stream that reports EOF, and rate-limits warnings about lines that are not MCP."""
 
-    def __init__(self, inner: Any, on_closed: OnClosed, name: str) -> None:
+    def __init__(self, inner: _Receiver, on_closed: OnClosed, name: str) -> None:
         super().__init__(inner)
         self._on_closed = on_closed
         self._name = name
@@ -342,7 +381,7 @@ class _WatchedRead(_ReadStream):
             self._reported = True
             self._on_closed()
 
-    async def receive(self) -> Any:
+    async def receive(self) -> Item:
         try:
             item = await self._inner.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):

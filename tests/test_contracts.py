@@ -1,0 +1,399 @@
+"""Other projects' internals mcphub relies on: the one list, and a contract test for each.
+
+Each test below exercises the real dependency (the MCP SDK in process, uvicorn on 127.0.0.1) and fails
+with a message naming what changed and where mcphub depends on it. When one fails after an upgrade, fix
+the named place, re-run this file, and move the version bound in pyproject.toml (which points here).
+
+Tested on: mcp 2.3.0 (and mcp-types 2.3.0), uvicorn 0.55.0, httpx2 2.17.0, Python 3.11.7.
+Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
+
+| internal | used in | why | tested on | contract test |
+|---|---|---|---|---|
+| `mcp.shared.message.SessionMessage` (dataclass: `message`, `metadata`): the item type of the SDK's `mcp.client.Transport` streams | stdio.py (yields and reads them); transports.py (`Item`, `_Sender`, `_SessionGoneRead` builds one) | our stdio transport and read-stream wrappers speak the SDK's transport protocol (mypy checks the shape against `mcp.client.Transport`; this checks the runtime) | mcp 2.3.0 | `test_a_client_runs_over_mcphubs_read_stream_wrapper_and_session_messages` |
+| the SDK's `ReadStream` protocol (in private `mcp.client._transport`): receive, aclose, async iteration and context; `last_context` read with getattr | transports.py `_ReadStream` (implements it; delegates other attributes) | the EOF watch and the stale-session rewrite wrap the SDK's read stream | mcp 2.3.0 | `test_read_stream_wrapper_implements_every_member_of_the_sdks_read_stream_protocol` |
+| an `Exception` item on the read stream goes to `message_handler` and the session carries on | stdio.py (a stdout line that is not JSON-RPC); transports.py `_WatchedRead` (reports them) | a server printing junk to stdout keeps its connection | mcp 2.3.0 | `test_a_client_runs_over_...` |
+| the end of the read stream fails calls with `MCPError(CONNECTION_CLOSED, "Connection closed")` | transports.connect (docstring); supervisor (`exc.code == CONNECTION_CLOSED`: replica lost) | every caller notices a dead stdio child or HTTP stream | mcp 2.3.0 | `test_a_client_runs_over_...` |
+| `mcp.client.stdio.get_default_environment()` (no underscore, in no `__all__`) | transports._spawner | a stdio child's base environment (HOME, LOGNAME, PATH, SHELL, TERM, USER) is the SDK's | mcp 2.3.0 | `test_sdk_default_environment_is_the_inherited_basics` |
+| HTTP error status without a JSON-RPC body → `MCPError(INTERNAL_ERROR, "Server returned an error response")` | supervisor.SDK_BARE_HTTP_ERROR (`_call_once`, `_ping`) | a proxy's 502 page is a 502 bad_gateway, not the tool's error | mcp 2.3.0 | `test_sdk_reports_an_http_error_page_as_a_bare_http_error` |
+| bare 404 to a request with a session id → `MCPError(INVALID_REQUEST, "Session terminated")` | transports.SESSION_GONE (`_SessionGoneRead` writes it); supervisor._is_session_gone ("session terminated") | a restarted server: reconnect and resend, not an error | mcp 2.3.0 | `test_sdk_reports_a_bare_404_with_a_session_as_session_terminated` |
+| streamable HTTP: each message POSTed as a plain JSON body with `mcp-session-id`, through the `http_client`'s response hooks; a 4xx body read after them (httpx2 keeps what a hook read) | transports._http_transport (`notice_lost_session`, `_request_id`, `_error_body`) | stale-session answers are tied to their request id, whatever the server's wording | mcp 2.3.0, httpx2 2.17.0 | `test_sdk_http_requests_pass_the_response_hook_which_can_read_their_id_and_body` |
+| `uvicorn.Server.capture_signals()`: where `serve()` installs its signal handlers | serve._Server (no-op override); tests/hub.py | uvicorn would re-raise the signal after serving, killing the hub before its servers stop | uvicorn 0.55.0 | `test_uvicorn_installs_its_signal_handlers_only_through_capture_signals` |
+| `uvicorn.Server.serve()` raises `SystemExit` when it cannot bind (after logging the OS error) | serve._serve_until_done (→ ListenError) | a busy port is one line and an exit code | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
+| `uvicorn.Server.should_exit`, `force_exit`, `started` (attributes) | serve._on_signals; tests/hub.py | stop every listener on a signal; wait for a test hub to listen | uvicorn 0.55.0 | `test_uvicorn_should_exit_ends_serve` |
+| `threading._shutdown` | launcher.py | see tests/test_launcher.py | Python 3.11.7 | tests/test_launcher.py |
+| `atexit._run_exitfuncs` | launcher.py | see tests/test_launcher.py | Python 3.11.7 | tests/test_launcher.py |
+
+Dropped: `mcp.os.posix.utilities.terminate_posix_process_tree` (stdio.py now signals the process group
+itself: `stdio._terminate_group`). Public API, not listed: `mcp.types.jsonrpc_message_adapter` (in
+`mcp.types.__all__`), `mcp.client.Transport` and `IncomingMessage`, `ClientSession.send_request` /
+`send_ping`, the error codes in `mcp.types`.
+"""  # noqa: E501 (the table's rows)
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client, MCPError
+from mcp.client.stdio import get_default_environment
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server import Server
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    CallToolResult,
+    ListToolsResult,
+    TextContent,
+    Tool,
+)
+from starlette.applications import Starlette
+from typing_extensions import get_protocol_members
+
+from mcphub import supervisor, transports
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 10.0  # seconds for any one in-process exchange: they take milliseconds
+URL = "http://127.0.0.1:8000/mcp"  # the SDK app's own host check accepts 127.0.0.1:<port>; nothing listens here
+
+
+def broken(what: str, where: str, consequence: str) -> str:
+    """The failure message: what changed, in which versions, where mcphub depends on it, what would follow."""
+    return (f"{what} [mcp {_version('mcp')}, uvicorn {_version('uvicorn')}]. mcphub depends on this in {where}: "
+            f"{consequence}")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+# ------------------------------------------------------------------------- the SDK's stream transport
+
+
+def _lowlevel_server() -> Server[Any]:
+    async def list_tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=[Tool(name="echo", input_schema={"type": "object"})])
+
+    async def call_tool(ctx: Any, params: Any) -> CallToolResult:
+        return CallToolResult(content=[TextContent(type="text", text=json.dumps(params.arguments))])
+
+    return Server("contract", version="1", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def test_a_client_runs_over_mcphubs_read_stream_wrapper_and_session_messages() -> None:
+    """A real SDK server and Client joined by memory streams of SessionMessage, the client's read side
+    through transports._watched (the wrapper every connection uses): calls work, an Exception item
+    reaches message_handler without ending the session, and the end of the stream ends calls with
+    CONNECTION_CLOSED and calls on_closed."""
+    server = _lowlevel_server()
+    to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+    server_writes, relay_reads = anyio.create_memory_object_stream[SessionMessage](16)
+    to_client, client_reads = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+    closed = anyio.Event()
+    handled: list[object] = []
+    handled_one = anyio.Event()
+
+    @asynccontextmanager
+    async def transport() -> AsyncIterator[tuple[Any, Any]]:
+        yield client_reads, to_server
+
+    async def relay() -> None:  # server → client, until the test cuts the line
+        async with relay_reads:
+            async for item in relay_reads:
+                assert isinstance(item, SessionMessage), broken(
+                    f"the SDK server wrote a {type(item).__name__}, not a SessionMessage, to its write stream",
+                    "stdio.py and transports.py (the transport item type)",
+                    "mcphub's stdio transport would hand the Client items it cannot read",
+                )
+                await to_client.send(item)
+
+    async def handler(message: object) -> None:
+        handled.append(message)
+        handled_one.set()
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.run, server_reads, server_writes, server.create_initialization_options())
+            relaying = anyio.CancelScope()
+
+            async def run_relay() -> None:
+                with relaying:
+                    await relay()
+
+            tg.start_soon(run_relay)
+            async with Client(transports._watched(transport(), closed.set, "contract"), cache=None,
+                              message_handler=handler) as client:
+                result = await client.call_tool("echo", {"x": 1})
+                assert result.content[0].text == '{"x": 1}'  # type: ignore[union-attr]
+
+                await to_client.send(ValueError("this is not json"))  # what stdio.py makes of a bad line
+                result = await client.call_tool("echo", {"x": 2})
+                with anyio.move_on_after(WAIT / 2):
+                    await handled_one.wait()
+                assert any(isinstance(m, ValueError) for m in handled), broken(
+                    "an Exception item on the read stream no longer reaches the Client's message_handler",
+                    "stdio.py (a stdout line that is not JSON-RPC) and transports._WatchedRead",
+                    "a server's stray output would go unreported or end its session",
+                )
+                assert result.content[0].text == '{"x": 2}', broken(  # type: ignore[union-attr]
+                    "the session did not carry on after an Exception item on its read stream",
+                    "stdio.py (a stdout line that is not JSON-RPC becomes one)",
+                    "one stray line from a server would end its connection",
+                )
+
+                relaying.cancel()
+                await to_client.aclose()  # the read stream ends, as when a stdio child exits
+                with pytest.raises(MCPError) as caught:
+                    await client.call_tool("echo", {"x": 3})
+                assert caught.value.code == CONNECTION_CLOSED, broken(
+                    f"after the read stream ended a call failed with {caught.value.code} "
+                    f"{caught.value.message!r}, not CONNECTION_CLOSED",
+                    "supervisor (`exc.code == CONNECTION_CLOSED` marks the replica lost)",
+                    "a dead server would be reported as the tool's error and never restarted",
+                )
+                assert closed.is_set(), "transports._WatchedRead did not call on_closed at the end of the stream"
+            tg.cancel_scope.cancel()
+
+
+def test_read_stream_wrapper_implements_every_member_of_the_sdks_read_stream_protocol() -> None:
+    from mcp.client import _transport  # private: where the SDK's Transport protocol finds ReadStream
+
+    read_stream = getattr(_transport, "ReadStream", None)
+    assert read_stream is not None, broken(
+        "mcp.client._transport.ReadStream is gone", "transports._ReadStream (implements that protocol)",
+        "find the new read-stream protocol and check _ReadStream against it",
+    )
+    missing = sorted(m for m in get_protocol_members(read_stream) if not hasattr(transports._ReadStream, m))
+    assert not missing, broken(
+        f"the SDK's ReadStream protocol now has {missing}", "transports._ReadStream",
+        "the Client may call what the wrapper does not implement (it delegates only through __getattr__)",
+    )
+    assert "last_context" in (read_stream.__doc__ or ""), broken(
+        "the SDK's ReadStream no longer documents `last_context` (read with getattr)",
+        "transports._ReadStream.__getattr__ (delegates it to the wrapped stream)",
+        "check how the SDK now reads the sender's context from a read stream",
+    )
+
+
+def test_sdk_default_environment_is_the_inherited_basics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/contract")
+    monkeypatch.setenv("MCPHUB_CONTRACT_SECRET", "x")
+    env = get_default_environment()
+    assert env.get("HOME") == "/home/contract" and "MCPHUB_CONTRACT_SECRET" not in env, broken(
+        f"mcp.client.stdio.get_default_environment() returned {sorted(env)}",
+        "transports._spawner (a stdio child's base environment)",
+        "children would lose HOME/PATH or inherit the hub's secrets",
+    )
+    basics = {"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"}
+    assert set(env) <= basics, broken(
+        f"get_default_environment() now passes {sorted(set(env) - basics)}",
+        "transports._spawner and README (what a stdio child inherits)", "update the documented allowlist",
+    )
+
+
+# ---------------------------------------------------------------------- the SDK's streamable HTTP client
+
+
+Answer = Callable[[httpx2.Request], httpx2.Response]
+
+
+class _Intercept(httpx2.AsyncBaseTransport):
+    """The SDK server app in process, except that `tools/call` gets `answer` (a proxy, a restarted server)."""
+
+    def __init__(self, app: Starlette, answer: Answer) -> None:
+        self._app = httpx2.ASGITransport(app=app)
+        self._answer = answer
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            return httpx2.Response(405)  # no standalone SSE stream: the in-process app would hold it open
+        if request.method == "POST" and json.loads(request.content).get("method") == "tools/call":
+            return self._answer(request)
+        return await self._app.handle_async_request(request)
+
+
+def _http_sample() -> MCPServer:
+    server = MCPServer("contract", version="1")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    return server
+
+
+async def _call_through(answer: Answer, *, mode: str = "legacy", hooks: list[Any] | None = None) -> MCPError:
+    """One tools/call over the SDK's streamable HTTP client, answered by `answer`; the MCPError it raised.
+    `legacy`: the 2025 handshake, which gives the connection a session id (2026 has none)."""
+    server = _http_sample()
+    app = server.streamable_http_app(json_response=True)
+    with anyio.fail_after(WAIT):
+        async with server.session_manager.run():
+            http = httpx2.AsyncClient(transport=_Intercept(app, answer), event_hooks={"response": hooks or []})
+            async with http, Client(streamable_http_client(URL, http_client=http), mode=mode, cache=None) as c:
+                with pytest.raises(MCPError) as caught:
+                    await c.call_tool("add", {"a": 1, "b": 2})
+    return caught.value
+
+
+async def test_sdk_reports_an_http_error_page_as_a_bare_http_error() -> None:
+    for mode in ("legacy", "auto"):
+        error = await _call_through(lambda _: httpx2.Response(502, html="<html><h1>502 Bad Gateway</h1></html>"),
+                                    mode=mode)
+        assert (error.code, error.message) == (INTERNAL_ERROR, supervisor.SDK_BARE_HTTP_ERROR), broken(
+            f"the SDK now reports an HTTP 502 page ({mode}) as {error.code} {error.message!r}, not "
+            f"{INTERNAL_ERROR} {supervisor.SDK_BARE_HTTP_ERROR!r}",
+            "supervisor.SDK_BARE_HTTP_ERROR (_call_once, _ping)",
+            "a proxy's 502 page would become a 400 tool_error instead of a 502 bad_gateway",
+        )
+
+
+async def test_sdk_reports_a_bare_404_with_a_session_as_session_terminated() -> None:
+    error = await _call_through(lambda _: httpx2.Response(404))
+    assert error.code == INVALID_REQUEST and error.message == transports.SESSION_GONE, broken(
+        f"the SDK now reports a bare 404 to a request with a session id as {error.code} {error.message!r}, "
+        f"not {INVALID_REQUEST} {transports.SESSION_GONE!r}",
+        "transports.SESSION_GONE and supervisor._is_session_gone",
+        "a restarted server's 404 would be a tool error instead of a reconnect and a resend",
+    )
+    assert supervisor._is_session_gone(error.message), "supervisor._is_session_gone no longer matches SESSION_GONE"
+
+
+async def test_sdk_http_requests_pass_the_response_hook_which_can_read_their_id_and_body() -> None:
+    """What transports.notice_lost_session does, with its own helpers: read the failed request's id and
+    the error body in the response hook; the SDK must still see the same body afterwards."""
+    seen: list[tuple[Any, Any, bytes]] = []
+
+    async def hook(response: httpx2.Response) -> None:
+        if response.status_code == 400:
+            request = response.request
+            seen.append((transports._request_id(request), request.headers.get("mcp-session-id"),
+                         await transports._error_body(response)))
+
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        request_id = json.loads(request.content)["id"]
+        return httpx2.Response(400, json={"jsonrpc": "2.0", "id": request_id,
+                                          "error": {"code": -32000, "message": "Bad Request: session expired"}})
+
+    error = await _call_through(refuse, hooks=[hook])
+    assert len(seen) == 1, broken(
+        "the SDK's HTTP requests no longer pass the http_client's response event hooks",
+        "transports._http_transport (notice_lost_session)", "stale sessions would no longer be noticed",
+    )
+    request_id, session, body = seen[0]
+    assert request_id is not None and session, broken(
+        f"in the response hook the SDK's POST showed id {request_id!r} and mcp-session-id {session!r}",
+        "transports._request_id / notice_lost_session (read the JSON body and header of the request)",
+        "a stale-session answer could no longer be tied to its request and resent",
+    )
+    assert b"session expired" in body, "transports._error_body did not read the 400's body in the hook"
+    assert error.message == "Bad Request: session expired", broken(
+        f"after the hook read the body, the SDK reported {error.code} {error.message!r}",
+        "transports._error_body (reads the body before the SDK does)",
+        "reading it in the hook would hide the server's own JSON-RPC error from the caller",
+    )
+
+
+# ------------------------------------------------------------------------------------------- uvicorn
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _config(port: int) -> uvicorn.Config:
+    return uvicorn.Config(_ok, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
+
+
+async def _until_started(server: uvicorn.Server) -> None:
+    with anyio.fail_after(WAIT):
+        while not server.started:
+            await anyio.sleep(0.01)  # uvicorn offers no event for this; a bounded poll of its flag
+
+
+async def test_uvicorn_installs_its_signal_handlers_only_through_capture_signals() -> None:
+    from contextlib import contextmanager
+
+    class NoSignals(uvicorn.Server):  # what serve._Server does
+        @contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    server = NoSignals(_config(free_port()))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        await _until_started(server)
+        during = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        server.should_exit = True
+    assert during == before, broken(
+        "uvicorn.Server.serve() installed signal handlers although capture_signals() was overridden",
+        "serve._Server (overrides capture_signals so the hub handles SIGINT/SIGTERM itself)",
+        "uvicorn would re-raise the signal after serving and kill the hub before its servers are stopped",
+    )
+
+
+async def test_uvicorn_serve_raises_system_exit_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = uvicorn.Server(_config(taken.getsockname()[1]))
+        server.capture_signals = _no_signals  # type: ignore[method-assign]
+        try:
+            with anyio.fail_after(WAIT):
+                await server.serve()
+        except SystemExit:
+            return
+        except Exception as exc:  # noqa: BLE001 (reported, as what changed)
+            ended = f"ends with {type(exc).__name__}: {exc}"
+        else:
+            ended = "returns normally"
+    pytest.fail(broken(
+        f"uvicorn.Server.serve() {ended} when its port is taken, not with SystemExit",
+        "serve._serve_until_done (turns that SystemExit into ListenError: one line, exit 2)",
+        "a busy port would end in a traceback or go unnoticed",
+    ))
+
+
+async def test_uvicorn_should_exit_ends_serve() -> None:
+    server = uvicorn.Server(_config(free_port()))
+    server.capture_signals = _no_signals  # type: ignore[method-assign]
+    done = anyio.Event()
+
+    async def serve() -> None:
+        await server.serve()
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        await _until_started(server)
+        server.should_exit = True
+        with anyio.move_on_after(WAIT):
+            await done.wait()
+        if not done.is_set():
+            tg.cancel_scope.cancel()
+    assert done.is_set(), broken(
+        f"setting uvicorn.Server.should_exit did not end serve() within {WAIT:g}s",
+        "serve._on_signals (stops every listener on SIGINT/SIGTERM)", "the hub would not stop on a signal",
+    )
+
+
+def _no_signals() -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext()
