@@ -41,14 +41,13 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 from joserfc import errors as jose_errors
 from joserfc import jws, jwt
-from joserfc.jwk import ECKey, KeySet, OctKey, OKPKey, RSAKey, import_key
+from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey, import_key
 
 from mcphub.config import AuthConfig, JwtConfig, RateLimit, key_hash
 from mcphub.errors import Forbidden, ServerUnavailable, Unauthorized
@@ -67,7 +66,7 @@ MAX_TOKEN_CHARS = 16 * 1024  # a bigger bearer value is refused before any parsi
 MAX_NAME_CHARS = 128
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e\u00a0-\uffff]")  # no spaces or controls: one token in a log line
-_KEY_TYPES: dict[str, type] = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey, "HS": OctKey}
+_KEY_TYPES: dict[str, type[Key]] = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey, "HS": OctKey}
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,8 @@ class Authenticator:
                 rate_limit=key.rate_limit,
             )
             entries.append((_digest_bytes(key.digest), principal))
-        for i, key in enumerate(k for k in extra_keys if k):
-            entries.append((_digest_bytes(key_hash(key)), Principal(name="api-key" if i == 0 else f"api-key-{i}")))
+        for i, extra in enumerate(k for k in extra_keys if k):
+            entries.append((_digest_bytes(key_hash(extra)), Principal(name="api-key" if i == 0 else f"api-key-{i}")))
         self._entries = entries
         self._server_limits = dict(config.server_rate_limits)
         self._jwt = _JwtVerifier(config.jwt, clock=clock) if config.jwt is not None else None
@@ -156,10 +155,6 @@ class Authenticator:
         if self.enabled:
             raise Unauthorized("missing credential: send 'Authorization: Bearer <key>'")
         return ANONYMOUS
-
-    async def authenticate_async(self, authorization: str | None) -> Principal | None:
-        await self.prepare(authorization)
-        return self.authenticate(authorization)
 
     async def require_async(self, authorization: str | None) -> Principal:
         await self.prepare(authorization)
@@ -237,14 +232,14 @@ class _JwtVerifier:
         return self._principal(claims)
 
     def _registry(self) -> jwt.JWTClaimsRegistry:
-        options: dict[str, Any] = {"exp": {"essential": self._config.require_exp}}
+        options: dict[str, jwt.ClaimsOption] = {"exp": {"essential": self._config.require_exp}}
         if self._config.issuer is not None:
             options["iss"] = {"essential": True, "value": self._config.issuer}
         if self._config.audience is not None:
             options["aud"] = {"essential": True, "value": self._config.audience}
-        return jwt.JWTClaimsRegistry(leeway=CLOCK_SKEW, **options)
+        return jwt.JWTClaimsRegistry(now=None, leeway=CLOCK_SKEW, **options)
 
-    def _public_key(self, header: Mapping[str, Any]) -> Any:
+    def _public_key(self, header: Mapping[str, object]) -> Key:
         assert self._jwks is not None
         kid = header.get("kid")
         key = self._jwks.get(kid if isinstance(kid, str) else None, str(header.get("alg")))
@@ -255,7 +250,7 @@ class _JwtVerifier:
             raise Unauthorized("invalid token: signed with a key the identity provider does not publish")
         return key
 
-    def _principal(self, claims: Mapping[str, Any]) -> Principal:
+    def _principal(self, claims: Mapping[str, object]) -> Principal:
         name = next((claims[c] for c in ("sub", "email", "id") if isinstance(claims.get(c), str | int)), None)
         if name is None or str(name) == "":
             raise Unauthorized("invalid token: it names no subject (sub, email or id)")
@@ -275,7 +270,7 @@ class _KeySetCache:
     def __init__(self, url: str, *, clock: Callable[[], float]) -> None:
         self.url = url
         self.clock = clock
-        self._keys: list[Any] = []
+        self._keys: list[Key] = []
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._lock = anyio.Lock()
@@ -284,7 +279,7 @@ class _KeySetCache:
     def loaded(self) -> bool:
         return self._fetched_at is not None
 
-    def get(self, kid: str | None, alg: str) -> Any:
+    def get(self, kid: str | None, alg: str) -> Key | None:
         wanted = _KEY_TYPES.get(alg[:2])
         fitting = [k for k in self._keys if wanted is not None and isinstance(k, wanted)
                    and k.get("alg") in (None, alg) and k.get("use") in (None, "sig")]
@@ -316,7 +311,7 @@ class _KeySetCache:
     def _fresh(self) -> bool:
         return self._fetched_at is not None and self.clock() - self._fetched_at < JWKS_MAX_AGE
 
-    async def _fetch(self) -> list[Any]:
+    async def _fetch(self) -> list[Key]:
         async with httpx2.AsyncClient(timeout=JWKS_TIMEOUT, follow_redirects=False) as client:
             async with client.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
                 if response.status_code != 200:
@@ -329,7 +324,7 @@ class _KeySetCache:
         document = json.loads(data)
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError("not a JWK set (no 'keys' list)")
-        keys = []
+        keys: list[Key] = []
         for entry in document["keys"][:JWKS_MAX_KEYS]:
             if not isinstance(entry, dict) or entry.get("kty") not in ("RSA", "EC", "OKP"):
                 continue  # never an 'oct' key from the network: that would be a shared secret anyone can read
@@ -357,7 +352,7 @@ def _bearer(authorization: str | None, *, strict: bool) -> str | None:
     return token
 
 
-def _header(token: str) -> dict[str, Any]:
+def _header(token: str) -> Mapping[str, object]:
     try:
         header = jws.extract_compact(token.encode("ascii")).headers()
     except (jose_errors.JoseError, ValueError, TypeError, UnicodeError):
@@ -377,14 +372,14 @@ def _claim_message(claim: str) -> str:
     }.get(claim, "invalid token: a claim has an invalid value")
 
 
-def _scope_pattern(entry: str) -> Callable[[Mapping[str, Any]], bool]:
+def _scope_pattern(entry: str) -> Callable[[Mapping[str, object]], bool]:
     """`claim=value`: the claim equals value or (a list, or for scope/scp a space-separated string) holds
     it. A bare `value`: the `scope` or `scp` claim holds it."""
     claim, sep, value = entry.partition("=")
     claims = (claim,) if sep else ("scope", "scp")
     value = value if sep else entry
 
-    def match(token_claims: Mapping[str, Any]) -> bool:
+    def match(token_claims: Mapping[str, object]) -> bool:
         for name in claims:
             held = token_claims.get(name)
             if isinstance(held, str) and name in ("scope", "scp"):
@@ -401,7 +396,7 @@ def _scope_pattern(entry: str) -> Callable[[Mapping[str, Any]], bool]:
     return match
 
 
-def _names(value: Any) -> frozenset[str] | None:
+def _names(value: object) -> frozenset[str] | None:
     """A restricting claim as names; None when absent. A malformed one allows nothing rather than all."""
     if value is None:
         return None

@@ -11,10 +11,10 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -287,7 +287,7 @@ class HubConfig(_Model):
 
     @field_validator("servers")
     @classmethod
-    def _server_names(cls, servers: dict[str, Any]) -> dict[str, Any]:
+    def _server_names(cls, servers: dict[str, StdioServer | HttpServer]) -> dict[str, StdioServer | HttpServer]:
         for name in servers:
             if not SERVER_NAME.match(name):
                 raise ValueError(
@@ -362,7 +362,15 @@ def parse_config(text: str, *, source: str = "<config>", environ: Mapping[str, s
     return config
 
 
-def _expand(value: Any, environ: Mapping[str, str], source: str, path: tuple[str | int, ...]) -> Any:
+@overload
+def _expand(value: dict[str, Any], environ: Mapping[str, str], source: str,
+            path: tuple[str | int, ...]) -> dict[str, Any]: ...
+@overload
+def _expand(value: object, environ: Mapping[str, str], source: str, path: tuple[str | int, ...]) -> object: ...
+
+
+def _expand(value: object, environ: Mapping[str, str], source: str, path: tuple[str | int, ...]) -> object:
+    """`value` with `${VAR}` expanded in every string inside it; same shape (a mapping stays a mapping)."""
     if isinstance(value, dict):
         return {k: _expand(v, environ, source, (*path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
@@ -452,7 +460,7 @@ def _from_mcp_servers(raw: dict[str, Any], source: str) -> dict[str, Any]:
     return converted
 
 
-def _describe(exc: ValidationError, source: str, raw: Any, adapted: frozenset[str] = frozenset()) -> str:
+def _describe(exc: ValidationError, source: str, raw: object, adapted: frozenset[str] = frozenset()) -> str:
     """One line per error. `adapted`: servers that came from `mcpServers`, named as the file names them."""
     lines = []
     for error in exc.errors(include_url=False):
@@ -477,18 +485,18 @@ def _describe(exc: ValidationError, source: str, raw: Any, adapted: frozenset[st
 _MISSING = object()
 
 
-def _is_union_tag(part: Any) -> bool:
+def _is_union_tag(part: str | int) -> bool:
     return part in ("stdio", "streamable-http", "sse") or (isinstance(part, str) and part.startswith("function-"))
 
 
 _SECRET_FIELDS = ("key", "secret", "env", "headers", "api_key")
 
 
-def _is_secret_path(loc: list[Any]) -> bool:
+def _is_secret_path(loc: Sequence[str | int]) -> bool:
     return any(str(p) in _SECRET_FIELDS for p in loc)
 
 
-def _redact(value: Any) -> Any:
+def _redact(value: object) -> object:
     """A value as it may be shown: secrets inside it (an api key, an env or headers mapping) masked."""
     if isinstance(value, dict):
         return {k: "***" if str(k) in _SECRET_FIELDS else _redact(v) for k, v in value.items()}
@@ -497,7 +505,7 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def _lookup(raw: Any, loc: list[Any]) -> Any:
+def _lookup(raw: object, loc: Sequence[str | int]) -> object:
     for part in loc:
         if isinstance(raw, dict) and part in raw:
             raw = raw[part]
@@ -508,12 +516,12 @@ def _lookup(raw: Any, loc: list[Any]) -> Any:
     return raw
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _dotted(path: tuple[Any, ...] | list[Any]) -> str:
+def _dotted(path: Sequence[str | int]) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

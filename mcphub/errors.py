@@ -16,13 +16,34 @@ HubError                      500 internal_error
 
 Every error renders as one JSON body (`error_body`):
     {"error": {"type": ..., "message": ..., "server": ..., "tool": ...}}
-plus `"errors": [{"loc": [...], "msg": ...}]` for InvalidArguments.
+plus `"errors": [{"loc": [...], "msg": ...}]` for InvalidArguments (the TypedDicts `ErrorBody`, `ArgumentError`).
 This module imports nothing from mcphub.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NotRequired, TypedDict
+
+
+class ArgumentError(TypedDict):
+    """One reason the arguments were refused: where (`["body", "city"]`) and what."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorDetail(TypedDict):
+    type: str
+    message: str
+    server: NotRequired[str]
+    tool: NotRequired[str]
+    errors: NotRequired[list[ArgumentError]]
+
+
+class ErrorBody(TypedDict):
+    """The one JSON error body every face sends."""
+
+    error: ErrorDetail
 
 
 class HubError(Exception):
@@ -35,7 +56,7 @@ class HubError(Exception):
         self.server = server
         self.tool = tool
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         return error_body(self.type, self.message, server=self.server, tool=self.tool)
 
     def headers(self) -> dict[str, str]:
@@ -95,7 +116,7 @@ class InvalidArguments(HubError):
     def __init__(
         self,
         message: str,
-        errors: list[dict[str, Any]],
+        errors: list[ArgumentError],
         *,
         server: str | None = None,
         tool: str | None = None,
@@ -103,7 +124,7 @@ class InvalidArguments(HubError):
         super().__init__(message, server=server, tool=tool)
         self.errors = errors
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         body = super().body()
         body["error"]["errors"] = self.errors
         return body
@@ -133,8 +154,8 @@ class ToolTimeout(HubError):
 
 def error_body(
     type_: str, message: str, *, server: str | None = None, tool: str | None = None
-) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": type_, "message": message}
+) -> ErrorBody:
+    error: ErrorDetail = {"type": type_, "message": message}
     if server is not None:
         error["server"] = server
     if tool is not None:

@@ -5,19 +5,33 @@ Each app gets its own registry (several hubs can live in one process: instances,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sized
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+class ServerGauges(Protocol):
+    """What the per-server gauges read of a server at scrape time (any `toolserver.ToolServer` has it)."""
+
+    @property
+    def state(self) -> str: ...  # "ready" counts as up
+
+    @property
+    def tools(self) -> Sized: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+
 class HubMetrics:
-    def __init__(self, servers: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, servers: Callable[[], Mapping[str, ServerGauges]]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.calls = Counter(
             "mcphub_tool_calls", "Tool calls by outcome", ["server", "tool", "status"], registry=self.registry
@@ -47,10 +61,10 @@ class HubMetrics:
 class _ServerCollector(Collector):
     """Per-server gauges read from the supervisor's handles at scrape time."""
 
-    def __init__(self, servers: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, servers: Callable[[], Mapping[str, ServerGauges]]) -> None:
         self._servers = servers
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("mcphub_server_up", "1 if the server is ready", labels=["server", "state"])
         tools = GaugeMetricFamily("mcphub_server_tools", "Tools the server exposes", labels=["server"])
         restarts = CounterMetricFamily("mcphub_server_restarts", "Server restarts", labels=["server"])
@@ -62,5 +76,5 @@ class _ServerCollector(Collector):
         yield tools
         yield restarts
 
-    def describe(self) -> Iterable[Any]:
+    def describe(self) -> Iterable[Metric]:
         return []

@@ -17,6 +17,7 @@ from mcp.types import (
     AudioContent,
     BlobResourceContents,
     CallToolResult,
+    ContentBlock,
     EmbeddedResource,
     ImageContent,
     ResourceLink,
@@ -29,7 +30,7 @@ from mcphub.errors import ToolCallFailed
 MAX_ERROR_CHARS = 4000  # a tool's error text is shown to a model; keep it readable
 
 
-def to_body(result: CallToolResult, *, server: str, tool: str) -> Any:
+def to_body(result: CallToolResult, *, server: str, tool: str) -> object:
     """The JSON body for a successful call; raises ToolCallFailed for an `isError` result."""
     if result.is_error:
         raise ToolCallFailed(error_text(result) or f"tool '{tool}' failed without a message", server=server, tool=tool)
@@ -57,7 +58,8 @@ def error_text(result: CallToolResult) -> str:
     return _clip("\n".join(parts))
 
 
-def block_to_json(block: Any) -> Any:
+def block_to_json(block: ContentBlock) -> object:
+    """One content block as JSON (a dict, or for text its JSON value or the text itself)."""
     if isinstance(block, TextContent):
         return _maybe_json(block.text)
     if isinstance(block, ImageContent | AudioContent):
@@ -87,7 +89,7 @@ def block_to_json(block: Any) -> Any:
     return block.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _maybe_json(text: str) -> Any:
+def _maybe_json(text: str) -> object:
     stripped = text.strip()
     if stripped[:1] in ('{', '[', '"') or stripped in ("true", "false", "null") or _looks_numeric(stripped):
         try:

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 from urllib.parse import unquote
 
 from mcp.types import Tool
@@ -66,7 +66,7 @@ ERROR_RESPONSES = {
 _STRING = {"type": "string"}
 
 
-def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+def _object(required: list[str], **properties: object) -> dict[str, object]:
     return {"type": "object", "required": required, "properties": properties}
 
 
@@ -118,7 +118,7 @@ def build_spec(
     description: str = "",
     server_url: str = "/",
     secured: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """A complete OpenAPI 3.1.0 document (a fresh dict every call)."""
     schemas: dict[str, Any] = {ERROR_COMPONENT: copy.deepcopy(ERROR_SCHEMA)}
     taken = {ERROR_COMPONENT}
@@ -197,7 +197,7 @@ def _operation(op: Operation, opid: str, schemas: dict[str, Any], taken: set[str
     if body["type"] == "object":
         body.setdefault("properties", {})
     if tool.output_schema is None:
-        result: Any = {"description": RESULT_DESCRIPTION}
+        result: dict[str, Any] = {"description": RESULT_DESCRIPTION}
     else:
         response = _Hoisted(tool.output_schema, f"{opid}__Output", f"{opid}__Output", taken)
         schemas.update(response.components)
@@ -230,12 +230,12 @@ def _operation(op: Operation, opid: str, schemas: dict[str, Any], taken: set[str
 class _Hoisted:
     """One tool schema rewritten for a document: ``body`` (inline) plus the ``components`` it references."""
 
-    def __init__(self, schema: Any, prefix: str, root_name: str, taken: set[str]) -> None:
+    def __init__(self, schema: dict[str, Any], prefix: str, root_name: str, taken: set[str]) -> None:
         base = schema.get("$id") if isinstance(schema, dict) else None
         self.base = base.rstrip("#") if isinstance(base, str) else None  # refs may spell it out
         self.names: dict[Pointer, str] = {}  # reference target in the tool schema → component name
         self.unresolved: list[tuple[str, Pointer]] = []
-        refs: list[tuple[Any, Pointer]] = []
+        refs: list[tuple[object, Pointer]] = []
         for ptr, node in _walk(schema):
             for key in _DEFS:
                 definitions = node.get(key)
@@ -270,7 +270,7 @@ class _Hoisted:
         taken.add(unique)
         self.names[ptr] = unique
 
-    def _target(self, ref: Any) -> Pointer | None:
+    def _target(self, ref: object) -> Pointer | None:
         if not isinstance(ref, str):
             return None
         uri, _, fragment = ref.partition("#")
@@ -281,7 +281,13 @@ class _Hoisted:
             return None  # a plain-name anchor
         return tuple(s.replace("~1", "/").replace("~0", "~") for s in fragment.split("/")[1:])
 
-    def _rewrite(self, node: Any, owner: str | None) -> Any:
+    @overload
+    def _rewrite(self, node: dict[str, Any], owner: str | None) -> dict[str, Any]: ...
+    @overload
+    def _rewrite(self, node: object, owner: str | None) -> object: ...
+
+    def _rewrite(self, node: object, owner: str | None) -> object:
+        """The subschema as written into the document; anything but an object form is returned as is."""
         if not isinstance(node, dict):
             return node
         out: dict[str, Any] = {}
@@ -334,7 +340,7 @@ class _Hoisted:
         return out
 
 
-def _walk(node: Any, ptr: Pointer = ()) -> Iterator[tuple[Pointer, dict[str, Any]]]:
+def _walk(node: object, ptr: Pointer = ()) -> Iterator[tuple[Pointer, dict[str, Any]]]:
     """Every subschema (object form) of a schema with its pointer, following only schema keywords."""
     if not isinstance(node, dict):
         return
@@ -350,7 +356,7 @@ def _walk(node: Any, ptr: Pointer = ()) -> Iterator[tuple[Pointer, dict[str, Any
                 yield from _walk(item, (*ptr, key, name))
 
 
-def _lookup(root: Any, ptr: Pointer) -> Any:
+def _lookup(root: object, ptr: Pointer) -> dict[str, Any] | bool | None:
     """The schema (dict or bool) at a JSON pointer, or None."""
     node = root
     for segment in ptr:
@@ -364,7 +370,8 @@ def _lookup(root: Any, ptr: Pointer) -> Any:
 
 
 def _reaches(edges: set[tuple[str, str]], start: str, goal: str) -> bool:
-    seen, todo = set(), [start]
+    seen: set[str] = set()
+    todo = [start]
     while todo:
         here = todo.pop()
         if here == goal:

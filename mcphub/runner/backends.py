@@ -20,12 +20,13 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx2
 
 from mcphub.errors import BadUpstreamResponse, ToolTimeout
-from mcphub.runner.messages import Message, ModelReply, ToolCall, parse_arguments, text_of
+from mcphub.runner.messages import Message, ModelReply, Sampling, ToolCall, parse_arguments, text_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ModelBackend(Protocol):
         tools: list[dict[str, Any]] | None,
         *,
         model: str,
-        options: dict[str, Any] | None = None,
+        options: Sampling | None = None,
         on_text: OnText | None = None,
     ) -> ModelReply: ...
 
@@ -67,7 +68,7 @@ class OpenAIBackend:
         tools: list[dict[str, Any]] | None,
         *,
         model: str,
-        options: dict[str, Any] | None = None,
+        options: Sampling | None = None,
         on_text: OnText | None = None,
     ) -> ModelReply:
         body: dict[str, Any] = {"model": model, "messages": [_openai_message(m) for m in messages]}
@@ -97,7 +98,7 @@ class OllamaBackend:
         tools: list[dict[str, Any]] | None,
         *,
         model: str,
-        options: dict[str, Any] | None = None,
+        options: Sampling | None = None,
         on_text: OnText | None = None,
     ) -> ModelReply:
         body: dict[str, Any] = {"model": model, "messages": [_ollama_message(m) for m in messages],
@@ -112,7 +113,7 @@ class OllamaBackend:
         async with _request(self._client, self._url, body, self._headers) as response:
             if on_text is None:
                 return _ollama_reply([await _json(response, self._url)], self._url)
-            chunks = []
+            chunks: list[object] = []
             async for line in _lines(response, self._url):
                 chunk = _decode(line, self._url)
                 chunks.append(chunk)
@@ -142,6 +143,10 @@ async def _request(client: httpx2.AsyncClient, url: str, body: dict[str, Any],
         raise BackendUnavailable(f"model backend {url} is unreachable: {exc or 'connection failed'}") from None
     except httpx2.TransportError as exc:
         raise BackendUnavailable(f"model backend {url} failed: {type(exc).__name__}: {exc}") from None
+
+
+# Decoded JSON is `Any`, as json.loads gives it: the readers below take it apart defensively (a wrong
+# shape is a BackendUnavailable), which is what a type for every reply shape of every server would not add.
 
 
 async def _json(response: httpx2.Response, url: str) -> Any:
@@ -193,11 +198,21 @@ def _openai_reply(data: Any) -> ModelReply:
                       finish_reason=choice.get("finish_reason"), usage=_usage(data.get("usage")))
 
 
+@dataclass
+class _PartialCall:
+    """A tool call as its streamed deltas have built it so far."""
+
+    id: str | None
+    name: str
+    arguments: str | dict[str, Any]  # JSON text as it arrives; an object from servers that send one
+
+
 async def _openai_stream(response: httpx2.Response, url: str, on_text: OnText) -> ModelReply:
     content: list[str] = []
-    calls: list[dict[str, Any]] = []  # {"id", "name", "arguments"} in order of appearance
+    calls: list[_PartialCall] = []  # in order of appearance
     latest: dict[int, int] = {}  # stream index → position in `calls` of the call it currently feeds
-    finish_reason, usage = None, {}
+    finish_reason: str | None = None
+    usage: dict[str, int] = {}
     async for line in _lines(response, url):
         if not line.startswith("data:"):
             continue  # comments (": keep-alive"), event: lines
@@ -220,10 +235,10 @@ async def _openai_stream(response: httpx2.Response, url: str, on_text: OnText) -
                 _merge_delta(calls, latest, tc)
             finish_reason = choice.get("finish_reason") or finish_reason
     return ModelReply(content="".join(content), finish_reason=finish_reason, usage=usage,
-                      tool_calls=[_call(c["id"], c["name"], c["arguments"]) for c in calls])
+                      tool_calls=[_call(c.id, c.name, c.arguments) for c in calls])
 
 
-def _merge_delta(calls: list[dict[str, Any]], latest: dict[int, int], delta: dict[str, Any]) -> None:
+def _merge_delta(calls: list[_PartialCall], latest: dict[int, int], delta: dict[str, Any]) -> None:
     """Fold one streamed tool-call delta in. Some servers send every parallel call with `index: 0`: a
     delta with a new id, or a name arriving after a complete call, then starts the next call."""
     index = delta.get("index", 0)
@@ -231,24 +246,24 @@ def _merge_delta(calls: list[dict[str, Any]], latest: dict[int, int], delta: dic
     call_id, name, arguments = delta.get("id"), function.get("name"), function.get("arguments")
     current = calls[latest[index]] if index in latest else None
     starts_new = current is None or (
-        (call_id and current["id"] and call_id != current["id"])
-        or (name and current["name"] and _complete_json(current["arguments"]))
+        (call_id and current.id and call_id != current.id)
+        or (name and current.name and _complete_json(current.arguments))
     )
-    if starts_new:
+    if current is None or starts_new:
         latest[index] = len(calls)
-        calls.append({"id": call_id, "name": name or "", "arguments": ""})
-        current = calls[-1]
+        current = _PartialCall(id=call_id, name=name or "", arguments="")
+        calls.append(current)
     else:
-        current["id"] = current["id"] or call_id
-        if name and not current["name"]:
-            current["name"] = name
+        current.id = current.id or call_id
+        if name and not current.name:
+            current.name = name
     if isinstance(arguments, dict):
-        current["arguments"] = arguments
+        current.arguments = arguments
     elif arguments:
-        current["arguments"] = (current["arguments"] if isinstance(current["arguments"], str) else "") + arguments
+        current.arguments = (current.arguments if isinstance(current.arguments, str) else "") + arguments
 
 
-def _complete_json(text: Any) -> bool:
+def _complete_json(text: str | dict[str, Any]) -> bool:
     if isinstance(text, dict):
         return True
     try:
@@ -263,7 +278,8 @@ def _complete_json(text: Any) -> bool:
 
 def _ollama_message(message: Message) -> Message:
     out: Message = {"role": message.get("role", "user"), "content": text_of(message.get("content"))}
-    parts = message.get("content") if isinstance(message.get("content"), list) else []
+    content = message.get("content")
+    parts = content if isinstance(content, list) else []
     images = [_data_url_payload(p) for p in parts if isinstance(p, dict) and p.get("type") == "image_url"]
     if any(images):
         out["images"] = [i for i in images if i]
@@ -283,9 +299,9 @@ def _data_url_payload(part: dict[str, Any]) -> str | None:
     return url.split(",", 1)[1] if url.startswith("data:") and "," in url else None
 
 
-def _ollama_options(options: dict[str, Any]) -> dict[str, Any]:
+def _ollama_options(options: Sampling) -> dict[str, object]:
     names = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "num_predict", "seed": "seed"}
-    out = {names[k]: v for k, v in options.items() if k in names}
+    out: dict[str, object] = {names[k]: v for k, v in options.items() if k in names}
     if "stop" in options:
         out["stop"] = [options["stop"]] if isinstance(options["stop"], str) else options["stop"]
     return out
@@ -294,7 +310,8 @@ def _ollama_options(options: dict[str, Any]) -> dict[str, Any]:
 def _ollama_reply(chunks: list[Any], url: str) -> ModelReply:
     content: list[str] = []
     calls: list[ToolCall] = []
-    finish_reason, usage = None, {}
+    finish_reason: str | None = None
+    usage: dict[str, int] = {}
     for chunk in chunks:
         if not isinstance(chunk, dict):
             raise BackendUnavailable(f"model backend {url} answered something that is not a chat reply")
@@ -317,12 +334,12 @@ def _ollama_reply(chunks: list[Any], url: str) -> ModelReply:
 # ------------------------------------------------------------------------------------------- common
 
 
-def _call(call_id: Any, name: Any, arguments: Any) -> ToolCall:
+def _call(call_id: object, name: object, arguments: object) -> ToolCall:
     parsed, error = parse_arguments(arguments)
     return ToolCall(id=str(call_id or ""), name=str(name or ""), arguments=parsed, error=error)
 
 
-def _usage(raw: Any) -> dict[str, int]:
+def _usage(raw: object) -> dict[str, int]:
     if not isinstance(raw, dict):
         return {}
     return {k: int(raw[k]) for k in ("prompt_tokens", "completion_tokens") if isinstance(raw.get(k), int)}

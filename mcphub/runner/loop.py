@@ -25,7 +25,15 @@ from typing import Any, Literal
 import anyio
 
 from mcphub.runner.backends import ModelBackend, OnText
-from mcphub.runner.messages import Message, ModelReply, ToolCall, ToolResult, new_call_id, parse_arguments
+from mcphub.runner.messages import (
+    Message,
+    ModelReply,
+    Sampling,
+    ToolCall,
+    ToolResult,
+    new_call_id,
+    parse_arguments,
+)
 from mcphub.runner.tools import ToolCaller
 
 logger = logging.getLogger(__name__)
@@ -47,13 +55,13 @@ class ChatResult:
 
 class Runner:
     def __init__(self, backend: ModelBackend, tools: ToolCaller, *, model: str, max_steps: int = 8,
-                 max_result_chars: int = 16000, options: dict[str, Any] | None = None) -> None:
+                 max_result_chars: int = 16000, options: Sampling | None = None) -> None:
         self.backend = backend
         self.tools = tools
         self.model = model
         self.max_steps = max_steps
         self.max_result_chars = max_result_chars
-        self.options = options or {}
+        self.options: Sampling = options or {}
 
     async def chat(
         self,
@@ -300,7 +308,7 @@ def _calls_in_text(content: str, tools: ToolCaller) -> list[ToolCall]:
     return []
 
 
-def _json_items(body: str) -> list[Any]:
+def _json_items(body: str) -> list[object]:
     try:
         data = json.loads(body)
     except ValueError:
@@ -308,10 +316,11 @@ def _json_items(body: str) -> list[Any]:
     return data if isinstance(data, list) else [data]
 
 
-def _text_call(item: Any) -> ToolCall | None:
+def _text_call(item: object) -> ToolCall | None:
     if not isinstance(item, dict):
         return None
-    function = item.get("function") if isinstance(item.get("function"), dict) else item
+    inner = item.get("function")
+    function = inner if isinstance(inner, dict) else item
     name = function.get("name")
     if not isinstance(name, str) or not name:
         return None

@@ -11,11 +11,23 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# An OpenAI-style chat message as JSON: `role`, `content` (text or content parts), `tool_calls`,
+# `tool_call_id`, `name`... its fields vary with the role and the client, and are passed on as sent.
 Message = dict[str, Any]
+
+
+class Sampling(TypedDict, total=False):
+    """Sampling options a client asked for, in OpenAI spelling; each backend maps them to its own."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    stop: str | list[str]
 
 
 class ChatRequest(BaseModel):
@@ -33,16 +45,20 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
 
-    def sampling(self) -> dict[str, Any]:
+    def sampling(self) -> Sampling:
         """Sampling options to pass on to the backend, in OpenAI spelling; unset ones left out."""
-        options = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_completion_tokens or self.max_tokens,
-            "seed": self.seed,
-            "stop": self.stop,
-        }
-        return {k: v for k, v in options.items() if v is not None}
+        options: Sampling = {}
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        if self.top_p is not None:
+            options["top_p"] = self.top_p
+        if (max_tokens := self.max_completion_tokens or self.max_tokens) is not None:
+            options["max_tokens"] = max_tokens
+        if self.seed is not None:
+            options["seed"] = self.seed
+        if self.stop is not None:
+            options["stop"] = self.stop
+        return options
 
 
 @dataclass
@@ -86,15 +102,16 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, str | None]:
+def parse_arguments(raw: object) -> tuple[dict[str, Any] | None, str | None]:
     """Arguments as sent by a backend — a JSON string (OpenAI) or an object (Ollama) — as a dict."""
     if raw is None or raw == "":
         return {}, None
     if isinstance(raw, str):
+        text = raw
         try:
-            raw = json.loads(raw)
+            raw = json.loads(text)
         except ValueError as exc:
-            return None, f"the arguments are not valid JSON ({exc}): {raw[:200]}"
+            return None, f"the arguments are not valid JSON ({exc}): {text[:200]}"
         if isinstance(raw, str):  # some models double-encode
             return parse_arguments(raw)
     if not isinstance(raw, dict):
@@ -102,7 +119,7 @@ def parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, str | None]:
     return raw, None
 
 
-def text_of(content: Any) -> str:
+def text_of(content: object) -> str:
     """A message's content as text: a string as is; OpenAI content parts joined (text parts only)."""
     if content is None:
         return ""
