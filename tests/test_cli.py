@@ -427,15 +427,19 @@ def test_a_blank_mcphub_api_key_variable_is_not_a_credential(tmp_path: Path) -> 
     assert result.stderr.startswith("mcphub: refusing to serve on 0.0.0.0 without a credential"), _output(result)
 
 
-def test_serve_when_the_port_is_taken_exits_1_without_a_traceback(tmp_path: Path) -> None:
+def test_serve_when_the_port_is_taken_says_so_in_one_line_and_exits_2_before_starting_a_server(tmp_path: Path) -> None:
     path = _config(tmp_path, {"servers": {"sample": _sample()}})
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = mcphub("serve", "--port", str(taken.getsockname()[1]), "-c", str(path))
-    assert result.returncode == 1, _output(result)
+        port = taken.getsockname()[1]
+        result = mcphub("serve", "--port", str(port), "-c", str(path))
+    assert result.returncode == 2, _output(result)
     _no_traceback(result)
-    assert "address already in use" in result.stderr, _output(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mcphub:")]
+    assert errors == [f"mcphub: cannot listen on 127.0.0.1:{port}: address already in use (another program, "
+                      "or another mcphub, has it; pick another --port)"], _output(result)
+    assert "starting 'sample'" not in result.stderr, _output(result)  # nothing was spawned for nothing
 
 
 @pytest.mark.anyio
