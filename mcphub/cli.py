@@ -36,7 +36,8 @@ from mcphub.runner.api import backend_client, make_runner
 from mcphub.runner.messages import ToolCall, ToolResult
 from mcphub.runner.tools import HubTools
 from mcphub.serve import ListenError, ServeOptions, plan, running, serve
-from mcphub.supervisor import State, Supervisor
+from mcphub.supervisor import Supervisor
+from mcphub.toolserver import State
 from mcphub.transports import launchable
 
 API_KEY_ENV = "MCPHUB_API_KEY"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -35,6 +35,7 @@ from mcp.types import (
     CallToolRequestParams,
     CallToolResult,
     PaginatedRequestParams,
+    RequestParamsMeta,
     Tool,
 )
 
@@ -127,7 +128,9 @@ class ServerHandle:
         ToolTimeout, BadUpstreamResponse, or MCPError for the server's own error answer.
         """
         timeout = self.config.timeout_for(tool) if timeout is None else timeout
-        meta = {self.config.forward_identity: caller} if self.config.forward_identity and caller else None
+        # RequestParamsMeta is an open map (extra_items): forward_identity names a key of its own
+        meta = cast(RequestParamsMeta, {self.config.forward_identity: caller}) \
+            if self.config.forward_identity and caller else None
         try:
             return await self._call_once(tool, arguments, timeout, meta)
         except _SessionExpired:
@@ -140,12 +143,12 @@ class ServerHandle:
                 raise self.unavailable(tool, "the server dropped the session again") from None
 
     async def _call_once(
-        self, tool: str, arguments: dict[str, Any], timeout: float, meta: dict[str, Any] | None
+        self, tool: str, arguments: dict[str, Any], timeout: float, meta: RequestParamsMeta | None
     ) -> CallToolResult:
         replica = self._pick()
         client = replica.client
         assert client is not None
-        params = CallToolRequestParams(name=tool, arguments=arguments, _meta=meta) if meta else \
+        params = CallToolRequestParams(name=tool, arguments=arguments, meta=meta) if meta else \
             CallToolRequestParams(name=tool, arguments=arguments)
         request = CallToolRequest(params=params)
         replica.in_flight += 1
@@ -288,7 +291,7 @@ class Supervisor:
     async def __aexit__(self, *exc: Any) -> bool:
         assert self._stack is not None
         stack, self._stack = self._stack, None
-        return await stack.__aexit__(*exc)
+        return bool(await stack.__aexit__(*exc))
 
     async def _close(self) -> None:
         """Stop every server (bounded by STOP_GRACE each, shielded from the cancellation that may have

@@ -10,14 +10,13 @@ tool's validator stays on for everyone else.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import jsonschema
 import referencing.exceptions
 from jsonschema.protocols import Validator
 from mcp.types import Tool
 
-from mcphub.errors import InvalidArguments, exception_line
+from mcphub.errors import ArgumentError, InvalidArguments, exception_line
 from mcphub.toolserver import Json
 
 logger = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ class ArgumentValidator:
             return arguments
         if not errors:
             return arguments
-        details = [{"loc": _loc(e), "msg": e.message} for e in errors[:MAX_VALIDATION_ERRORS]]
+        details: list[ArgumentError] = [{"loc": _loc(e), "msg": e.message} for e in errors[:MAX_VALIDATION_ERRORS]]
         where = ".".join(map(str, errors[0].absolute_path)) or "body"
         raise InvalidArguments(
             f"arguments do not match the input schema of tool '{tool.name}': {where}: {errors[0].message}",
@@ -104,10 +103,10 @@ def _depth(value: Json) -> int:
     return deepest
 
 
-def _loc(error: jsonschema.ValidationError) -> list[Any]:
+def _loc(error: jsonschema.ValidationError) -> list[str | int]:
     """Where an argument error is, FastAPI-style: a missing property points at the property itself."""
-    loc: list[Any] = ["body", *error.absolute_path]
-    if error.validator == "required" and isinstance(error.instance, dict):
+    loc: list[str | int] = ["body", *error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict) and isinstance(error.validator_value, list):
         missing = [p for p in error.validator_value if p not in error.instance]
         named = [p for p in missing if error.message.startswith(repr(p))]
         if named:

@@ -26,11 +26,11 @@ from starlette.types import Receive, Scope, Send
 
 from mcphub.auth import Principal
 from mcphub.config import RunnerConfig
-from mcphub.errors import HubError, InvalidArguments, NotFound
+from mcphub.errors import ArgumentError, HubError, InvalidArguments, NotFound
 from mcphub.invoker import Invoker
 from mcphub.runner.backends import ModelBackend, OllamaBackend, OnText, OpenAIBackend
 from mcphub.runner.loop import ChatResult, Runner
-from mcphub.runner.messages import ChatRequest
+from mcphub.runner.messages import ChatRequest, Sampling
 from mcphub.runner.tools import HubTools, ToolCaller
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def make_backend(config: RunnerConfig, client: httpx2.AsyncClient) -> ModelBacke
 
 
 def make_runner(config: RunnerConfig, tools: ToolCaller, client: httpx2.AsyncClient, *,
-                model: str | None = None, options: dict[str, Any] | None = None) -> Runner:
+                model: str | None = None, options: Sampling | None = None) -> Runner:
     return Runner(make_backend(config, client), tools, model=model or config.model, max_steps=config.max_steps,
                   max_result_chars=config.max_result_chars, options=options)
 
@@ -106,7 +106,8 @@ def _chat_request(raw: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)[:20]]
+        errors: list[ArgumentError] = [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
+                                       for e in exc.errors(include_url=False)[:20]]
         where = ".".join(map(str, errors[0]["loc"][1:])) or "body"
         raise InvalidArguments(f"not a chat completion request: {where}: {errors[0]['msg']}", errors) from None
 
