@@ -1,5 +1,9 @@
-"""`/v1/chat/completions` and `/v1/models` on a real hub (the stdio sample server behind it), driven
-with the `openai` client, against fake OpenAI-compatible and Ollama backends playing scripted models."""
+"""`/v1/chat/completions` and `/v1/models` on a hub (the sample server behind it), driven with the
+`openai` client, against fake OpenAI-compatible and Ollama backends playing scripted models.
+
+In-process (tests/hub.py): the app through ASGI, the sample server in-process; the `openai` client rides
+the same ASGI transport. The fake backends are HTTP servers in a thread (the runner opens its own client
+to its `base_url`). ASGI buffers a streamed answer whole, which these tests read whole anyway."""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from tests.fakes.llm import (
     tool_results,
 )
 from tests.helpers import free_port, serve_in_thread
-from tests.hub import assert_error, running_hub, sample_server
+from tests.hub import RunningHub, assert_error, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
 
@@ -50,13 +54,14 @@ def hub_config(kind: str, base_url: str, **runner: Any) -> dict[str, Any]:
     }
 
 
-def client_for(url: str, key: str = KEY) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=CHAT_TIMEOUT)
+def client_for(hub: RunningHub, key: str = KEY) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=hub.url + "/v1", api_key=key, max_retries=0, timeout=CHAT_TIMEOUT,
+                              http_client=hub.new_client(timeout=CHAT_TIMEOUT))
 
 
-async def ask(url: str, question: str, *, stream: bool, key: str = KEY) -> str:
+async def ask(hub: RunningHub, question: str, *, stream: bool, key: str = KEY) -> str:
     """The answer to one question, read as a client would (stream or not)."""
-    async with client_for(url, key) as client:
+    async with client_for(hub, key) as client:
         with anyio.fail_after(CHAT_TIMEOUT):
             if not stream:
                 completion = await client.chat.completions.create(
@@ -88,7 +93,7 @@ def tool_messages(request: dict[str, Any]) -> list[str]:
 async def test_each_tool_result_feeds_the_next_call_and_the_answer(kind: str, stream: bool) -> None:
     with fake_backend(kind, chained_adds) as (fake, base_url):
         async with running_hub(hub_config(kind, base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "What is 2+3, plus 10?", stream=stream)
+            answer = await ask(hub, "What is 2+3, plus 10?", stream=stream)
     assert answer.endswith("The total is 15."), answer
     assert len(fake.requests) == 3
     assert tool_results(fake.requests[2]["messages"]) == [{"total": 5, "operands": [2, 3]},
@@ -101,7 +106,7 @@ async def test_each_tool_result_feeds_the_next_call_and_the_answer(kind: str, st
 async def test_parallel_calls_in_one_turn_both_reach_the_model(kind: str, stream: bool) -> None:
     with fake_backend(kind, parallel_adds) as (fake, base_url):
         async with running_hub(hub_config(kind, base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "1+2 and 10+20, then add them", stream=stream)
+            answer = await ask(hub, "1+2 and 10+20, then add them", stream=stream)
     assert answer == "The sum is 33."
     second = fake.requests[1]["messages"]
     assert [r["total"] for r in tool_results(second)] == [3, 30]
@@ -112,7 +117,7 @@ async def test_the_model_is_offered_the_runner_servers_tools_as_server_underscor
         config = hub_config("openai", base_url)
         config["servers"]["other"] = sample_server()
         async with running_hub(config, api_keys=(KEY,)) as hub:
-            await ask(hub.url, "sum", stream=False)
+            await ask(hub, "sum", stream=False)
     tools = {t["function"]["name"]: t for t in fake.requests[0]["tools"]}
     assert "sample_add" in tools and "sample_echo" in tools
     assert not any(name.startswith("other_") for name in tools)
@@ -125,7 +130,7 @@ async def test_the_model_is_offered_the_runner_servers_tools_as_server_underscor
 async def test_ollama_gets_num_ctx_and_tool_arguments_as_objects() -> None:
     with fake_backend("ollama", chained_adds) as (fake, base_url):
         async with running_hub(hub_config("ollama", base_url, num_ctx=8192), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "sum", stream=False)
+            answer = await ask(hub, "sum", stream=False)
     assert answer.endswith("The total is 15.")
     assert all(r["options"]["num_ctx"] == 8192 for r in fake.requests)
     assistant = [m for m in fake.requests[2]["messages"] if m.get("tool_calls")]
@@ -171,7 +176,7 @@ async def test_a_streamed_answer_arrives_in_several_openai_chunks_ending_with_do
 async def test_backend_quirks_still_give_the_chained_answer(quirks: set[str], stream: bool) -> None:
     with fake_backend("openai", chained_adds, quirks=quirks) as (fake, base_url):
         async with running_hub(hub_config("openai", base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "sum", stream=stream)
+            answer = await ask(hub, "sum", stream=stream)
     assert answer == "Let me add.\n\nThe total is 15.", answer
     assert len(fake.requests) == 3
 
@@ -181,7 +186,7 @@ async def test_backend_quirks_still_give_the_chained_answer(quirks: set[str], st
 async def test_parallel_calls_streamed_with_one_index_are_told_apart(quirks: set[str]) -> None:
     with fake_backend("openai", parallel_adds, quirks=quirks) as (fake, base_url):
         async with running_hub(hub_config("openai", base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "1+2 and 10+20, then add them", stream=True)
+            answer = await ask(hub, "1+2 and 10+20, then add them", stream=True)
     assert answer == "The sum is 33."
     assistant = next(m for m in fake.requests[1]["messages"] if m.get("tool_calls"))
     assert [json.loads(c["function"]["arguments"]) for c in assistant["tool_calls"]] == [
@@ -194,7 +199,7 @@ async def test_parallel_calls_streamed_with_one_index_are_told_apart(quirks: set
 async def test_reasoning_in_think_tags_never_reaches_the_answer(kind: str, stream: bool) -> None:
     with fake_backend(kind, lambda m, t: Turn("It is 42."), quirks={"think"}) as (fake, base_url):
         async with running_hub(hub_config(kind, base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "answer?", stream=stream)
+            answer = await ask(hub, "answer?", stream=stream)
     assert answer == "It is 42."
     assert "<tool_call>" in REASONING and len(fake.requests) == 1  # a tag inside reasoning is no call
 
@@ -203,8 +208,8 @@ async def test_a_json_code_block_that_is_no_tool_call_stays_in_the_answer() -> N
     text = 'Here:\n```json\n{"name": "Berlin", "population": 3}\n```\nDone.'
     with fake_backend("openai", lambda m, t: Turn(text)) as (fake, base_url):
         async with running_hub(hub_config("openai", base_url), api_keys=(KEY,)) as hub:
-            assert await ask(hub.url, "json please", stream=True) == text
-            assert await ask(hub.url, "json please", stream=False) == text
+            assert await ask(hub, "json please", stream=True) == text
+            assert await ask(hub, "json please", stream=False) == text
     assert len(fake.requests) == 2
 
 
@@ -215,7 +220,7 @@ async def test_a_failing_tool_gives_the_model_its_error_and_the_chat_goes_on() -
     script = calls_then_reports(("sample_fail", {"message": "disk full on /var"}))
     with fake_backend("openai", script) as (fake, base_url):
         async with running_hub(hub_config("openai", base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "try it", stream=False)
+            answer = await ask(hub, "try it", stream=False)
     assert answer.startswith("Results: Error: tool_error:") and "disk full on /var" in answer, answer
     assert len(fake.requests) == 2
 
@@ -224,7 +229,7 @@ async def test_an_unknown_tool_name_is_an_error_result_not_a_crash() -> None:
     script = calls_then_reports(("sample_teleport", {}), ("sample_add", {"a": 1, "b": 1}))
     with fake_backend("openai", script) as (_, base_url):
         async with running_hub(hub_config("openai", base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "go", stream=True)
+            answer = await ask(hub, "go", stream=True)
     unknown, known = answer.removeprefix("Results: ").split(" | ")
     assert unknown.startswith("Error: there is no tool named 'sample_teleport'") and "sample_add" in unknown
     assert json.loads(known)["total"] == 2
@@ -234,7 +239,7 @@ async def test_arguments_that_break_the_schema_come_back_as_a_validation_error()
     script = calls_then_reports(("sample_add", {"a": "two", "b": 1}), ("sample_add", {"a": "two", "b": "one"}))
     with fake_backend("openai", script) as (_, base_url):
         async with running_hub(hub_config("openai", base_url), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "go", stream=False)
+            answer = await ask(hub, "go", stream=False)
     one, two = answer.removeprefix("Results: ").split(" | ")
     assert one == ("Error: invalid_arguments: arguments do not match the input schema of tool 'add': "
                    "a: 'two' is not of type 'integer'")
@@ -246,7 +251,7 @@ async def test_a_large_result_is_cut_to_max_result_chars_with_a_note() -> None:
     script = calls_then_reports(("sample_echo", {"text": "x" * 5000}))
     with fake_backend("openai", script) as (fake, base_url):
         async with running_hub(hub_config("openai", base_url, max_result_chars=1000), api_keys=(KEY,)) as hub:
-            await ask(hub.url, "echo", stream=False)
+            await ask(hub, "echo", stream=False)
     (shown,) = tool_messages(fake.requests[1])
     full = json.dumps({"result": "x" * 5000})  # the echo tool's structured result, as the hub returns it
     assert shown == full[:1000] + f"\n[mcphub: result cut to 1000 of {len(full)} characters]"
@@ -256,7 +261,7 @@ async def test_a_large_result_is_cut_to_max_result_chars_with_a_note() -> None:
 async def test_at_max_steps_the_model_is_asked_once_more_without_tools(stream: bool) -> None:
     with fake_backend("openai", counts_forever) as (fake, base_url):
         async with running_hub(hub_config("openai", base_url, max_steps=3), api_keys=(KEY,)) as hub:
-            answer = await ask(hub.url, "count", stream=stream)
+            answer = await ask(hub, "count", stream=stream)
             response = await hub.client.post("/v1/chat/completions", headers=AUTH, json={
                 "model": "fake-model", "messages": [{"role": "user", "content": "count"}]})
     assert answer == "Stopped at 3."
@@ -280,7 +285,7 @@ async def test_a_scoped_key_cannot_make_the_model_call_tools_outside_its_scope()
     with fake_backend("openai", script) as (fake, base_url):
         config["runner"]["base_url"] = base_url
         async with running_hub(config) as hub:
-            answer = await ask(hub.url, "go", stream=False, key="echo-key")
+            answer = await ask(hub, "go", stream=False, key="echo-key")
             metrics = (await hub.client.get("/metrics")).text
     assert offered(fake.requests[0]["tools"]) == ["sample_echo"]
     denied, allowed = answer.removeprefix("Results: ").split(" | ")
@@ -297,7 +302,7 @@ async def test_v1_routes_need_a_credential_when_one_is_configured() -> None:
             assert_error(await hub.client.post("/v1/chat/completions", json={**chat, "stream": True},
                                                headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
             assert_error(await hub.client.get("/v1/models"), 401, "unauthorized")
-            async with client_for(hub.url) as client:
+            async with client_for(hub) as client:
                 models = await client.models.list()
     assert [m.id for m in models.data] == ["fake-model"]
     assert fake.requests == []
