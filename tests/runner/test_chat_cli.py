@@ -1,4 +1,7 @@
-"""`mcphub chat` as a user runs it: a subprocess, a config file, a fake model backend on 127.0.0.1."""
+"""`mcphub chat` as a user runs it: a subprocess, a config file, a fake model backend on 127.0.0.1.
+
+Real processes, on purpose (the whole module, the chat CLI's smoke tests): the command line, its exit
+codes and its output are the point. tests/runner/test_chat_api.py covers the chat itself in-process."""
 
 from __future__ import annotations
 
