@@ -7,6 +7,10 @@ run one body twice (STYLE habit 7): "direct" asks the server over its own stdio 
 
 One hub and one direct session per server serve the whole module (each is a python child process, and
 starting fifteen of them per test would dominate the run); the fakes are reset before every test.
+
+Real processes, on purpose (the bundled servers): the hub starts them over stdio from the packaged
+default, as a user's hub does, and the direct sessions are stdio children too; only the hub's HTTP face
+is in-process (ASGI, tests/hub.py). The direct sessions start and stop concurrently.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 import yaml
+from anyio.abc import TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
 from openapi_spec_validator import validate
@@ -41,6 +46,7 @@ from tests.hub import assert_error, running_hub
 pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 10.0  # seconds for one tool call, either way (the processes are already running)
+SESSIONS_START_TIMEOUT = 60.0  # seconds for five python servers to start side by side on a busy machine
 FAKE_NOW = "2026-01-15T09:00:00+00:00"  # the time server's frozen clock
 BUNDLED = ("time", "weather", "arxiv", "github", "searxng")
 
@@ -144,12 +150,24 @@ async def hub(config: HubConfig) -> AsyncIterator[Any]:
 
 @pytest.fixture(scope="module")
 async def sessions(config: HubConfig) -> AsyncIterator[dict[str, Client]]:
-    async with contextlib.AsyncExitStack() as stack:
-        clients = {}
-        for name, server in config.servers.items():
-            assert isinstance(server, StdioServer)
-            clients[name] = await stack.enter_async_context(Client(direct_parameters(server), cache=None))
+    """One stdio session per bundled server, opened side by side, each owned by a task of its own."""
+    clients: dict[str, Client] = {}
+    done = anyio.Event()
+
+    async def hold(name: str, server: StdioServer, *, task_status: TaskStatus[None]) -> None:
+        async with Client(direct_parameters(server), cache=None) as client:
+            clients[name] = client
+            task_status.started()
+            await done.wait()
+
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(SESSIONS_START_TIMEOUT):
+            async with anyio.create_task_group() as starting:
+                for name, server in config.servers.items():
+                    assert isinstance(server, StdioServer)
+                    starting.start_soon(tg.start, hold, name, server)
         yield clients
+        done.set()
 
 
 # ---------------------------------------------------------------------------------------- the two ways in
