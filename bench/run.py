@@ -293,12 +293,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def spawn(
-    command: Callable[[int], list[str]], *, cwd: Path, log: Path
+    command: Callable[[int], list[str]], *, cwd: Path, log: Path, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`command(port)` as a subprocess; yields it and its base URL, and stops it on exit."""
     port = free_port()
     with open(log, "ab") as out:
-        proc = subprocess.Popen(command(port), cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command(port), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
@@ -367,7 +367,8 @@ def mcpo_versions(mcpo: Path) -> dict[str, str]:
 
 
 async def throughput(
-    *, quick: bool, rounds: int, log_level: str, client: str, mcpo: Path | None, extra: list[str], workdir: Path
+    *, quick: bool, rounds: int, log_level: str, client: str, mcpo: Path | None, extra: list[str], workdir: Path,
+    baseline: Path | None = None,
 ) -> tuple[list[Summary], list[Summary], dict[str, Any]]:
     pick = 0 if quick else 1
     key = secrets.token_urlsafe(24)
@@ -379,6 +380,8 @@ async def throughput(
         "hub legacy": (1, key, "legacy"),
     }
     configs = {name: c for name, c in configs.items() if name in ("hub", "hub replicas=2", *extra)}
+    if baseline is not None:  # the same hub from another checkout, in the same rounds (before/after a change)
+        configs["hub baseline"] = (1, key, "auto")
     runs: list[Run] = []
     memory: dict[str, Any] = {}
     with ExitStack() as processes:
@@ -386,7 +389,8 @@ async def throughput(
         for name, (replicas, k, mode) in configs.items():
             path = workdir / f"{len(proxies)}.yaml"
             bench_config(path, replicas=replicas, log_level=log_level, key=k, mode=mode)
-            proc, url = processes.enter_context(spawn(hub_command("-c", str(path)), cwd=workdir, log=log))
+            env = {**os.environ, "PYTHONPATH": str(baseline)} if name == "hub baseline" and baseline else None
+            proc, url = processes.enter_context(spawn(hub_command("-c", str(path)), cwd=workdir, log=log, env=env))
             proxies.append(Proxy(name, proc, url, f"{url}/bench/add", k, replicas))
         if mcpo is not None:
             proc, url = processes.enter_context(
@@ -654,6 +658,13 @@ def main(argv: list[str] | None = None) -> int:
     mcpo_group.add_argument("--no-mcpo", action="store_true", help="leave mcpo out")
     parser.add_argument("--with-no-auth", action="store_true", help="add a hub without an API key, to price auth")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="add 'hub baseline': the hub from the checkout in DIR (e.g. `git worktree add DIR COMMIT`), "
+        "in the same rounds, for a before/after comparison",
+    )
+    parser.add_argument(
         "--with-legacy",
         action="store_true",
         help="add a hub with `mode: legacy` (the initialize handshake mcpo's mcp 1.x client uses; default: auto)",
@@ -690,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                     name for name, on in (("hub no auth", args.with_no_auth), ("hub legacy", args.with_legacy)) if on
                 ],
                 workdir=workdir,
+                baseline=args.baseline,
             )
         )
         print("cold start:", file=sys.stderr)
