@@ -18,7 +18,8 @@ Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
 | bare 404 to a request with a session id → `MCPError(INVALID_REQUEST, "Session terminated")` | transports.SESSION_GONE (`_SessionGoneRead` writes it); supervisor._is_session_gone ("session terminated") | a restarted server: reconnect and resend, not an error | mcp 2.3.0 | `test_sdk_reports_a_bare_404_with_a_session_as_session_terminated` |
 | streamable HTTP: each message POSTed as a plain JSON body with `mcp-session-id`, through the `http_client`'s response hooks; a 4xx body read after them (httpx2 keeps what a hook read) | transports._http_transport (`notice_lost_session`, `_request_id`, `_error_body`) | stale-session answers are tied to their request id, whatever the server's wording | mcp 2.3.0, httpx2 2.17.0 | `test_sdk_http_requests_pass_the_response_hook_which_can_read_their_id_and_body` |
 | `uvicorn.Server.capture_signals()`: where `serve()` installs its signal handlers | serve._Server (no-op override); tests/hub.py | uvicorn would re-raise the signal after serving, killing the hub before its servers stop | uvicorn 0.55.0 | `test_uvicorn_installs_its_signal_handlers_only_through_capture_signals` |
-| `uvicorn.Server.serve()` raises `SystemExit` when it cannot bind (after logging the OS error) | serve._serve_until_done (→ ListenError) | a busy port is one line and an exit code | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
+| `uvicorn.Server.serve(sockets=[sock])` (the gunicorn worker's path): serves on a socket bound by the caller | serve._serve_until_done (the port is bound by serve._bind first) | a busy port is found, and said in one line, before any server starts | uvicorn 0.55.0 | `test_uvicorn_serves_on_a_socket_bound_by_the_caller` |
+| `uvicorn.Server.serve()` ends with `SystemExit` when its start-up fails (after logging why) | serve._serve_until_done (→ ListenError) | a failed start is one line and exit 2, not a traceback | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
 | `uvicorn.Server.should_exit`, `force_exit`, `started` (attributes) | serve._on_signals; tests/hub.py | stop every listener on a signal; wait for a test hub to listen | uvicorn 0.55.0 | `test_uvicorn_should_exit_ends_serve` |
 | `threading._shutdown` | launcher.py | see tests/test_launcher.py | Python 3.11.7 | tests/test_launcher.py |
 | `atexit._run_exitfuncs` | launcher.py | see tests/test_launcher.py | Python 3.11.7 | tests/test_launcher.py |
@@ -390,6 +391,30 @@ async def test_uvicorn_should_exit_ends_serve() -> None:
     assert done.is_set(), broken(
         f"setting uvicorn.Server.should_exit did not end serve() within {WAIT:g}s",
         "serve._on_signals (stops every listener on SIGINT/SIGTERM)", "the hub would not stop on a signal",
+    )
+
+
+async def test_uvicorn_serves_on_a_socket_bound_by_the_caller() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: what serve._bind hands uvicorn
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(_config(port))
+        server.capture_signals = _no_signals  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: server.serve(sockets=[sock]))
+            await _until_started(server)
+            try:
+                async with httpx2.AsyncClient(timeout=WAIT) as http:
+                    status = (await http.get(f"http://127.0.0.1:{port}/")).status_code
+            except httpx2.TransportError as exc:
+                status = None
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                server.should_exit = True
+    assert status == 204, broken(
+        f"uvicorn.Server.serve(sockets=[a bound socket]) did not serve on it ({status or reason})",
+        "serve._serve_until_done (uvicorn serves on the socket serve._bind bound)",
+        "the hub would not answer on its port",
     )
 
 
