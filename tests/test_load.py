@@ -1,4 +1,9 @@
-"""Load through a real hub: thousands of concurrent calls, each answered with its own result."""
+"""Load through a real hub: thousands of concurrent calls, each answered with its own result.
+
+Real processes, on purpose (the whole module): the stdio children and uvicorn on 127.0.0.1, because a
+lost or mixed-up answer under load would come from the wire (the HTTP protocol, stdio framing and
+coalesced writes), which in-process runs do not cross; and with the servers in processes of their own
+the run uses both cores (in-process the same calls take about three times as long)."""
 
 from __future__ import annotations
 
@@ -31,11 +36,11 @@ def _metric(text: str, name: str, **labels: str) -> float:
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_every_concurrent_call_gets_its_own_answer_and_none_is_lost(replicas: int):
     run = uuid.uuid4().hex
-    async with running_hub({"servers": {"sample": sample_server(replicas=replicas)}}) as hub:
+    async with running_hub({"servers": {"sample": sample_server(replicas=replicas)}}, in_process=False) as hub:
         expected: dict[int, object] = {}
         answers: dict[int, httpx2.Response] = {}
         limits = httpx2.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        async with httpx2.AsyncClient(base_url=hub.url, limits=limits, timeout=30) as client:
+        async with hub.new_client(limits=limits, timeout=30) as client:
             requests = iter(range(CALLS))
 
             async def worker() -> None:
