@@ -1,11 +1,14 @@
-"""`mcphub serve` as a real process: hot reload of the config file, and no orphans on shutdown."""
+"""`mcphub serve` as a real process: hot reload of the config file, and no orphans on shutdown.
+
+Real processes, on purpose (the whole module): signals, the process tree and the watched config file
+are the point. Waits are on what the hub shows: its /readyz, its log lines, a marker a server drops."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,36 @@ def hub_process(config_path: Path, port: int) -> Iterator[subprocess.Popen[str]]
         yield proc
 
 
+class Output:
+    """Every line a process writes to its stdout, read by a thread as it comes, so a test can wait
+    for a line to appear without ending the process first."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self._stream = proc.stdout
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, name="hub-output", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._lock:
+                self._lines.append(line)
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
+    def wait_for(self, fragment: str, *, timeout: float) -> None:
+        wait_until(lambda: fragment in self.text(), timeout=timeout, what=f"{fragment!r} in the hub's output")
+
+    def close(self, timeout: float) -> str:
+        """The whole output, once the process has closed its end."""
+        self._thread.join(timeout=timeout)
+        return self.text()
+
+
 def ready_servers(url: str) -> dict:
     response = httpx2.get(f"{url}/readyz", timeout=5)
     return response.json()["servers"]
@@ -40,7 +73,9 @@ def write_config(path: Path, servers: dict) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stopping_the_hub_stops_every_child_process_even_mid_call(tmp_path: Path, signum: int):
     config = tmp_path / "hub.yaml"
-    write_config(config, {"one": sample_server(), "two": sample_server(replicas=2)})
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    write_config(config, {"one": sample_server(env={"SAMPLE_MARKERS": str(markers)}), "two": sample_server(replicas=2)})
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with hub_process(config, port) as proc:
@@ -49,12 +84,11 @@ def test_stopping_the_hub_stops_every_child_process_even_mid_call(tmp_path: Path
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         assert len(children) >= 3, children
         # a call in flight while the signal arrives
-        with httpx2.Client(base_url=url, timeout=30) as client:
-            pending = subprocess.Popen([sys.executable, "-c", (
-                "import httpx2,sys; httpx2.post(sys.argv[1] + '/one/sleep', json={'seconds': 20}, timeout=30)"
-            ), url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_until(lambda: client.get("/metrics").status_code == 200, timeout=5, what="metrics")
-            time.sleep(0.3)  # let the call reach the child (nothing to observe it by)
+        call = ("import httpx2,sys; "
+                "httpx2.post(sys.argv[1] + '/one/sleep', json={'seconds': 20, 'tag': 'held'}, timeout=30)")
+        pending = subprocess.Popen([sys.executable, "-c", call, url], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        wait_until(lambda: (markers / "started-held").exists(), timeout=STARTUP, what="the call to reach the child")
         proc.send_signal(signum)
         assert proc.wait(timeout=EXIT) == 0
         pending.wait(timeout=EXIT)
@@ -67,6 +101,7 @@ def test_config_changes_are_applied_without_a_restart(tmp_path: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with hub_process(config, port) as proc, httpx2.Client(base_url=url, timeout=10) as client:
+        output = Output(proc)
         wait_until(lambda: ready_servers(url).get("a", {}).get("state") == "ready", timeout=STARTUP, what="a ready")
         old_a = client.post("/a/pid", json={}).json()["result"]
 
@@ -93,9 +128,10 @@ def test_config_changes_are_applied_without_a_restart(tmp_path: Path):
 
         # a broken edit is refused and the running config keeps serving
         config.write_text("servers: {a: {transport: nope}}", encoding="utf-8")
-        time.sleep(2.5)  # two reload polls; nothing observable changes, which is the point
+        output.wait_for("cannot be used; keeping the running config", timeout=STARTUP)
         assert client.post("/a/add", json={"a": 2, "b": 2}).json()["total"] == 4
+        assert "/a/extra" in client.get("/openapi.json").json()["paths"]
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=EXIT)[0]
-    assert "cannot be used; keeping the running config" in output
-    assert "servers.a.transport" in output or "servers.a" in output
+        assert proc.wait(timeout=EXIT) == 0
+        text = output.close(EXIT)
+    assert "servers.a.transport" in text or "servers.a" in text

@@ -99,7 +99,7 @@ def build(
     def rpc_error(message: str) -> str:
         raise MCPError(code=-32602, message=message)
 
-    @mcp.tool(description="Sleep, then answer. Drops started-<tag>, and cancelled-<tag> if cancelled, in SAMPLE_MARKERS.")
+    @mcp.tool(description="Sleep, then answer. Drops started-<tag>, and cancelled-<tag> if cancelled, in markers.")
     async def sleep(seconds: float, tag: str = "x") -> str:
         mark(f"started-{tag}")
         try:
