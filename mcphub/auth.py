@@ -300,8 +300,9 @@ class _KeySetCache:
             try:
                 keys = await self._fetch()
             except Exception as exc:  # every failure is the same to a caller: keys unavailable
+                expected = isinstance(exc, httpx2.HTTPError | ValueError | OSError)  # else a bug: its traceback
                 logger.warning("cannot fetch JWKS from %s: %s%s", _safe_url(self.url), type(exc).__name__,
-                               f" ({exc})" if isinstance(exc, ValueError) else "")
+                               f" ({exc})" if isinstance(exc, ValueError) else "", exc_info=None if expected else exc)
                 return
             self._keys = keys
             self._fetched_at = now

@@ -133,22 +133,23 @@ class Invoker:
         is audited as 499 and propagates; `shut_down()` ends the call with a 503 answer."""
         started = time.perf_counter()
         outcome: Outcome | None = None
-        try:
-            with anyio.CancelScope() as scope:
-                if self._closing:
-                    scope.cancel()
-                self._in_flight.add(scope)
-                try:
-                    outcome = await self._run(call)
-                finally:
-                    self._in_flight.discard(scope)
-        except anyio.get_cancelled_exc_class():
-            self._record(call, CLIENT_CLOSED, None, started, "client closed")
-            raise
-        if outcome is None:  # our own scope was cancelled: the hub is stopping
+        if not self._closing:
+            try:
+                with anyio.CancelScope() as scope:
+                    self._in_flight.add(scope)
+                    try:
+                        outcome = await self._run(call)
+                    finally:
+                        self._in_flight.discard(scope)
+            except anyio.get_cancelled_exc_class():
+                self._record(call, CLIENT_CLOSED, None, started, "client closed")
+                raise
+        if outcome is None:  # the hub is stopping (our own scope was cancelled, or it had stopped already)
             error = ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
                                       server=call.server, tool=call.tool)
             outcome = Outcome.failed(error)
+            self._record(call, outcome.status, outcome.error_type, started, "hub stopping")
+            return outcome
         self._record(call, outcome.status, outcome.error_type, started)
         return outcome
 

@@ -442,7 +442,7 @@ class Supervisor:
                     if first:
                         reported()
                     async with anyio.create_task_group() as watchers:
-                        watchers.start_soon(_listen_for_tool_changes, client, changed.set)
+                        watchers.start_soon(_listen_for_tool_changes, handle, label, client, changed.set)
                         if isinstance(cfg, HttpServer) and cfg.ping_interval > 0:
                             watchers.start_soon(_probe, handle, replica, client, label, probe_failed)
                         while not replica.closed.is_set():
@@ -476,6 +476,7 @@ class Supervisor:
             with anyio.fail_after(handle.config.connect_timeout):
                 tools = await _list_tools(client)
         except (Exception, BaseExceptionGroup) as exc:
+            _log_unexpected(handle, label, exc)
             logger.warning("'%s' announced new tools but listing them failed: %s", label, _describe(exc, handle.config))
             return
         before = handle.version
@@ -569,7 +570,8 @@ async def _ping(client: Client, timeout: float) -> str | None:
     return None
 
 
-async def _listen_for_tool_changes(client: Client, changed: Callable[[], None]) -> None:
+async def _listen_for_tool_changes(handle: ServerHandle, label: str, client: Client,
+                                   changed: Callable[[], None]) -> None:
     """2026-era servers announce tool-list changes on a `subscriptions/listen` stream (2025-era ones send
     a notification, which transports hands to `on_tools_changed`). Quietly nothing where unsupported."""
     caps = client.server_capabilities
@@ -580,6 +582,7 @@ async def _listen_for_tool_changes(client: Client, changed: Callable[[], None]) 
             async for _event in subscription:
                 changed()
     except (Exception, BaseExceptionGroup) as exc:  # not supported, or the stream dropped: reconnects relist anyway
+        _log_unexpected(handle, label, exc)
         logger.debug("tool-change subscription ended: %s", exception_line(exc))
 
 
@@ -608,7 +611,7 @@ def _log_unexpected(handle: ServerHandle, label: str, exc: BaseException) -> Non
     odd = [e for e in _leaves(exc) if not isinstance(e, (cancelled, *_EXPECTED))]
     if odd and exception_line(odd[0]) not in handle._reported:
         handle._reported.add(exception_line(odd[0]))
-        logger.error("'%s': unexpected error in its connection (restarting it)", label, exc_info=exc)
+        logger.error("'%s': unexpected error (%s)", label, exception_line(odd[0]), exc_info=exc)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
