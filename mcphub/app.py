@@ -142,6 +142,7 @@ class _HttpFace:
             servers[name] = {
                 "state": str(each.state),
                 "description": each.description,
+                "region": each.region,
                 "last_error": each.last_error,
                 "via": [*each.via, self.hub_id],
                 "tools": [
@@ -166,6 +167,8 @@ class _HttpFace:
             }
             if each.hub is not None:
                 servers[name]["hub"] = each.hub
+            if each.region is not None:
+                servers[name]["region"] = each.region
             if each.required and each.state is not State.READY:
                 ready = False
         body: dict[str, Json] = {"status": "", "servers": servers}

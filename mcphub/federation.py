@@ -40,6 +40,7 @@ class RemoteServer:
     name: str
     mount: RemoteMount
     description: str | None = None
+    region: str | None = None
     required: bool = False
     state: State = State.STARTING
     tools: dict[str, Tool] = field(default_factory=dict)
@@ -190,6 +191,7 @@ class RemoteMount:
                 server.tools = tools
                 server.version += 1
             server.description = entry.get("description")
+            server.region = entry.get("region")
             server.state = State.parse(entry.get("state", "ready"))
             server.last_error = entry.get("last_error")
             server.via = via

@@ -96,6 +96,10 @@ class ServerHandle:
         return self.config.description
 
     @property
+    def region(self) -> str | None:
+        return self.config.region
+
+    @property
     def transport(self) -> str:
         return self.config.transport
 

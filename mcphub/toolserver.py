@@ -92,6 +92,11 @@ class ToolServer(Protocol):
     def description(self) -> str | None: ...
 
     @property
+    def region(self) -> str | None:
+        """Where it runs (a label from its config; a mounted one's from its hub's listing)."""
+        ...
+
+    @property
     def transport(self) -> str:
         """`stdio`, `sse`, `streamable-http`, or `hub` for a mounted server."""
         ...
