@@ -19,7 +19,7 @@ import itertools
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,9 +38,8 @@ from mcphub import transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, StdioServer, parse_config
 from mcphub.invoker import Invoker
-from mcphub.serve import _Server
+from mcphub.serve import ServeOptions, _Server, plan
 from mcphub.supervisor import Supervisor
-from mcphub.wire import http_protocol
 from tests.helpers import REPO, free_port
 
 logger = logging.getLogger(__name__)
@@ -278,10 +277,35 @@ async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[
 
 
 @asynccontextmanager
-async def _listening(app: Starlette, config: HubConfig) -> AsyncIterator[str]:
-    port = free_port()
+async def running_instances(raw: dict[str, Any] | str | HubConfig, *, instance: str | None = None,
+                            api_keys: tuple[str, ...] = ()) -> AsyncIterator[dict[str, RunningHub]]:
+    """What `mcphub serve [--instance NAME]` runs for `raw`, in this process: one supervisor (our test
+    servers in-process), each listener's mounted hubs polled, and each listener on uvicorn at its own
+    address (a mounted hub is reached over HTTP). Yields a RunningHub per listener, by instance name
+    ("hub" for a config without `instances:`)."""
+    config = raw if isinstance(raw, HubConfig) else config_of(raw)
+    servers, sites = plan(config, ServeOptions(instance=instance, api_keys=api_keys))
+    async with Supervisor(servers=servers, connect=connect) as supervisor, anyio.create_task_group() as polling:
+        async with anyio.create_task_group() as first_listings:
+            for mount in (m for site in sites for m in site.mounts):
+                first_listings.start_soon(polling.start, mount.run)
+        async with AsyncExitStack() as stack:
+            hubs = {}
+            for site in sites:
+                invoker = Invoker(site.config, site.servers(supervisor), api_keys=api_keys)
+                app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
+                url = await stack.enter_async_context(_listening(app, site.config, port=site.port))
+                client = await stack.enter_async_context(httpx2.AsyncClient(base_url=url, timeout=30))
+                hubs[site.name] = RunningHub(url, client, supervisor, app)
+            yield hubs
+        polling.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _listening(app: Starlette, config: HubConfig, *, port: int | None = None) -> AsyncIterator[str]:
+    port = port or free_port()
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                    access_log=False, root_path=config.hub.root_path, http=http_protocol()))
+                                    access_log=False, root_path=config.hub.root_path))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(HUB_START_TIMEOUT):
