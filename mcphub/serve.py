@@ -39,7 +39,6 @@ from mcphub.invoker import Catalog, Invoker
 from mcphub.launcher import Launcher
 from mcphub.supervisor import Supervisor
 from mcphub.toolserver import ToolServer
-from mcphub.wire import http_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +298,7 @@ def _uvicorn(site: Site, invoker: Invoker) -> _Server:
     app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
     return _Server(uvicorn.Config(
         app, host=site.host, port=site.port, root_path=site.config.hub.root_path, lifespan="off",
-        access_log=False, log_config=None, timeout_graceful_shutdown=SHUTDOWN_GRACE, http=http_protocol(),
+        access_log=False, log_config=None, timeout_graceful_shutdown=SHUTDOWN_GRACE,
     ))
 
 
