@@ -4,6 +4,10 @@
   no 5xx apart from the documented 502/503/504, every response conforms to the spec (status, content
   type, headers, body schema), and every error is the one error shape;
 - the Authorization header on a hub with an API key: nothing but the exact key gets a call through.
+
+Real processes, on purpose (the whole module): the fuzz drives `mcphub serve` as deployed (its CLI
+options, uvicorn, the bundled time server), over HTTP; hypothesis' tests are synchronous, so an
+in-process hub would have to run in a thread of its own anyway, for little gain over the two start-ups.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Every document must pass openapi-spec-validator, accept and reject the same arguments as the tool's own
 schema ("faithful"), and survive a client that expands $ref / properties / items with no cycle check,
 which is what Open WebUI's converters do.
+
+Real processes, on purpose: the live corpus (`test_live_tools_make_sound_faithful_documents`) lists the
+third-party servers' and the hard schema server's tools over stdio, so the schemas are the ones that
+crossed the wire and the SDK's validation. Everything else is pure.
 """
 
 from __future__ import annotations
