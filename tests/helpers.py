@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import httpx2
-import psutil
+import psutil  # type: ignore[import-untyped]
 import uvicorn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +27,8 @@ SERVER_START_TIMEOUT = 10.0  # seconds for a uvicorn server in a thread to bind
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager

@@ -324,7 +324,7 @@ def assert_error(response: httpx2.Response, status: int, type_: str) -> dict[str
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}, body
-    error = body["error"]
+    error: dict[str, Any] = body["error"]
     assert error["type"] == type_, body
     assert isinstance(error["message"], str) and error["message"], body
     assert "Traceback" not in error["message"] and "object at 0x" not in error["message"], body

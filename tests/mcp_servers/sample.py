@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp import MCPError
@@ -88,7 +88,7 @@ def build(
         color: Literal["red", "green", "blue"],
         count: Annotated[int, Field(ge=1, le=10)] = 1,
         note: str | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         return {"color": color, "count": count, "note": note}
 
     @mcp.tool(description="Fail with the given message (an isError result).")
@@ -132,10 +132,10 @@ def build(
                 TextContent(type="text", text='{"k": [1, 2]}'),
                 Image(data=PNG, format="png").to_image_content(),
                 Audio(data=b"RIFF0000WAVE", format="wav").to_audio_content(),
-                ResourceLink(type="resource_link", uri="file:///tmp/a.txt", name="a.txt", mimeType="text/plain"),
+                ResourceLink(type="resource_link", uri="file:///tmp/a.txt", name="a.txt", mime_type="text/plain"),
                 EmbeddedResource(
                     type="resource",
-                    resource=TextResourceContents(uri="memo://one", mimeType="text/plain", text="embedded text"),
+                    resource=TextResourceContents(uri="memo://one", mime_type="text/plain", text="embedded text"),
                 ),
             ]
         )
@@ -156,7 +156,7 @@ def build(
         return "grown"
 
     @mcp.tool(description="The `_meta` the call arrived with (what the hub forwards).")
-    def meta(ctx: Context) -> dict:
+    def meta(ctx: Context) -> dict[str, Any]:
         found = ctx.request_context.meta
         if found is None:
             return {}
