@@ -1,9 +1,9 @@
 """A hub for a test, in the test's own event loop.
 
-In-process by default: the supervisor connects to our test MCP servers (`tests.mcp_servers.<module>`
-with a `from_env`) through the SDK's in-memory streams via its `connect=` seam, and the app is called
-through `httpx2.ASGITransport`. Anything else (third-party servers, remote HTTP servers, test servers
-that are about the process, e.g. `garbage`, `procinfo`) still gets the real `transports.connect`.
+In-process by default: the supervisor connects to our test MCP servers (IN_PROCESS_SERVERS) through the
+SDK's in-memory streams via its `connect=` seam, and the app is called through `httpx2.ASGITransport`.
+Anything else (third-party servers, remote HTTP servers, test servers that are about the process, e.g.
+`garbage`, `procinfo`) still gets the real `transports.connect`.
 `running_hub(..., in_process=False)`: real stdio child processes and uvicorn on 127.0.0.1, for the
 tests where the process or the socket is the point (kills, hang-ups, streaming, the stdio wire).
 
@@ -48,6 +48,9 @@ HUB_START_TIMEOUT = 30.0  # seconds: servers start in parallel; python ones take
 CLOSE_GRACE = 2.0  # seconds an in-process server gets to end after its client closed (what stdio gives a child)
 IN_PROCESS_BASE_URL = "http://hub"  # the ASGI transport's base URL: nothing listens there
 TEST_SERVERS = "tests.mcp_servers."
+# test servers that can run in-process (a `from_env`); the others are about the process or the wire
+# (garbage: stdio framing; procinfo: how a process starts; http_sample: an HTTP server)
+IN_PROCESS_SERVERS = frozenset({"tests.mcp_servers.sample"})
 FIRST_IN_PROCESS_PID = 4_000_000  # identities of in-process servers: above any real pid (pid_max ≤ 2^22)
 
 _pids = itertools.count(FIRST_IN_PROCESS_PID)
@@ -97,12 +100,12 @@ class ServerFactory(Protocol):
 
 def in_process_factory(cfg: ServerConfig) -> ServerFactory | None:
     """The `from_env` of the test server module a stdio config runs (`python -m tests.mcp_servers.X`),
-    or None when the config names anything else, or a module that has none (it is about the process)."""
+    or None when the config runs anything else."""
     if not isinstance(cfg, StdioServer) or len(cfg.args) != 2 or cfg.args[0] != "-m":
         return None
-    if cfg.command not in (sys.executable, "python", "python3") or not cfg.args[1].startswith(TEST_SERVERS):
+    if cfg.command not in (sys.executable, "python", "python3") or cfg.args[1] not in IN_PROCESS_SERVERS:
         return None
-    factory: ServerFactory | None = getattr(importlib.import_module(cfg.args[1]), "from_env", None)
+    factory: ServerFactory = importlib.import_module(cfg.args[1]).from_env
     return factory
 
 
@@ -233,10 +236,11 @@ def make_app(supervisor: Supervisor, config: HubConfig, api_keys: tuple[str, ...
     return create_app(Invoker(config, lambda: supervisor.servers, api_keys=api_keys))
 
 
-def core(hub: RunningHub) -> Any:
+def core(hub: RunningHub) -> Invoker:
     """The object behind the app that holds the rate limiter and the authenticator (for tests that swap
     the limiter's clock or look at the JWKS cache): the one place tests reach into the app."""
-    return hub.app.state.invoker
+    invoker: Invoker = hub.app.state.invoker
+    return invoker
 
 
 @dataclass
