@@ -10,7 +10,6 @@ connections, retries nothing, decides nothing about restarts: the supervisor doe
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import IO, Any, Protocol, Self
 
 import anyio
 import httpx2
@@ -51,6 +50,7 @@ _PYTHON_ALIASES = ("python", "python3")
 
 BAD_OUTPUT_REPORT_INTERVAL = 10.0  # seconds between warnings about a server's non-MCP output
 STDERR_TAIL_LINES = 5  # lines of a child's stderr kept to explain a failed start
+STDERR_DRAIN = 1.0  # seconds to wait for a stopped child's last stderr lines (a grandchild may hold the pipe)
 
 OnClosed = Callable[[], None]
 Item = SessionMessage | Exception  # what a transport's read stream yields: a message, or a line that was not one
@@ -95,7 +95,7 @@ async def connect(
     """
     handler = _NotificationHandler(on_tools_changed)
     if isinstance(cfg, StdioServer):
-        with _stderr_pipe(name, stderr_tail) as errlog:
+        async with _stderr_pipe(name, stderr_tail) as errlog:
             stdio = stdio_transport(_spawner(cfg, launcher), stderr=errlog.fileno())
             async with Client(_watched(stdio, on_closed, name), mode=cfg.mode, cache=None,
                               message_handler=handler) as client:
@@ -397,9 +397,11 @@ class _WatchedRead(_ReadStream):
         return item
 
 
-@contextlib.contextmanager
-def _stderr_pipe(name: str, tail: collections.deque[str] | None) -> Any:
-    """A file for the child's stderr; each line it writes is logged as `[name] line`."""
+@asynccontextmanager
+async def _stderr_pipe(name: str, tail: collections.deque[str] | None) -> AsyncIterator[IO[str]]:
+    """A file for the child's stderr; each line it writes is logged as `[name] line`. On exit, waits
+    (at most STDERR_DRAIN) until every line the child wrote is in `tail`: a failed start is explained
+    by its last line, which the reader thread may not have read yet when the child has just exited."""
     read_fd, write_fd = os.pipe()
     reader = threading.Thread(target=_pump_stderr, args=(name, read_fd, tail), name=f"stderr:{name}", daemon=True)
     reader.start()
@@ -408,6 +410,8 @@ def _stderr_pipe(name: str, tail: collections.deque[str] | None) -> Any:
         yield errlog
     finally:
         errlog.close()  # the child (now exited) holds the only other write end → the reader sees EOF
+        with anyio.CancelScope(shield=True):  # a grandchild may keep the pipe open: the wait is bounded
+            await anyio.to_thread.run_sync(reader.join, STDERR_DRAIN, abandon_on_cancel=True)
 
 
 def _pump_stderr(name: str, fd: int, tail: collections.deque[str] | None) -> None:

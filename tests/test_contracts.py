@@ -21,8 +21,9 @@ Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
 | `uvicorn.Server.serve(sockets=[sock])` (the gunicorn worker's path): serves on a socket bound by the caller | serve._serve_until_done (the port is bound by serve._bind first) | a busy port is found, and said in one line, before any server starts | uvicorn 0.55.0 | `test_uvicorn_serves_on_a_socket_bound_by_the_caller` |
 | `uvicorn.Server.serve()` ends with `SystemExit` when its start-up fails (after logging why) | serve._serve_until_done (→ ListenError) | a failed start is one line and exit 2, not a traceback | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
 | `uvicorn.Server.should_exit`, `force_exit`, `started` (attributes) | serve._Lifetime.stop; tests/hub.py | stop every listener on a signal; wait for a test hub to listen | uvicorn 0.55.0 | `test_uvicorn_should_exit_ends_serve` |
-| `threading._shutdown` | launcher.py | see tests/test_launcher.py | Python 3.11.7 | tests/test_launcher.py |
-| `atexit._run_exitfuncs` | launcher.py | see tests/test_launcher.py | Python 3.11.7 | tests/test_launcher.py |
+| `threading._shutdown` | launcher.py | a forked server ends as the interpreter would (thread pools shut down, non-daemon threads joined) | Python 3.10.13-3.13.0 | tests/test_launcher.py `test_contract_threading_shutdown_shuts_thread_pools_down_and_joins_non_daemon_threads` |
+| `atexit._run_exitfuncs` | launcher.py | a forked server runs its atexit handlers, last registered first | Python 3.10.13-3.13.0 | tests/test_launcher.py `test_contract_atexit_run_exitfuncs_runs_every_handler_last_registered_first` |
+| `setproctitle` (public, but what it overwrites matters) | launcher.py | `ps` shows a forked server's command line; the environment block is blanked so the hub's secrets never show | setproctitle 1.3.8 (`<1.4`) | tests/test_launcher.py `test_contract_setproctitle_sets_what_ps_shows_and_overwrites_the_environment_block` |
 
 Dropped: `mcp.os.posix.utilities.terminate_posix_process_tree` (stdio.py now signals the process group
 itself: `stdio._terminate_group`). Public API, not listed: `mcp.types.jsonrpc_message_adapter` (in
