@@ -2,8 +2,9 @@
 `openai` client, against fake OpenAI-compatible and Ollama backends playing scripted models.
 
 In-process (tests/hub.py): the app through ASGI, the sample server in-process; the `openai` client rides
-the same ASGI transport. The fake backends are HTTP servers in a thread (the runner opens its own client
-to its `base_url`). ASGI buffers a streamed answer whole, which these tests read whole anyway."""
+the same ASGI transport. The fake backends sit behind one HTTP server in a thread for the module (the
+runner opens its own client to its `base_url`). ASGI buffers a streamed answer whole, which these tests
+read whole anyway."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import anyio
 import openai
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.fakes.llm import (
     REASONING,
@@ -38,13 +40,37 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 CHAT_TIMEOUT = 30  # seconds for one whole chat, tool steps included
 
 
+class Backend:
+    """The module's one fake model server (a thread of its own); each test puts its own fake behind it."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "no fake backend set for this test"
+        await self.app(scope, receive, send)
+
+
+BACKEND = Backend()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def backend_server() -> Iterator[None]:
+    with serve_in_thread(BACKEND) as url:
+        BACKEND.url = url
+        yield
+
+
 @contextmanager
 def fake_backend(kind: str, script: Script, **options: Any) -> Iterator[tuple[FakeLLM, str]]:
-    """A fake model server; yields it and the runner's base_url for it."""
+    """A fake model playing `script`; yields it and the runner's base_url for it."""
     fake = FakeLLM(script, **options)
-    app = fake.openai_app() if kind == "openai" else fake.ollama_app()
-    with serve_in_thread(app) as url:
-        yield fake, (url + "/v1" if kind == "openai" else url)
+    BACKEND.app = fake.openai_app() if kind == "openai" else fake.ollama_app()
+    try:
+        yield fake, (BACKEND.url + "/v1" if kind == "openai" else BACKEND.url)
+    finally:
+        BACKEND.app = None
 
 
 def hub_config(kind: str, base_url: str, **runner: Any) -> dict[str, Any]:
