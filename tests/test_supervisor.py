@@ -129,12 +129,12 @@ async def test_missing_command_is_reported_by_name():
 
 
 async def test_server_that_never_answers_the_handshake_fails_with_a_timeout():
-    config = {"servers": {"stuck": sample_server(env={"SAMPLE_START": "hang"}, connect_timeout=1.5,
+    config = {"servers": {"stuck": sample_server(env={"SAMPLE_START": "hang"}, connect_timeout=0.5,
                                                  restart={"policy": "never"})}}
     async with running_hub(config) as hub:
         body = (await hub.client.get("/readyz")).json()
         assert body["servers"]["stuck"]["state"] == "failed"
-        assert "no answer within 1.5s" in body["servers"]["stuck"]["last_error"]
+        assert "no answer within 0.5s" in body["servers"]["stuck"]["last_error"]
 
 
 async def test_slow_tool_times_out_with_504_and_the_server_stays_usable():
