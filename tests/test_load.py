@@ -1,9 +1,10 @@
-"""Load through a real hub: thousands of concurrent calls, each answered with its own result.
+"""Load through the hub: thousands of concurrent calls, each answered with its own result.
 
-Real processes, on purpose (the whole module): the stdio children and uvicorn on 127.0.0.1, because a
-lost or mixed-up answer under load would come from the wire (the HTTP protocol, stdio framing and
-coalesced writes), which in-process runs do not cross; and with the servers in processes of their own
-the run uses both cores (in-process the same calls take about three times as long)."""
+Real processes, on purpose, for one replica: the stdio child and uvicorn on 127.0.0.1, because a lost
+or mixed-up answer under load could come from the wire (the HTTP protocol, stdio framing and coalesced
+writes), which in-process runs do not cross. Two replicas run in-process (tests/hub.py): what they add
+is the hub spreading calls over replicas, and in-process the same calls take half the time here.
+"""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-@pytest.mark.parametrize("replicas", [1, 2])
-async def test_every_concurrent_call_gets_its_own_answer_and_none_is_lost(replicas: int):
+@pytest.mark.parametrize(("replicas", "in_process"), [(1, False), (2, True)], ids=["1-real", "2-in-process"])
+async def test_every_concurrent_call_gets_its_own_answer_and_none_is_lost(replicas: int, in_process: bool):
     run = uuid.uuid4().hex
-    async with running_hub({"servers": {"sample": sample_server(replicas=replicas)}}, in_process=False) as hub:
+    config = {"servers": {"sample": sample_server(replicas=replicas)}}
+    async with running_hub(config, in_process=in_process) as hub:
         expected: dict[int, object] = {}
         answers: dict[int, httpx2.Response] = {}
         limits = httpx2.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
