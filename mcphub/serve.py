@@ -37,7 +37,7 @@ from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
 from mcphub.invoker import Catalog, Invoker
 from mcphub.launcher import Launcher
-from mcphub.supervisor import Supervisor
+from mcphub.supervisor import Connect, Supervisor
 from mcphub.toolserver import ToolServer
 
 logger = logging.getLogger(__name__)
@@ -214,10 +214,11 @@ class RunningHub:
 
 @asynccontextmanager
 async def running(servers: Mapping[str, ServerConfig], sites: list[Site], *, api_keys: tuple[str, ...] = (),
-                  launcher: Launcher | None = None) -> AsyncIterator[RunningHub]:
+                  launcher: Launcher | None = None, connect: Connect | None = None) -> AsyncIterator[RunningHub]:
     """Start `servers` (see `plan`), then poll every site's mounts once, in parallel; stop it all on exit.
-    A cancellation at any point (a signal during start-up) stops what has started, and leaves no child."""
-    connect = functools.partial(transports.connect, launcher=launcher)
+    A cancellation at any point (a signal during start-up) stops what has started, and leaves no child.
+    `connect`: how a server is reached (default: `transports.connect`; tests connect in-process)."""
+    connect = connect or functools.partial(transports.connect, launcher=launcher)
     async with Supervisor(servers=servers, connect=connect) as supervisor, anyio.create_task_group() as polling:
         async with anyio.create_task_group() as first_listings:  # each bounded by federation.LIST_TIMEOUT
             for mount in (m for site in sites for m in site.mounts):

@@ -30,15 +30,13 @@ import yaml
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.memory import create_client_server_memory_streams
-from mcp.shared.message import SessionMessage
-from mcp.types import ToolListChangedNotification
 from starlette.applications import Starlette
 
 from mcphub import transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, StdioServer, parse_config
 from mcphub.invoker import Invoker
-from mcphub.serve import ServeOptions, _Server, plan
+from mcphub.serve import ServeOptions, _Server, plan, running
 from mcphub.supervisor import Supervisor
 from tests.helpers import REPO, free_port
 
@@ -54,18 +52,6 @@ IN_PROCESS_SERVERS = frozenset({"tests.mcp_servers.sample"})
 FIRST_IN_PROCESS_PID = 4_000_000  # identities of in-process servers: above any real pid (pid_max ≤ 2^22)
 
 _pids = itertools.count(FIRST_IN_PROCESS_PID)
-
-# Modules whose tests predate the in-process default and need real processes and a socket (a test
-# there kills a server by pid, or calls `hub.url`). Their owners will pass `in_process=False` where
-# it matters; until then conftest.py sets this default per module (`in_process_default`).
-REAL_PROCESS_MODULES = frozenset({"tests.test_faults"})
-_default_in_process = True
-
-
-def set_default_in_process(value: bool) -> None:
-    global _default_in_process
-    _default_in_process = value
-
 
 def module_server(module: str, **overrides: Any) -> dict[str, Any]:
     """Config of a test MCP server `tests/mcp_servers/<module>.py` over stdio."""
@@ -134,18 +120,16 @@ async def connect(
             yield client
         return
 
-    async def handle(message: object) -> None:
-        if on_tools_changed is not None and isinstance(message, ToolListChangedNotification):
-            on_tools_changed()
-
     assert isinstance(cfg, StdioServer)
-    async with _in_memory(name, cfg, factory, on_closed, stderr_tail) as streams:
-        async with Client(_Ready(streams), mode=cfg.mode, cache=None, message_handler=handle) as client:
+    async with _in_memory(name, cfg, factory, stderr_tail) as streams:
+        # the transport wrappers stdio connections get: EOF calls on_closed, notifications reach on_tools_changed
+        async with Client(transports._watched(_Ready(streams), on_closed, name), mode=cfg.mode, cache=None,
+                          message_handler=transports._NotificationHandler(on_tools_changed)) as client:
             yield client
 
 
 @asynccontextmanager
-async def _in_memory(name: str, cfg: StdioServer, factory: ServerFactory, on_closed: Callable[[], None],
+async def _in_memory(name: str, cfg: StdioServer, factory: ServerFactory,
                      stderr_tail: collections.deque[str] | None) -> AsyncIterator[tuple[Any, Any]]:
     async with create_client_server_memory_streams() as ((client_read, client_write), (server_read, server_write)):
         alive = anyio.CancelScope()
@@ -170,49 +154,12 @@ async def _in_memory(name: str, cfg: StdioServer, factory: ServerFactory, on_clo
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve)
             try:
-                yield _WatchedRead(client_read, on_closed), client_write
+                yield client_read, client_write
             finally:
                 await client_write.aclose()  # EOF to the server: its stdin closed
                 with anyio.move_on_after(CLOSE_GRACE):
                     await ended.wait()
                 alive.cancel()
-
-
-class _WatchedRead:
-    """The client's read stream; its end calls `on_closed` (transports.py does the same for stdio)."""
-
-    def __init__(self, inner: Any, on_closed: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_closed = on_closed
-
-    async def receive(self) -> SessionMessage | Exception:
-        try:
-            item: SessionMessage | Exception = await self._inner.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._on_closed()
-            raise
-        return item
-
-    def __aiter__(self) -> _WatchedRead:
-        return self
-
-    async def __anext__(self) -> SessionMessage | Exception:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> _WatchedRead:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the SDK's ReadStream protocol (`last_context`)
-        return getattr(self._inner, name)
 
 
 class _Ready:
@@ -258,12 +205,11 @@ class RunningHub:
 
 @asynccontextmanager
 async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[str, ...] = (),
-                      headers: dict[str, str] | None = None, in_process: bool | None = None,
+                      headers: dict[str, str] | None = None, in_process: bool = True,
                       listen: bool | None = None) -> AsyncIterator[RunningHub]:
-    """A hub serving `raw`. `in_process` (default True; see REAL_PROCESS_MODULES): our test servers in
+    """A hub serving `raw`. `in_process` (default True): our test servers in
     this process and the app through ASGI; False: every server a real process, the app on uvicorn.
     `listen`: serve the app with uvicorn on 127.0.0.1 (default: only when not in_process)."""
-    in_process = _default_in_process if in_process is None else in_process
     listen = not in_process if listen is None else listen
     config = raw if isinstance(raw, HubConfig) else config_of(raw)
     connector: Callable[..., Any] = connect if in_process else transports.connect
@@ -289,20 +235,14 @@ async def running_instances(raw: dict[str, Any] | str | HubConfig, *, instance: 
     ("hub" for a config without `instances:`)."""
     config = raw if isinstance(raw, HubConfig) else config_of(raw)
     servers, sites = plan(config, ServeOptions(instance=instance, api_keys=api_keys))
-    async with Supervisor(servers=servers, connect=connect) as supervisor, anyio.create_task_group() as polling:
-        async with anyio.create_task_group() as first_listings:
-            for mount in (m for site in sites for m in site.mounts):
-                first_listings.start_soon(polling.start, mount.run)
-        async with AsyncExitStack() as stack:
-            hubs = {}
-            for site in sites:
-                invoker = Invoker(site.config, site.servers(supervisor), api_keys=api_keys)
-                app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
-                url = await stack.enter_async_context(_listening(app, site.config, port=site.port))
-                client = await stack.enter_async_context(httpx2.AsyncClient(base_url=url, timeout=30))
-                hubs[site.name] = RunningHub(url, client, supervisor, app)
-            yield hubs
-        polling.cancel_scope.cancel()
+    async with running(servers, sites, api_keys=api_keys, connect=connect) as hub, AsyncExitStack() as stack:
+        hubs = {}
+        for site, invoker in zip(sites, hub.invokers, strict=True):
+            app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
+            url = await stack.enter_async_context(_listening(app, site.config, port=site.port))
+            client = await stack.enter_async_context(httpx2.AsyncClient(base_url=url, timeout=30))
+            hubs[site.name] = RunningHub(url, client, hub.supervisor, app)
+        yield hubs
 
 
 @asynccontextmanager

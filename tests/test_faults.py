@@ -53,7 +53,7 @@ def _in_flight(hub: Any, server: str) -> int:
 
 async def test_server_killed_mid_load_answers_503_promptly_and_serves_again_within_seconds():
     config = {"servers": {"sample": sample_server(restart=FAST_RESTART, timeout=60)}}
-    async with running_hub(config) as hub:
+    async with running_hub(config, in_process=False) as hub:  # kills real processes, calls hub.url
         old_pid = (await hub.client.post("/sample/pid", json={})).json()["result"]
         slow: dict[int, tuple[httpx2.Response, float]] = {}
         fast: list[tuple[int, httpx2.Response, float]] = []
@@ -126,7 +126,7 @@ async def test_server_killed_mid_load_answers_503_promptly_and_serves_again_with
 
 async def test_server_that_never_answers_times_out_with_504_while_the_hub_stays_responsive():
     config = {"servers": {"stuck": garbage_server(timeout=4), "sample": sample_server()}}
-    async with running_hub(config) as hub:
+    async with running_hub(config, in_process=False) as hub:  # kills real processes, calls hub.url
         hung: list[httpx2.Response] = []
         meanwhile: dict[str, httpx2.Response] = {}
         hung_when_others_done: list[int] = []
@@ -171,7 +171,7 @@ async def test_server_that_never_answers_times_out_with_504_while_the_hub_stays_
 
 async def test_server_writing_garbage_fails_its_calls_cleanly_and_the_others_go_on():
     config = {"servers": {"junk": garbage_server(timeout=3), "sample": sample_server()}}
-    async with running_hub(config) as hub:
+    async with running_hub(config, in_process=False) as hub:  # kills real processes, calls hub.url
         outcome: dict[str, httpx2.Response] = {}
 
         async def call(key: str, path: str, body: dict[str, Any]) -> None:

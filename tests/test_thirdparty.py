@@ -341,7 +341,7 @@ async def test_everything_server_over_http_restarted_between_calls_answers_the_n
         response = await echo(hub, "after")
         if response.status_code != 200:
             assert_error(response, 503, "server_unavailable")
-            await anyio.sleep(min(int(response.headers["Retry-After"]), 2))
+            await wait_for_state(hub, True, timeout=RECOVERY_TIMEOUT)  # what Retry-After asks a client to wait for
             response = await echo(hub, "after")
         assert response.status_code == 200, response.text
         assert response.json() == "Echo: after"
