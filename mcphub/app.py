@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 import anyio
+import httpx2
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -180,10 +181,12 @@ class _HttpFace:
         return (200 if ready else 503), body
 
 
-def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[RemoteMount] = ()) -> Starlette:
+def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[RemoteMount] = (),
+               backend_transport: httpx2.AsyncBaseTransport | None = None) -> Starlette:
     """The HTTP face of `invoker`. `hub_id` names this hub in federation listings (loop detection);
     `mounts` are the hubs it mounts (their state shows in /readyz). `app.state.invoker` is the invoker
-    (reloads go to `invoker.reconfigure`)."""
+    (reloads go to `invoker.reconfigure`). `backend_transport`: how the runner reaches its model backend
+    (default: the network; tests pass a mock or an ASGI transport)."""
     hub = _HttpFace(invoker, hub_id or uuid.uuid4().hex, mounts)
 
     async def listing(request: Request) -> Response:
@@ -249,7 +252,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
     if invoker.config.runner is not None:  # /v1/... before the /{server}/... patterns
-        routes[1:1] = runner_routes(invoker)
+        routes[1:1] = runner_routes(invoker, backend_transport=backend_transport)
     middleware = []
     origins = invoker.config.hub.cors_origins
     if origins:

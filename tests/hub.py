@@ -178,9 +178,11 @@ class _Ready:
 # ------------------------------------------------------------------------------------------ the hub
 
 
-def make_app(supervisor: Supervisor, config: HubConfig, api_keys: tuple[str, ...] = ()) -> Starlette:
-    """The app over a running supervisor: the one place tests build it."""
-    return create_app(Invoker(config, lambda: supervisor.servers, api_keys=api_keys))
+def make_app(supervisor: Supervisor, config: HubConfig, api_keys: tuple[str, ...] = (),
+             backend: httpx2.AsyncBaseTransport | None = None) -> Starlette:
+    """The app over a running supervisor: the one place tests build it. `backend`: the runner's transport
+    to its model backend (default: the network)."""
+    return create_app(Invoker(config, lambda: supervisor.servers, api_keys=api_keys), backend_transport=backend)
 
 
 def core(hub: RunningHub) -> Invoker:
@@ -206,15 +208,17 @@ class RunningHub:
 @asynccontextmanager
 async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[str, ...] = (),
                       headers: dict[str, str] | None = None, in_process: bool = True,
-                      listen: bool | None = None) -> AsyncIterator[RunningHub]:
+                      listen: bool | None = None,
+                      backend: httpx2.AsyncBaseTransport | None = None) -> AsyncIterator[RunningHub]:
     """A hub serving `raw`. `in_process` (default True): our test servers in
     this process and the app through ASGI; False: every server a real process, the app on uvicorn.
-    `listen`: serve the app with uvicorn on 127.0.0.1 (default: only when not in_process)."""
+    `listen`: serve the app with uvicorn on 127.0.0.1 (default: only when not in_process). `backend`: how
+    the runner reaches its model backend (e.g. an ASGI transport into a fake; default: the network)."""
     listen = not in_process if listen is None else listen
     config = raw if isinstance(raw, HubConfig) else config_of(raw)
     connector: Callable[..., Any] = connect if in_process else transports.connect
     async with Supervisor(config, connect=connector) as supervisor:  # bounded by each server's connect_timeout
-        app = make_app(supervisor, config, api_keys)
+        app = make_app(supervisor, config, api_keys, backend)
         if not listen:
             transport = httpx2.ASGITransport(app=app, root_path=config.hub.root_path)
             async with httpx2.AsyncClient(base_url=IN_PROCESS_BASE_URL, transport=transport, headers=headers,

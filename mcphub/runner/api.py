@@ -48,14 +48,15 @@ def make_runner(config: RunnerConfig, tools: ToolCaller, client: httpx2.AsyncCli
                   max_result_chars=config.max_result_chars, options=options)
 
 
-def backend_client(config: RunnerConfig) -> httpx2.AsyncClient:
-    """`timeout`: seconds to connect, and at most between two bytes of the backend's answer."""
-    return httpx2.AsyncClient(timeout=httpx2.Timeout(config.timeout))
+def backend_client(config: RunnerConfig, transport: httpx2.AsyncBaseTransport | None = None) -> httpx2.AsyncClient:
+    """`timeout`: seconds to connect, and at most between two bytes of the backend's answer. `transport`:
+    how requests reach the backend (default: the network; tests pass a mock or an ASGI transport)."""
+    return httpx2.AsyncClient(timeout=httpx2.Timeout(config.timeout), transport=transport)
 
 
-def runner_routes(invoker: Invoker) -> list[Route]:
+def runner_routes(invoker: Invoker, *, backend_transport: httpx2.AsyncBaseTransport | None = None) -> list[Route]:
     """Routes over `invoker`: its config and authenticator (replaced on reload), and its call path for
-    the chat's tool calls (through `HubTools`)."""
+    the chat's tool calls (through `HubTools`). `backend_transport`: see `backend_client`."""
 
     async def setup(request: Request) -> tuple[Principal, RunnerConfig]:
         principal = await invoker.auth.require_async(request.headers.get("authorization"))
@@ -83,7 +84,7 @@ def runner_routes(invoker: Invoker) -> list[Route]:
         tools = HubTools(invoker, principal, config.servers, authorization=request.headers.get("authorization"))
 
         async def run(on_text: OnText | None) -> ChatResult:
-            async with backend_client(config) as client:
+            async with backend_client(config, backend_transport) as client:
                 runner = make_runner(config, tools, client, model=model, options=chat.sampling())
                 return await runner.chat(chat.messages, on_text=on_text)
 

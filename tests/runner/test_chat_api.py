@@ -2,18 +2,20 @@
 `openai` client, against fake OpenAI-compatible and Ollama backends playing scripted models.
 
 In-process (tests/hub.py): the app through ASGI, the sample server in-process; the `openai` client rides
-the same ASGI transport. The fake backends sit behind one HTTP server in a thread for the module (the
-runner opens its own client to its `base_url`). ASGI buffers a streamed answer whole, which these tests
-read whole anyway."""
+the same ASGI transport, and so does the runner to its model backend (`running_hub(backend=...)`, the
+hub's transport seam for the backend). Only the backend trouble tests reach a backend over a socket: one
+that is down (nothing listens), and one that hangs (the runner's read timeout is the network's). ASGI
+buffers a streamed answer whole, which these tests read whole anyway."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
 
 import anyio
+import httpx2
 import openai
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,7 +33,8 @@ from tests.fakes.llm import (
     tool_results,
 )
 from tests.helpers import free_port, serve_in_thread
-from tests.hub import RunningHub, assert_error, running_hub, sample_server
+from tests.hub import RunningHub, assert_error, sample_server
+from tests.hub import running_hub as hub_running
 
 pytestmark = pytest.mark.anyio
 
@@ -41,10 +44,9 @@ CHAT_TIMEOUT = 30  # seconds for one whole chat, tool steps included
 
 
 class Backend:
-    """The module's one fake model server (a thread of its own); each test puts its own fake behind it."""
+    """The module's one fake model server; each test puts its own fake behind it."""
 
     def __init__(self) -> None:
-        self.url = ""
         self.app: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,13 +55,13 @@ class Backend:
 
 
 BACKEND = Backend()
+BACKEND_URL = "http://llm"  # where the runner thinks its backend is: the ASGI transport takes it there
+LLM = httpx2.ASGITransport(app=BACKEND)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def backend_server() -> Iterator[None]:
-    with serve_in_thread(BACKEND) as url:
-        BACKEND.url = url
-        yield
+def running_hub(raw: dict[str, Any], **options: Any) -> AbstractAsyncContextManager[RunningHub]:
+    """tests.hub.running_hub, with the runner's backend requests going to BACKEND in-process."""
+    return hub_running(raw, backend=LLM, **options)
 
 
 @contextmanager
@@ -68,7 +70,7 @@ def fake_backend(kind: str, script: Script, **options: Any) -> Iterator[tuple[Fa
     fake = FakeLLM(script, **options)
     BACKEND.app = fake.openai_app() if kind == "openai" else fake.ollama_app()
     try:
-        yield fake, (BACKEND.url + "/v1" if kind == "openai" else BACKEND.url)
+        yield fake, (BACKEND_URL + "/v1" if kind == "openai" else BACKEND_URL)
     finally:
         BACKEND.app = None
 
@@ -354,7 +356,7 @@ async def test_a_request_without_messages_is_a_422() -> None:
 @pytest.mark.parametrize("kind", ["openai", "ollama"])
 async def test_a_backend_that_is_down_is_a_502(kind: str, stream: bool) -> None:
     url = f"http://127.0.0.1:{free_port()}" + ("/v1" if kind == "openai" else "")
-    async with running_hub(hub_config(kind, url), api_keys=(KEY,)) as hub:
+    async with hub_running(hub_config(kind, url), api_keys=(KEY,)) as hub:  # the network: nothing listens there
         with anyio.fail_after(CHAT_TIMEOUT):
             response = await hub.client.post("/v1/chat/completions", headers=AUTH, json={
                 "model": "fake-model", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
@@ -365,8 +367,9 @@ async def test_a_backend_that_is_down_is_a_502(kind: str, stream: bool) -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("kind", ["openai", "ollama"])
 async def test_a_backend_that_does_not_answer_in_time_is_a_504(kind: str, stream: bool) -> None:
-    with fake_backend(kind, chained_adds, quirks={"hang"}) as (fake, base_url):
-        async with running_hub(hub_config(kind, base_url, timeout=0.5), api_keys=(KEY,)) as hub:
+    with fake_backend(kind, chained_adds, quirks={"hang"}) as (fake, _), serve_in_thread(BACKEND) as url:
+        base_url = url + "/v1" if kind == "openai" else url  # over a socket: the read timeout is the network's
+        async with hub_running(hub_config(kind, base_url, timeout=0.5), api_keys=(KEY,)) as hub:
             with anyio.fail_after(CHAT_TIMEOUT):
                 response = await hub.client.post("/v1/chat/completions", headers=AUTH, json={
                     "model": "fake-model", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
