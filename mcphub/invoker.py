@@ -121,10 +121,12 @@ class Invoker:
                                                 "status": exc.status_code}})
             raise
 
-    def server(self, name: str) -> ToolServer:
-        found = self.servers().get(name)
+    def server(self, name: str, servers: Mapping[str, ToolServer] | None = None) -> ToolServer:
+        """The server called `name` (of `servers`, default: what the hub serves now); else NotFound."""
+        servers = self.servers() if servers is None else servers
+        found = servers.get(name)
         if found is None:
-            raise NotFound(f"no server named '{name}' (servers: {', '.join(sorted(self.servers())) or 'none'})",
+            raise NotFound(f"no server named '{name}' (servers: {', '.join(sorted(servers)) or 'none'})",
                            server=name)
         return found
 
@@ -132,31 +134,32 @@ class Invoker:
         """Run `call` as its principal and answer it. A cancellation from outside (the client hung up)
         is audited as 499 and propagates; `shut_down()` ends the call with a 503 answer."""
         started = time.perf_counter()
+        servers = self.servers()  # one look for the whole call: the catalog is built anew each time
         outcome: Outcome | None = None
         if not self._closing:
             try:
                 with anyio.CancelScope() as scope:
                     self._in_flight.add(scope)
                     try:
-                        outcome = await self._run(call)
+                        outcome = await self._run(call, servers)
                     finally:
                         self._in_flight.discard(scope)
             except anyio.get_cancelled_exc_class():
-                self._record(call, CLIENT_CLOSED, None, started, "client closed")
+                self._record(call, servers, CLIENT_CLOSED, None, started, "client closed")
                 raise
         if outcome is None:  # the hub is stopping (our own scope was cancelled, or it had stopped already)
             error = ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
                                       server=call.server, tool=call.tool)
             outcome = Outcome.failed(error)
-            self._record(call, outcome.status, outcome.error_type, started, "hub stopping")
+            self._record(call, servers, outcome.status, outcome.error_type, started, "hub stopping")
             return outcome
-        self._record(call, outcome.status, outcome.error_type, started)
+        self._record(call, servers, outcome.status, outcome.error_type, started)
         return outcome
 
-    async def _run(self, call: Call) -> Outcome:
+    async def _run(self, call: Call, servers: Mapping[str, ToolServer]) -> Outcome:
         arguments = call.arguments
         try:
-            server = self.server(call.server)
+            server = self.server(call.server, servers)
             call.principal.check(call.server)
             tool = _tool(server, call.tool)
             call.principal.check(call.server, call.tool)
@@ -187,9 +190,9 @@ class Invoker:
 
     # ------------------------------------------------------------------------------ metrics, audit
 
-    def _record(self, call: Call, status: int, error_type: str | None, started: float, note: str = "") -> None:
+    def _record(self, call: Call, servers: Mapping[str, ToolServer], status: int, error_type: str | None,
+                started: float, note: str = "") -> None:
         elapsed = time.perf_counter() - started
-        servers = self.servers()
         server = servers.get(call.server)
         if server is not None:  # bounded label values: configured servers and their tools only
             self.metrics.observe(call.server, call.tool if call.tool in server.tools else "(unknown)", status,
