@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx2
 from mcp.server.mcpserver.exceptions import ToolError
 
-from mcphub_servers._upstream import env_float, env_str, json_body, make_client, redact, request
+from mcphub_servers._upstream import Connection, env_float, env_str, json_body, redact, request
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_TIMEOUT = 30.0  # seconds; search and diff endpoints can take several seconds
@@ -72,6 +72,9 @@ def _page_of(link: dict[str, str] | None) -> int | None:
 
 
 class GitHubAPI:
+    """GitHub REST over one HTTP client, opened and closed by the server lifespan
+    (`MCPServer(..., lifespan=api.connection.lifespan)`)."""
+
     def __init__(self, settings: Settings, user_agent: str) -> None:
         self.settings = settings
         headers = {
@@ -81,7 +84,7 @@ class GitHubAPI:
         }
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
-        self._http = make_client(headers=headers, timeout=settings.timeout)
+        self.connection = Connection("github", headers=headers, timeout=settings.timeout)
 
     async def call(
         self,
@@ -95,7 +98,8 @@ class GitHubAPI:
         url = self.settings.api_url + path
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         headers = {"Accept": accept} if accept else None
-        response = await request(self._http, method, url, params=clean or None, json=json, headers=headers)
+        client = self.connection.get()
+        response = await request(client, method, url, params=clean or None, json=json, headers=headers)
         if response.status_code >= 400:
             raise ToolError(self._explain(response))
         return response

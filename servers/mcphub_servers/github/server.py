@@ -94,6 +94,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         instructions="Read GitHub repositories, files, commits, issues and pull requests"
         + ("." if settings.read_only else ", and create or update issues and comments."),
         subscriptions=False,
+        lifespan=api.connection.lifespan,
     )
 
     @mcp.tool(title="Get my GitHub user", annotations=READ_ONLY)
