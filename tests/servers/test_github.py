@@ -1,9 +1,18 @@
-"""The bundled github server, run for real as a stdio child against a fake GitHub REST API on 127.0.0.1."""
+"""The bundled github server against a fake GitHub REST API on 127.0.0.1 (the outside world, a uvicorn thread).
+
+The server runs in-process (`Client(<its MCPServer>)`, the SDK's in-memory transport), built by the same
+`create_server()` that `python -m mcphub_servers.github` calls, with os.environ set as that stdio child would
+see it (`child_environment`). One test runs the real stdio child on purpose:
+`test_real_process_search_repositories_sends_bearer_token_and_params_and_reports_next_page` checks that the
+`python -m` entry point reads its settings from the environment the hub gives it and that the token reaches
+GitHub over the real wire; starting a python process for every test would cost ~0.8 s of imports each.
+"""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +22,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcphub_servers.github.server import create_server
 from starlette.responses import Response
 
 from tests.fakes.github import FILES, OWNER, PR_DIFF, REPO, TOKEN, GitHubFake, error
@@ -21,6 +31,7 @@ from tests.helpers import free_port, serve_in_thread
 pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 30.0  # seconds: process start + handshake + a few calls
+SERVER_ENV_PREFIX = "GITHUB_"  # every setting the server reads (github/client.py Settings.from_env)
 READ_TOOLS = {
     "get_me", "search_repositories", "get_file_contents", "list_commits", "search_code", "list_issues",
     "search_issues", "issue_read", "list_pull_requests", "pull_request_read",
@@ -46,11 +57,38 @@ def api_url(served: tuple[GitHubFake, str]) -> str:
     return served[1]
 
 
+def server_env(api_url: str, env: dict[str, str]) -> dict[str, str]:
+    env = {"GITHUB_API_URL": api_url, "GITHUB_PERSONAL_ACCESS_TOKEN": TOKEN, **env}
+    return {k: v for k, v in env.items() if v}  # pass "" to leave a variable out
+
+
+@contextlib.contextmanager
+def child_environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ, for what the server and its HTTP client read, as a stdio child given `env` sees it: only
+    `env` (the SDK passes no other variable of ours), so GITHUB_* and proxy variables of this process go."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(SERVER_ENV_PREFIX) or name.lower().endswith("_proxy"):
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield
+
+
 @contextlib.asynccontextmanager
 async def github_server(api_url: str, **env: str) -> AsyncIterator[Client]:
-    env = {"GITHUB_API_URL": api_url, "GITHUB_PERSONAL_ACCESS_TOKEN": TOKEN, **env}
-    env = {k: v for k, v in env.items() if v}  # pass "" to leave a variable out
-    params = StdioServerParameters(command=sys.executable, args=["-m", "mcphub_servers.github"], env=env)
+    """The server in-process, built from the environment like `python -m mcphub_servers.github`."""
+    with child_environment(server_env(api_url, env)):
+        async with Client(create_server(), cache=None) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def github_process(api_url: str, **env: str) -> AsyncIterator[Client]:
+    """The server as the hub runs it: a stdio child given only `env`."""
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcphub_servers.github"], env=server_env(api_url, env)
+    )
     async with Client(params, cache=None) as client:
         yield client
 
@@ -63,7 +101,8 @@ async def call(api_url: str, tool: str, args: dict[str, Any], **env: str) -> Any
 
 def ok(result: Any) -> dict[str, Any]:
     assert not result.is_error, "\n".join(b.text for b in result.content)
-    return result.structured_content
+    content: dict[str, Any] = result.structured_content
+    return content
 
 
 def error_text(result: Any) -> str:
@@ -97,6 +136,7 @@ async def test_read_only_by_default_lists_only_read_tools_with_schemas_and_annot
     assert "perPage" in tools["list_issues"].input_schema["properties"]
     for tool in tools.values():
         assert tool.output_schema is not None, tool.name
+        assert tool.annotations is not None, tool.name
         assert tool.annotations.read_only_hint is True
         assert tool.annotations.open_world_hint is True
 
@@ -115,6 +155,7 @@ async def test_write_tools_appear_when_read_only_is_off_and_create_an_issue(
                 "add_issue_comment", {"owner": OWNER, "repo": REPO, "issue_number": 12, "body": "On it."}
             )
     assert set(tools) == READ_TOOLS | WRITE_TOOLS
+    assert tools["issue_write"].annotations is not None
     assert tools["issue_write"].annotations.read_only_hint is False
     post_issue, post_comment = fake.requests
     assert (post_issue.method, post_issue.path) == ("POST", f"/repos/{OWNER}/{REPO}/issues")
@@ -139,14 +180,14 @@ async def test_issue_update_sends_only_the_fields_given(fake: GitHubFake, api_ur
     assert ok(result)["state"] == "closed"
 
 
-async def test_search_repositories_sends_bearer_token_and_params_and_reports_next_page(
+async def test_real_process_search_repositories_sends_bearer_token_and_params_and_reports_next_page(
     fake: GitHubFake, api_url: str
 ) -> None:
-    result = await call(
-        api_url,
-        "search_repositories",
-        {"query": "mcp language:python", "sort": "stars", "page": 1, "perPage": 2},
-    )
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with github_process(api_url) as c:
+            result = await c.call_tool(
+                "search_repositories", {"query": "mcp language:python", "sort": "stars", "page": 1, "perPage": 2}
+            )
     [sent] = fake.requests
     assert sent.path == "/search/repositories"
     assert sent.params == {"q": "mcp language:python", "sort": "stars", "page": "1", "per_page": "2"}
@@ -404,7 +445,7 @@ async def test_empty_search_returns_no_items_and_no_next_page(fake: GitHubFake, 
 
 
 async def test_slow_github_times_out_with_the_configured_timeout(fake: GitHubFake, api_url: str) -> None:
-    fake.delay = 3.0
+    fake.delay = 1.0  # well past the 0.3 s timeout; the fake's thread waits this out before it can stop
     result = await call(api_url, "get_me", {}, GITHUB_TIMEOUT="0.3")
     assert f"GET {api_url}/user failed: timed out after 0.3s" in error_text(result)
 
