@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 import httpx2
 from mcp.server.mcpserver.exceptions import ToolError
 
-from mcphub_servers._upstream import env_float, env_str, make_client, redact, request
+from mcphub_servers._upstream import Connection, env_float, env_str, redact, request
 from mcphub_servers.arxiv.feed import Feed, parse_feed
 
 DEFAULT_API_URL = "https://export.arxiv.org/api/query"
@@ -123,16 +123,20 @@ def build_search_query(
 
 
 class ArxivAPI:
+    """The export API over one HTTP client, opened and closed by the server lifespan
+    (`MCPServer(..., lifespan=api.connection.lifespan)`)."""
+
     def __init__(self, settings: Settings, *, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.limiter = limiter or RateLimiter(settings.min_interval)
-        self._http = make_client(headers={"User-Agent": settings.user_agent}, timeout=settings.timeout)
+        self.connection = Connection("arxiv", headers={"User-Agent": settings.user_agent}, timeout=settings.timeout)
 
     async def query(self, params: dict[str, str | int], *, lookup: str | None = None) -> Feed:
         """One API call. `lookup` names what is being fetched by id: arXiv's error entries then mean
         "not found" rather than "bad query"."""
         url = self.settings.api_url
-        response = await self.limiter.run(lambda: request(self._http, "GET", url, params=params))
+        client = self.connection.get()
+        response = await self.limiter.run(lambda: request(client, "GET", url, params=params))
         where = f"GET {redact(url)}"
         try:
             feed = parse_feed(response.content, default_start=int(params.get("start", 0)))

@@ -61,6 +61,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         instructions="Search arXiv and read paper metadata and abstracts. Requests are rate limited "
         "(one every few seconds), so prefer one good search over many small ones.",
         subscriptions=False,
+        lifespan=api.connection.lifespan,
     )
 
     @mcp.tool(title="Search arXiv", annotations=READ_ONLY)
