@@ -1,8 +1,17 @@
-"""The bundled arxiv server, run for real as a stdio child against a fake export API on 127.0.0.1."""
+"""The bundled arxiv server against a fake arXiv export API on 127.0.0.1 (the outside world, a uvicorn thread).
+
+The server runs in-process (`Client(<its MCPServer>)`, the SDK's in-memory transport), built by the same
+`create_server()` that `python -m mcphub_servers.arxiv` calls, with os.environ set as that stdio child would
+see it (`child_environment`). One test runs the real stdio child on purpose:
+`test_real_process_search_sends_query_filters_paging_and_sort_and_returns_parsed_papers` checks that the
+`python -m` entry point reads its settings (API URL, user agent) from the environment the hub gives it and
+answers over the real wire; starting a python process for every test would cost ~0.8 s of imports each.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -11,6 +20,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcphub_servers.arxiv.client import RateLimiter
+from mcphub_servers.arxiv.server import create_server
 from starlette.responses import Response
 
 from tests.fakes.arxiv import ArxivFake, error_entry_xml, feed_xml
@@ -20,6 +30,7 @@ pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 30.0  # seconds: process start + handshake + a few calls
 USER_AGENT = "mcphub-tests/1.0 (mailto:tests@example.org)"
+SERVER_ENV_PREFIX = "ARXIV_"  # every setting the server reads (arxiv/client.py Settings.from_env)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +51,37 @@ def api_url(served: tuple[ArxivFake, str]) -> str:
     return served[1] + "/api/query"
 
 
+def server_env(api_url: str, env: dict[str, str]) -> dict[str, str]:
+    return {"ARXIV_API_URL": api_url, "ARXIV_MIN_INTERVAL": "0", "ARXIV_USER_AGENT": USER_AGENT, **env}
+
+
+@contextlib.contextmanager
+def child_environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ, for what the server and its HTTP client read, as a stdio child given `env` sees it: only
+    `env` (the SDK passes no other variable of ours), so ARXIV_* and proxy variables of this process go."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(SERVER_ENV_PREFIX) or name.lower().endswith("_proxy"):
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield
+
+
 @contextlib.asynccontextmanager
 async def arxiv_server(api_url: str, **env: str) -> AsyncIterator[Client]:
-    env = {"ARXIV_API_URL": api_url, "ARXIV_MIN_INTERVAL": "0", "ARXIV_USER_AGENT": USER_AGENT, **env}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "mcphub_servers.arxiv"], env=env)
+    """The server in-process, built from the environment like `python -m mcphub_servers.arxiv`."""
+    with child_environment(server_env(api_url, env)):
+        async with Client(create_server(), cache=None) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def arxiv_process(api_url: str, **env: str) -> AsyncIterator[Client]:
+    """The server as the hub runs it: a stdio child given only `env`."""
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcphub_servers.arxiv"], env=server_env(api_url, env)
+    )
     async with Client(params, cache=None) as client:
         yield client
 
@@ -71,7 +109,9 @@ async def test_lists_three_read_only_tools_with_output_schemas(api_url: str) -> 
     assert tools["search_papers"].input_schema["required"] == ["query"]
     assert tools["get_abstract"].input_schema["required"] == ["paper_id"]
     assert tools["search_papers"].input_schema["properties"]["max_results"]["maximum"] == 50
-    assert set(tools["search_papers"].output_schema["properties"]) >= {
+    search_output = tools["search_papers"].output_schema
+    assert search_output is not None
+    assert set(search_output["properties"]) >= {
         "total_results",
         "start",
         "returned",
@@ -79,26 +119,28 @@ async def test_lists_three_read_only_tools_with_output_schemas(api_url: str) -> 
         "papers",
     }
     for tool in tools.values():
+        assert tool.annotations is not None, tool.name
         assert tool.annotations.read_only_hint is True
         assert tool.annotations.destructive_hint is False
         assert tool.annotations.open_world_hint is True
 
 
-async def test_search_sends_query_filters_paging_and_sort_and_returns_parsed_papers(
+async def test_real_process_search_sends_query_filters_paging_and_sort_and_returns_parsed_papers(
     fake: ArxivFake, api_url: str
 ) -> None:
-    result = await call(
-        api_url,
-        "search_papers",
-        {
-            "query": 'transformer "machine translation"',
-            "categories": ["cs.CL", "cs.LG"],
-            "date_from": "2017-01-01",
-            "date_to": "2024-12-31",
-            "sort_by": "date",
-            "max_results": 2,
-        },
-    )
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with arxiv_process(api_url) as c:
+            result = await c.call_tool(
+                "search_papers",
+                {
+                    "query": 'transformer "machine translation"',
+                    "categories": ["cs.CL", "cs.LG"],
+                    "date_from": "2017-01-01",
+                    "date_to": "2024-12-31",
+                    "sort_by": "date",
+                    "max_results": 2,
+                },
+            )
     assert not result.is_error, text(result)
     [sent] = fake.requests
     assert sent.params == {
@@ -258,7 +300,7 @@ async def test_a_body_that_is_not_atom_is_reported_with_the_url(fake: ArxivFake,
 
 
 async def test_slow_arxiv_times_out_with_the_configured_timeout(fake: ArxivFake, api_url: str) -> None:
-    fake.delay = 3.0
+    fake.delay = 1.0  # well past the 0.3 s timeout; the fake's thread waits this out before it can stop
     result = await call(api_url, "get_abstract", {"paper_id": "1706.03762"}, ARXIV_TIMEOUT="0.3")
     assert f"GET {api_url} failed: timed out after 0.3s" in error_text(result)
 
@@ -313,7 +355,8 @@ async def test_rate_limiter_waits_only_for_what_is_left_of_the_interval() -> Non
         clock.now += seconds
         return seconds
 
-    assert await limiter.run(lambda: request_taking(0.5)) == 0.5  # first request: no wait
+    first: object = await limiter.run(lambda: request_taking(0.5))  # first request: no wait
+    assert first == 0.5
     clock.now += 1.0  # the caller thinks for a second
     await limiter.run(lambda: request_taking(0.5))  # 2 s of the 3 s interval are left
     await limiter.run(lambda: request_taking(0.0))  # straight after: the whole interval
