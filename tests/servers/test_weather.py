@@ -1,8 +1,17 @@
-"""The bundled weather server, run for real as a stdio child against fake Open-Meteo and Amap upstreams."""
+"""The bundled weather server against fake Open-Meteo and Amap APIs on 127.0.0.1 (the outside world, uvicorn threads).
+
+The server runs in-process (`Client(<its MCPServer>)`, the SDK's in-memory transport), built as
+`python -m mcphub_servers.weather` builds it (`create_server(Settings.from_env())`), with os.environ set as
+that stdio child would see it (`child_environment`). One test runs the real stdio child on purpose:
+`test_real_process_current_weather_geocodes_then_asks_for_metric_current_values` checks that the `python -m`
+entry point reads its upstream URLs from the environment the hub gives it and answers over the real wire;
+starting a python process for every test would cost ~0.8 s of imports each.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -10,6 +19,8 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcphub_servers.weather.server import Settings, create_server
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.fakes import amap, open_meteo
 from tests.fakes.amap import FakeAmap
@@ -19,19 +30,75 @@ from tests.helpers import free_port, serve_in_thread
 pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 30.0  # seconds: process start + handshake + a few calls
+SERVER_ENV_PREFIXES = ("OPEN_METEO_", "WEATHER_", "AMAP_")  # every setting the server reads (Settings.from_env)
+
+
+class Front:
+    """One uvicorn thread per module for an upstream API; each test puts its own fresh fake behind it
+    (a uvicorn thread per test cost ~0.2 s to start and stop)."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "no fake behind this upstream for the running test"
+        await self.app(scope, receive, send)
+
+    @contextlib.contextmanager
+    def behind(self, app: ASGIApp) -> Iterator[None]:
+        self.app = app
+        try:
+            yield
+        finally:
+            self.app = None
+
+
+@pytest.fixture(scope="module")
+def meteo_front() -> Iterator[tuple[Front, str]]:
+    front = Front()
+    with serve_in_thread(front) as url:
+        yield front, url
 
 
 @pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenMeteo, str]]:
+def fake(meteo_front: tuple[Front, str]) -> Iterator[tuple[FakeOpenMeteo, str]]:
+    front, url = meteo_front
     upstream = FakeOpenMeteo()
-    with serve_in_thread(upstream.app) as url:
+    with front.behind(upstream.app):
         yield upstream, url
+
+
+def server_env(base_url: str, env: dict[str, str]) -> dict[str, str]:
+    return {"OPEN_METEO_BASE_URL": base_url, "OPEN_METEO_GEOCODING_URL": base_url, **env}
+
+
+@contextlib.contextmanager
+def child_environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ, for what the server and its HTTP client read, as a stdio child given `env` sees it: only
+    `env` (the SDK passes no other variable of ours), so the server's and proxy variables of this process go."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(SERVER_ENV_PREFIXES) or name.lower().endswith("_proxy"):
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield
 
 
 @contextlib.asynccontextmanager
 async def weather_server(base_url: str, **env: str) -> AsyncIterator[Client]:
-    env = {"OPEN_METEO_BASE_URL": base_url, "OPEN_METEO_GEOCODING_URL": base_url, **env}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "mcphub_servers.weather"], env=env)
+    """The server in-process, built from the environment like `python -m mcphub_servers.weather`."""
+    with child_environment(server_env(base_url, env)):
+        async with Client(create_server(Settings.from_env()), cache=None) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def weather_process(base_url: str, **env: str) -> AsyncIterator[Client]:
+    """The server as the hub runs it: a stdio child given only `env`."""
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcphub_servers.weather"], env=server_env(base_url, env)
+    )
     async with Client(params, cache=None) as client:
         yield client
 
@@ -58,15 +125,18 @@ async def test_lists_open_meteo_tools_and_hides_amap_without_a_key(fake: tuple[F
     assert tools["get_current_weather"].input_schema["required"] == ["location"]
     for tool in tools.values():
         assert tool.output_schema is not None
+        assert tool.annotations is not None, tool.name
         assert tool.annotations.read_only_hint and tool.annotations.open_world_hint
         assert tool.annotations.destructive_hint is False
 
 
-async def test_current_weather_geocodes_then_asks_for_metric_current_values(
+async def test_real_process_current_weather_geocodes_then_asks_for_metric_current_values(
     fake: tuple[FakeOpenMeteo, str],
 ) -> None:
     upstream, url = fake
-    result = await call(url, "get_current_weather", {"location": "Berlin"})
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with weather_process(url) as c:
+            result = await c.call_tool("get_current_weather", {"location": "Berlin"})
     assert not result.is_error, result
     data = result.structured_content
     assert data["place"]["name"] == "Berlin"
@@ -238,7 +308,7 @@ async def test_forecast_without_the_expected_fields_is_a_tool_error(fake: tuple[
 
 async def test_slow_upstream_times_out_with_the_configured_timeout(fake: tuple[FakeOpenMeteo, str]) -> None:
     upstream, url = fake
-    upstream.delay = 2.0
+    upstream.delay = 1.0  # well past the 0.3 s timeout; the fake's thread waits this out before it can stop
     text = error_text(await call(url, "search_location", {"name": "Berlin"}, WEATHER_HTTP_TIMEOUT="0.3"))
     assert f"GET {url}/v1/search failed: timed out after 0.3s" in text
 
@@ -265,10 +335,18 @@ async def test_api_key_is_sent_to_both_apis_and_kept_out_of_errors(fake: tuple[F
 # --- Amap ------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def amap_front() -> Iterator[tuple[Front, str]]:
+    front = Front()
+    with serve_in_thread(front) as url:
+        yield front, url
+
+
 @pytest.fixture
-def fake_amap() -> Iterator[tuple[FakeAmap, str]]:
+def fake_amap(amap_front: tuple[Front, str]) -> Iterator[tuple[FakeAmap, str]]:
+    front, url = amap_front
     upstream = FakeAmap()
-    with serve_in_thread(upstream.app) as url:
+    with front.behind(upstream.app):
         yield upstream, url
 
 
