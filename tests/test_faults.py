@@ -225,14 +225,14 @@ class Shutdown:
 
 
 async def _sigterm_under_load(tmp_path: Path) -> Shutdown:
-    """A `mcphub serve` process with 50 calls in flight (40 confirmed at the server), then SIGTERM."""
+    """A `mcphub serve` process with 50 calls in flight (each confirmed at its server), then SIGTERM."""
     markers = tmp_path / "markers"
     markers.mkdir()
     config = {
         "hub": {"reload": False},
         "servers": {
             "stuck": garbage_server(timeout=60, env={"GARBAGE_MARKERS": str(markers)}),
-            "sample": sample_server(replicas=2, timeout=60),
+            "sample": sample_server(replicas=2, timeout=60, env={"SAMPLE_MARKERS": str(markers)}),
         },
     }
     outcomes: list[httpx2.Response | httpx2.TransportError] = []
@@ -255,8 +255,8 @@ async def _sigterm_under_load(tmp_path: Path) -> Shutdown:
                 except httpx2.TransportError as exc:
                     outcomes.append(exc)
 
-            async def hangs_at_server() -> bool:
-                return len(list(markers.iterdir())) == 40
+            async def all_at_their_servers() -> bool:  # 40 garbage markers, 10 `started-<tag>` of sample's sleep
+                return len([m for m in markers.iterdir() if not m.name.startswith("pid-")]) == 50
 
             with anyio.fail_after(EXIT):  # every call in flight ends long before its own 60 s
                 async with anyio.create_task_group() as tg:
@@ -264,7 +264,7 @@ async def _sigterm_under_load(tmp_path: Path) -> Shutdown:
                         tg.start_soon(call, "/stuck/hang", {"text": str(i)})
                     for i in range(10):
                         tg.start_soon(call, "/sample/sleep", {"seconds": 60, "tag": str(i)})
-                    await _poll(hangs_at_server, timeout=10)
+                    await _poll(all_at_their_servers, timeout=10)
                     proc.send_signal(signal.SIGTERM)
             exit_code = proc.wait(timeout=EXIT)
     return Shutdown(children, exit_code, outcomes)

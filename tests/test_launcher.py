@@ -298,9 +298,12 @@ def test_the_hubs_interpreter_is_forked_however_its_path_is_spelled(tmp_path: Pa
     assert launchable(stdio_server("python")) == module
     assert launchable(stdio_server(sys.executable)) == module
     assert launchable(stdio_server(spelled_with_dotdot(sys.executable))) == module
-    assert launchable(stdio_server(str(bin_dir / "py"))) == module
-    assert launchable(stdio_server("bin/py", cwd=str(tmp_path))) == module  # from its own cwd
-    assert launchable(stdio_server("py", env={"PATH": str(bin_dir)})) == module  # on its own PATH
+    # A symlink elsewhere starts the same environment only outside a venv: inside one, python finds its
+    # pyvenv.cfg beside the path it was started as, so a link outside the venv starts the base interpreter.
+    linked = module if sys.prefix == sys.base_prefix else None
+    assert launchable(stdio_server(str(bin_dir / "py"))) == linked
+    assert launchable(stdio_server("bin/py", cwd=str(tmp_path))) == linked  # from its own cwd
+    assert launchable(stdio_server("py", env={"PATH": str(bin_dir)})) == linked  # on its own PATH
     # another interpreter, or none: exec
     assert launchable(stdio_server(str(bin_dir / "other"))) is None
     assert launchable(stdio_server(str(bin_dir / "missing"))) is None
