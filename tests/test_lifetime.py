@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import PYTHON, REPO, free_port, wait_until
+from tests.helpers import PYTHON, REPO, alive, free_port, wait_until
 from tests.hub import running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
@@ -31,26 +31,15 @@ def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
     return path
 
 
-def _sample_processes(hub: psutil.Process) -> list[psutil.Process]:
+def _sample_processes(hub: psutil.Process) -> list[int]:
     found = []
     for child in hub.children(recursive=True):
         try:
             if "tests.mcp_servers.sample" in " ".join(child.cmdline()):
-                found.append(child)
+                found.append(child.pid)
         except psutil.NoSuchProcess:
             pass
     return found
-
-
-def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -81,7 +70,7 @@ async def test_a_signal_while_a_server_hangs_in_initialize_stops_the_hub_and_lea
     assert code == 0, output
     assert f"{signum.name} during start-up: stopping" in output, output
     assert "Traceback" not in output, output
-    assert not _alive(children), f"left running after {took:.1f}s: {children}\n{output}"
+    assert not alive(children), f"left running after {took:.1f}s: {children}\n{output}"
     assert "'stuck' stopped" in output, output
 
 
