@@ -1,8 +1,17 @@
-"""The bundled SearXNG server, run for real as a stdio child against a fake SearXNG instance."""
+"""The bundled SearXNG server against a fake SearXNG instance on 127.0.0.1 (the outside world, a uvicorn thread).
+
+The server runs in-process (`Client(<its MCPServer>)`, the SDK's in-memory transport), built as
+`python -m mcphub_servers.searxng` builds it (`create_server(Settings.from_env())`), with os.environ set as
+that stdio child would see it (`child_environment`). One test runs the real stdio child on purpose:
+`test_real_process_default_search_sends_the_reference_query_and_returns_ten_results` checks that the
+`python -m` entry point reads SEARXNG_URL from the environment the hub gives it and answers over the real
+wire; starting a python process for every test would cost ~0.8 s of imports each.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -10,6 +19,8 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcphub_servers.searxng.server import Settings, create_server
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.fakes.searxng import NO_HITS, FakeSearxng, hit
 from tests.helpers import free_port, serve_in_thread
@@ -17,17 +28,68 @@ from tests.helpers import free_port, serve_in_thread
 pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 30.0  # seconds: process start + handshake + a few calls
+SERVER_ENV_PREFIXES = ("SEARXNG_", "AUTH_")  # every setting the server reads (Settings.from_env)
+
+
+class Front:
+    """One uvicorn thread per module for the SearXNG instance; each test puts its own fresh fake behind it
+    (a uvicorn thread per test cost ~0.2 s to start and stop)."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "no fake behind this upstream for the running test"
+        await self.app(scope, receive, send)
+
+    @contextlib.contextmanager
+    def behind(self, app: ASGIApp) -> Iterator[None]:
+        self.app = app
+        try:
+            yield
+        finally:
+            self.app = None
+
+
+@pytest.fixture(scope="module")
+def searxng_front() -> Iterator[tuple[Front, str]]:
+    front = Front()
+    with serve_in_thread(front) as url:
+        yield front, url
 
 
 @pytest.fixture
-def fake() -> Iterator[tuple[FakeSearxng, str]]:
+def fake(searxng_front: tuple[Front, str]) -> Iterator[tuple[FakeSearxng, str]]:
+    front, url = searxng_front
     upstream = FakeSearxng()
-    with serve_in_thread(upstream.app) as url:
+    with front.behind(upstream.app):
         yield upstream, url
+
+
+@contextlib.contextmanager
+def child_environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ, for what the server and its HTTP client read, as a stdio child given `env` sees it: only
+    `env` (the SDK passes no other variable of ours), so the server's and proxy variables of this process go."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(SERVER_ENV_PREFIXES) or name.lower().endswith("_proxy"):
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield
 
 
 @contextlib.asynccontextmanager
 async def searxng_server(**env: str) -> AsyncIterator[Client]:
+    """The server in-process, built from the environment like `python -m mcphub_servers.searxng`."""
+    with child_environment(env):
+        async with Client(create_server(Settings.from_env()), cache=None) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def searxng_process(**env: str) -> AsyncIterator[Client]:
+    """The server as the hub runs it: a stdio child given only `env`."""
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcphub_servers.searxng"], env=env)
     async with Client(params, cache=None) as client:
         yield client
@@ -85,6 +147,7 @@ async def test_offers_only_the_web_search_tool_with_mcp_searxng_arguments(
     assert props["language"]["default"] == "all"
     assert (props["num_results"]["minimum"], props["num_results"]["maximum"]) == (1, 20)
     assert tool.output_schema is not None and "results" in tool.output_schema["properties"]
+    assert tool.annotations is not None
     assert tool.annotations.read_only_hint and tool.annotations.open_world_hint
 
 
@@ -96,11 +159,13 @@ async def test_starts_without_searxng_url_and_says_to_set_it() -> None:
     assert "SEARXNG_URL is not set" in error_text(result)
 
 
-async def test_default_search_sends_the_reference_query_and_returns_ten_results(
+async def test_real_process_default_search_sends_the_reference_query_and_returns_ten_results(
     fake: tuple[FakeSearxng, str],
 ) -> None:
     upstream, url = fake
-    result = await search({"query": "mcp"}, SEARXNG_URL=url)
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with searxng_process(SEARXNG_URL=url) as c:
+            result = await c.call_tool("searxng_web_search", {"query": "mcp"})
     assert not result.is_error, result
     assert upstream.requests == [{"q": "mcp", "format": "json", "pageno": "1", "language": "all"}]
     data = result.structured_content
@@ -220,7 +285,7 @@ async def test_basic_auth_comes_from_searxng_or_auth_variables(fake: tuple[FakeS
 
 async def test_slow_instance_times_out_with_the_configured_timeout(fake: tuple[FakeSearxng, str]) -> None:
     upstream, url = fake
-    upstream.delay = 2.0
+    upstream.delay = 1.0  # well past the 0.3 s timeout; the fake's thread waits this out before it can stop
     text = error_text(await search({"query": "mcp"}, SEARXNG_URL=url, SEARXNG_TIMEOUT="0.3"))
     assert f"GET {url}/search failed: timed out after 0.3s" in text
 
