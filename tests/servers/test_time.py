@@ -1,11 +1,22 @@
-"""The bundled time server, run for real as a stdio child, and compared with the reference mcp-server-time."""
+"""The bundled time server, and its parity with the reference mcp-server-time.
+
+The server runs in-process (`Client(<its MCPServer>)`, the SDK's in-memory transport), built as
+`python -m mcphub_servers.time` builds it (`create_server(resolve_local_timezone(flag), fake_clock_from_env())`),
+with os.environ set as that stdio child would see it (`child_environment`); the bad-zone startup error is
+`main()` raising SystemExit in-process. Real processes on purpose, two of them:
+`test_real_process_same_tools_results_and_errors_as_reference_mcp_server_time` runs ours as a stdio child
+beside the reference (also a stdio child), so the two are compared over the same wire as the hub sees them;
+`test_real_process_streamable_http_transport_serves_the_same_tools` is the one test of the bundled servers'
+`--transport streamable-http` flag (`_cli.run`), which only a process can show. Starting a python process
+for every test would cost ~0.8 s of imports each.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +26,7 @@ import anyio
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import INVALID_PARAMS
+from mcphub_servers.time.server import create_server, fake_clock_from_env, main, resolve_local_timezone
 
 from tests.helpers import REPO, free_port
 
@@ -22,13 +34,29 @@ pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 30.0  # seconds: process start + handshake + a few calls
 REFERENCE = REPO / ".tp" / "venvs" / "mcp-server-time" / "bin" / "mcp-server-time"
+SERVER_ENV_PREFIX = "TIME_"  # every setting the server reads (TIME_LOCAL_TIMEZONE, TIME_FAKE_NOW)
+
+
+@contextlib.contextmanager
+def child_environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ, for what the server reads, as a stdio child given `env` sees it: only `env` (the SDK passes
+    no other variable of ours), so TIME_* and TZ (tzlocal's first source) of this process go."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(SERVER_ENV_PREFIX) or name == "TZ":
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield
 
 
 @contextlib.asynccontextmanager
-async def time_server(*args: str, **env: str) -> AsyncIterator[Client]:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "mcphub_servers.time", *args], env=env)
-    async with Client(params, cache=None) as client:
-        yield client
+async def time_server(local_timezone: str | None = None, **env: str) -> AsyncIterator[Client]:
+    """The server in-process, built like `python -m mcphub_servers.time [--local-timezone ZONE]` with `env`."""
+    with child_environment(env):
+        server = create_server(resolve_local_timezone(local_timezone), fake_clock_from_env())
+        async with Client(server, cache=None) as client:
+            yield client
 
 
 def _text(result: Any) -> str:
@@ -47,7 +75,7 @@ async def _error(client: Client, tool: str, args: dict[str, Any]) -> str:
 
 async def test_lists_the_two_reference_tools_with_local_zone_in_descriptions() -> None:
     with anyio.fail_after(CALL_TIMEOUT):
-        async with time_server("--local-timezone", "Asia/Tokyo") as c:
+        async with time_server(local_timezone="Asia/Tokyo") as c:
             tools = {t.name: t for t in (await c.list_tools()).tools}
     assert set(tools) == {"get_current_time", "convert_time"}
     assert tools["get_current_time"].input_schema["required"] == ["timezone"]
@@ -58,10 +86,13 @@ async def test_lists_the_two_reference_tools_with_local_zone_in_descriptions() -
     )
     for tool in tools.values():
         assert tool.output_schema is not None
+        assert tool.annotations is not None, tool.name
         assert tool.annotations.read_only_hint is True
         assert tool.annotations.destructive_hint is False
         assert tool.annotations.open_world_hint is False
-    assert set(tools["convert_time"].output_schema["properties"]) == {"source", "target", "time_difference"}
+    convert_output = tools["convert_time"].output_schema
+    assert convert_output is not None
+    assert set(convert_output["properties"]) == {"source", "target", "time_difference"}
 
 
 async def test_local_timezone_comes_from_env_when_no_flag_is_given() -> None:
@@ -73,15 +104,14 @@ async def test_local_timezone_comes_from_env_when_no_flag_is_given() -> None:
 
 
 async def test_unknown_local_timezone_stops_the_server_with_a_one_line_message() -> None:
-    with anyio.fail_after(CALL_TIMEOUT):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "mcphub_servers.time", "--local-timezone", "Mars/Olympus"],
-            check=False,
-            env={**os.environ, "TIME_LOCAL_TIMEZONE": ""},
-        )
-    assert done.returncode != 0
-    assert b"invalid --local-timezone 'Mars/Olympus'" in done.stderr
-    assert b"Traceback" not in done.stderr
+    # `python -m mcphub_servers.time` is `main()`: a SystemExit with a text code is Python printing that text
+    # alone to stderr (no traceback) and exiting with status 1; any other exception would be a traceback.
+    with child_environment({}), pytest.raises(SystemExit) as stopped:
+        main(["--local-timezone", "Mars/Olympus"])
+    message = stopped.value.code
+    assert isinstance(message, str), message  # a text code: exit status 1, not 0
+    assert "invalid --local-timezone 'Mars/Olympus'" in message
+    assert "Traceback" not in message and "\n" not in message
 
 
 async def test_current_time_reports_the_zone_offset_weekday_and_dst_of_the_fake_clock() -> None:
@@ -197,7 +227,7 @@ async def test_unknown_tool_is_a_jsonrpc_invalid_params_error() -> None:
     assert caught.value.code == INVALID_PARAMS
 
 
-async def test_streamable_http_transport_serves_the_same_tools() -> None:
+async def test_real_process_streamable_http_transport_serves_the_same_tools() -> None:
     port = free_port()
     command = [
         sys.executable,
@@ -208,15 +238,18 @@ async def test_streamable_http_transport_serves_the_same_tools() -> None:
         "--port",
         str(port),
     ]
-    env = {**os.environ, "TIME_FAKE_NOW": "2026-01-15T09:00:00Z"}
+    ours = {name: value for name, value in os.environ.items() if not name.startswith(SERVER_ENV_PREFIX)}
+    env = {**ours, "TIME_FAKE_NOW": "2026-01-15T09:00:00Z"}
     with anyio.fail_after(CALL_TIMEOUT):
         async with await anyio.open_process(command, env=env) as process, anyio.create_task_group() as tg:
+            stderr = process.stderr
+            assert stderr is not None
             seen = b""
             while b"Uvicorn running on" not in seen:  # readiness: uvicorn's own startup line
-                seen += await process.stderr.receive()
+                seen += await stderr.receive()
 
             async def drain() -> None:  # keep the pipe from filling while we talk to the server
-                async for _ in process.stderr:
+                async for _ in stderr:
                     pass
 
             tg.start_soon(drain)
@@ -279,7 +312,7 @@ async def _observe(params: StdioServerParameters) -> tuple[dict[str, Any], list[
     return tools, outcomes, unknown_code
 
 
-async def test_same_tools_results_and_errors_as_reference_mcp_server_time() -> None:
+async def test_real_process_same_tools_results_and_errors_as_reference_mcp_server_time() -> None:
     reference = _reference_or_skip()
     with anyio.fail_after(2 * CALL_TIMEOUT):
         ours = await _observe(
