@@ -17,7 +17,9 @@ from typing import Any
 import anyio
 import httpx2
 import psutil  # type: ignore[import-untyped]
+import pytest
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -155,3 +157,36 @@ class ServerProcess:
 
     def logs(self) -> str:
         return self._log.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
+class Front:
+    """One ASGI app a uvicorn thread serves for a whole module; each test puts its own fresh fake behind
+    it (a uvicorn thread per test cost ~0.2 s to start and stop)."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "no fake behind this front for the running test"
+        await self.app(scope, receive, send)
+
+    @contextlib.contextmanager
+    def behind(self, app: ASGIApp) -> Iterator[None]:
+        self.app = app
+        try:
+            yield
+        finally:
+            self.app = None
+
+
+@contextlib.contextmanager
+def child_environment(env: dict[str, str], *, drop: Callable[[str], bool]) -> Iterator[None]:
+    """os.environ as a stdio child given only `env` sees it, for a server run in-process: the variables
+    `drop` names (the server's own settings, proxies) are removed, then `env` is set; restored on exit."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if drop(name):
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield

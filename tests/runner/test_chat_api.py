@@ -18,7 +18,6 @@ import anyio
 import httpx2
 import openai
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.fakes.llm import (
     REASONING,
@@ -32,7 +31,7 @@ from tests.fakes.llm import (
     parallel_adds,
     tool_results,
 )
-from tests.helpers import free_port, serve_in_thread
+from tests.helpers import Front, free_port, serve_in_thread
 from tests.hub import RunningHub, assert_error, sample_server
 from tests.hub import running_hub as hub_running
 
@@ -43,18 +42,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 CHAT_TIMEOUT = 30  # seconds for one whole chat, tool steps included
 
 
-class Backend:
-    """The module's one fake model server; each test puts its own fake behind it."""
-
-    def __init__(self) -> None:
-        self.app: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.app is not None, "no fake backend set for this test"
-        await self.app(scope, receive, send)
-
-
-BACKEND = Backend()
+BACKEND = Front()  # the module's one fake model server; each test puts its own fake behind it
 BACKEND_URL = "http://llm"  # where the runner thinks its backend is: the ASGI transport takes it there
 LLM = httpx2.ASGITransport(app=BACKEND)
 
@@ -68,11 +56,8 @@ def running_hub(raw: dict[str, Any], **options: Any) -> AbstractAsyncContextMana
 def fake_backend(kind: str, script: Script, **options: Any) -> Iterator[tuple[FakeLLM, str]]:
     """A fake model playing `script`; yields it and the runner's base_url for it."""
     fake = FakeLLM(script, **options)
-    BACKEND.app = fake.openai_app() if kind == "openai" else fake.ollama_app()
-    try:
+    with BACKEND.behind(fake.openai_app() if kind == "openai" else fake.ollama_app()):
         yield fake, (BACKEND_URL + "/v1" if kind == "openai" else BACKEND_URL)
-    finally:
-        BACKEND.app = None
 
 
 def hub_config(kind: str, base_url: str, **runner: Any) -> dict[str, Any]:

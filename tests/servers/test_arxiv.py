@@ -11,7 +11,6 @@ answers over the real wire; starting a python process for every test would cost 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from mcphub_servers.arxiv.client import RateLimiter
 from mcphub_servers.arxiv.server import create_server
 from starlette.responses import Response
 
+from tests import helpers
 from tests.fakes.arxiv import ArxivFake, error_entry_xml, feed_xml
 from tests.helpers import free_port, serve_in_thread
 
@@ -55,17 +55,14 @@ def server_env(api_url: str, env: dict[str, str]) -> dict[str, str]:
     return {"ARXIV_API_URL": api_url, "ARXIV_MIN_INTERVAL": "0", "ARXIV_USER_AGENT": USER_AGENT, **env}
 
 
-@contextlib.contextmanager
-def child_environment(env: dict[str, str]) -> Iterator[None]:
-    """os.environ, for what the server and its HTTP client read, as a stdio child given `env` sees it: only
-    `env` (the SDK passes no other variable of ours), so ARXIV_* and proxy variables of this process go."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith(SERVER_ENV_PREFIX) or name.lower().endswith("_proxy"):
-                patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        yield
+def _ours(name: str) -> bool:
+    """A variable a stdio child of this server would not get from this process: arxiv's settings and proxies."""
+    return name.startswith(SERVER_ENV_PREFIX) or name.lower().endswith("_proxy")
+
+
+def child_environment(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+    """os.environ as a stdio child given only `env` sees it (tests.helpers.child_environment)."""
+    return helpers.child_environment(env, drop=_ours)
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ from mcp import Client, StdioServerParameters
 from mcphub_servers.github.server import create_server
 from starlette.responses import Response
 
+from tests import helpers
 from tests.fakes.github import FILES, OWNER, PR_DIFF, REPO, TOKEN, GitHubFake, error
 from tests.helpers import free_port, serve_in_thread
 
@@ -62,17 +62,14 @@ def server_env(api_url: str, env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if v}  # pass "" to leave a variable out
 
 
-@contextlib.contextmanager
-def child_environment(env: dict[str, str]) -> Iterator[None]:
-    """os.environ, for what the server and its HTTP client read, as a stdio child given `env` sees it: only
-    `env` (the SDK passes no other variable of ours), so GITHUB_* and proxy variables of this process go."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith(SERVER_ENV_PREFIX) or name.lower().endswith("_proxy"):
-                patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        yield
+def _ours(name: str) -> bool:
+    """A variable a stdio child of this server would not get from this process: github's settings and proxies."""
+    return name.startswith(SERVER_ENV_PREFIX) or name.lower().endswith("_proxy")
+
+
+def child_environment(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+    """os.environ as a stdio child given only `env` sees it (tests.helpers.child_environment)."""
+    return helpers.child_environment(env, drop=_ours)
 
 
 @contextlib.asynccontextmanager

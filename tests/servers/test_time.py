@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import INVALID_PARAMS
 from mcphub_servers.time.server import create_server, fake_clock_from_env, main, resolve_local_timezone
 
+from tests import helpers
 from tests.helpers import REPO, free_port
 
 pytestmark = pytest.mark.anyio
@@ -37,17 +38,15 @@ REFERENCE = REPO / ".tp" / "venvs" / "mcp-server-time" / "bin" / "mcp-server-tim
 SERVER_ENV_PREFIX = "TIME_"  # every setting the server reads (TIME_LOCAL_TIMEZONE, TIME_FAKE_NOW)
 
 
-@contextlib.contextmanager
-def child_environment(env: dict[str, str]) -> Iterator[None]:
-    """os.environ, for what the server reads, as a stdio child given `env` sees it: only `env` (the SDK passes
-    no other variable of ours), so TIME_* and TZ (tzlocal's first source) of this process go."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith(SERVER_ENV_PREFIX) or name == "TZ":
-                patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        yield
+def _ours(name: str) -> bool:
+    """A variable a stdio child would not get from this process: the server's settings, and TZ (tzlocal's
+    first source)."""
+    return name.startswith(SERVER_ENV_PREFIX) or name == "TZ"
+
+
+def child_environment(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+    """os.environ as a stdio child given only `env` sees it (tests.helpers.child_environment)."""
+    return helpers.child_environment(env, drop=_ours)
 
 
 @contextlib.asynccontextmanager

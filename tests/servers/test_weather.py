@@ -11,7 +11,6 @@ starting a python process for every test would cost ~0.8 s of imports each.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,37 +19,17 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcphub_servers.weather.server import Settings, create_server
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tests import helpers
 from tests.fakes import amap, open_meteo
 from tests.fakes.amap import FakeAmap
 from tests.fakes.open_meteo import FakeOpenMeteo
-from tests.helpers import free_port, serve_in_thread
+from tests.helpers import Front, free_port, serve_in_thread
 
 pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 30.0  # seconds: process start + handshake + a few calls
 SERVER_ENV_PREFIXES = ("OPEN_METEO_", "WEATHER_", "AMAP_")  # every setting the server reads (Settings.from_env)
-
-
-class Front:
-    """One uvicorn thread per module for an upstream API; each test puts its own fresh fake behind it
-    (a uvicorn thread per test cost ~0.2 s to start and stop)."""
-
-    def __init__(self) -> None:
-        self.app: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.app is not None, "no fake behind this upstream for the running test"
-        await self.app(scope, receive, send)
-
-    @contextlib.contextmanager
-    def behind(self, app: ASGIApp) -> Iterator[None]:
-        self.app = app
-        try:
-            yield
-        finally:
-            self.app = None
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +51,14 @@ def server_env(base_url: str, env: dict[str, str]) -> dict[str, str]:
     return {"OPEN_METEO_BASE_URL": base_url, "OPEN_METEO_GEOCODING_URL": base_url, **env}
 
 
-@contextlib.contextmanager
-def child_environment(env: dict[str, str]) -> Iterator[None]:
-    """os.environ, for what the server and its HTTP client read, as a stdio child given `env` sees it: only
-    `env` (the SDK passes no other variable of ours), so the server's and proxy variables of this process go."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith(SERVER_ENV_PREFIXES) or name.lower().endswith("_proxy"):
-                patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        yield
+def _ours(name: str) -> bool:
+    """A variable a stdio child of this server would not get from this process: weather's settings and proxies."""
+    return name.startswith(SERVER_ENV_PREFIXES) or name.lower().endswith("_proxy")
+
+
+def child_environment(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+    """os.environ as a stdio child given only `env` sees it (tests.helpers.child_environment)."""
+    return helpers.child_environment(env, drop=_ours)
 
 
 @contextlib.asynccontextmanager
