@@ -72,6 +72,13 @@ class Outcome:
         return cls(error.status_code, error.body(), error.headers(), result, error.type)
 
 
+@dataclass(slots=True)
+class _Arguments:
+    """A call's arguments once parsed (None until then): what the audit line shows with hub.log_arguments."""
+
+    value: Json
+
+
 @dataclass
 class _View:
     """What a call needs from config: replaced as a whole on reload."""
@@ -135,28 +142,29 @@ class Invoker:
         is audited as 499 and propagates; `shut_down()` ends the call with a 503 answer."""
         started = time.perf_counter()
         servers = self.servers()  # one look for the whole call: the catalog is built anew each time
+        arguments = _Arguments(call.arguments)  # as far as the call got to parse them, for the audit line
         outcome: Outcome | None = None
         if not self._closing:
             try:
                 with anyio.CancelScope() as scope:
                     self._in_flight.add(scope)
                     try:
-                        outcome = await self._run(call, servers)
+                        outcome = await self._run(call, servers, arguments)
                     finally:
                         self._in_flight.discard(scope)
             except anyio.get_cancelled_exc_class():
-                self._record(call, servers, CLIENT_CLOSED, None, started, "client closed")
+                self._record(call, servers, arguments.value, CLIENT_CLOSED, None, started, "client closed")
                 raise
         if outcome is None:  # the hub is stopping (our own scope was cancelled, or it had stopped already)
             error = ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
                                       server=call.server, tool=call.tool)
             outcome = Outcome.failed(error)
-            self._record(call, servers, outcome.status, outcome.error_type, started, "hub stopping")
+            self._record(call, servers, arguments.value, outcome.status, outcome.error_type, started, "hub stopping")
             return outcome
-        self._record(call, servers, outcome.status, outcome.error_type, started)
+        self._record(call, servers, arguments.value, outcome.status, outcome.error_type, started)
         return outcome
 
-    async def _run(self, call: Call, servers: Mapping[str, ToolServer]) -> Outcome:
+    async def _run(self, call: Call, servers: Mapping[str, ToolServer], parsed: _Arguments) -> Outcome:
         arguments = call.arguments
         try:
             server = self.server(call.server, servers)
@@ -165,7 +173,7 @@ class Invoker:
             call.principal.check(call.server, call.tool)
             self.limiter.acquire(self.auth.limits_for(call.principal, call.server), server=call.server, tool=call.tool)
             if call.body is not None:
-                arguments = _parse_body(call.body, call.server, call.tool)
+                arguments = parsed.value = _parse_body(call.body, call.server, call.tool)
             if server.hub is None:  # the hub that runs a mounted server validates its arguments
                 arguments = self._validator.check(call.server, server.version, tool,
                                                   {} if arguments is None else arguments)
@@ -190,8 +198,8 @@ class Invoker:
 
     # ------------------------------------------------------------------------------ metrics, audit
 
-    def _record(self, call: Call, servers: Mapping[str, ToolServer], status: int, error_type: str | None,
-                started: float, note: str = "") -> None:
+    def _record(self, call: Call, servers: Mapping[str, ToolServer], arguments: Json, status: int,
+                error_type: str | None, started: float, note: str = "") -> None:
         elapsed = time.perf_counter() - started
         server = servers.get(call.server)
         if server is not None:  # bounded label values: configured servers and their tools only
@@ -205,7 +213,6 @@ class Invoker:
             access_logger.info("%s %s/%s %d %.1fms%s", who, call.server, call.tool, status, elapsed * 1000, suffix,
                                extra={"audit": record})
             return
-        arguments = call.arguments if call.body is None else _parsed_or_raw(call.body)
         shown = json.dumps(arguments, ensure_ascii=False, default=str)
         if len(shown) > MAX_LOGGED_ARGUMENTS:
             shown = shown[:MAX_LOGGED_ARGUMENTS] + "..."
@@ -234,13 +241,6 @@ def _parse_body(raw: bytes, server: str, tool: str) -> Json:
             f"request body is not valid JSON: {exc}", [{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
             server=server, tool=tool,
         ) from None
-
-
-def _parsed_or_raw(raw: bytes) -> Json:
-    try:
-        return json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return raw.decode("utf-8", "replace")
 
 
 def _error_type(body: Json) -> str:
