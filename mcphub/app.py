@@ -33,6 +33,7 @@ from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
+from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.runner.api import runner_routes
 from mcphub.toolserver import Json, State
@@ -186,8 +187,10 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
     """The HTTP face of `invoker`. `hub_id` names this hub in federation listings (loop detection);
     `mounts` are the hubs it mounts (their state shows in /readyz). `app.state.invoker` is the invoker
     (reloads go to `invoker.reconfigure`). `backend_transport`: how the runner reaches its model backend
-    (default: the network; tests pass a mock or an ASGI transport)."""
+    (default: the network; tests pass a mock or an ASGI transport). `app.state.mcp` is the MCP face
+    (`/mcp`, `/{server}/mcp`): it serves while `async with app.state.mcp.running()`."""
     hub = _HttpFace(invoker, hub_id or uuid.uuid4().hex, mounts)
+    mcp = McpFace(invoker)
 
     async def listing(request: Request) -> Response:
         """Raw MCP tool definitions per server, for hubs that mount this one (federation)."""
@@ -217,6 +220,9 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
             },
         })
 
+    async def resource_metadata(request: Request) -> Response:
+        return JSONResponse(mcp.metadata(request))
+
     async def combined_spec(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))  # JWKS keys for the sync checks
         return _guarded(lambda: JSONResponse(hub.spec(request, None)))
@@ -245,10 +251,14 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route(LISTING_PATH, listing, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route(METADATA_PATH, resource_metadata, methods=["GET"]),
+        Route(METADATA_PATH + "/{endpoint:path}", resource_metadata, methods=["GET"]),
+        Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
         Route("/openapi.json", combined_spec, methods=["GET"]),
         Route("/docs", combined_docs, methods=["GET"]),
         Route("/{server}/openapi.json", server_spec, methods=["GET"]),
         Route("/{server}/docs", server_docs, methods=["GET"]),
+        Route("/{server}/mcp", mcp, methods=["GET", "POST", "DELETE"]),  # (a tool named `mcp` is MCP-only)
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
     if invoker.config.runner is not None:  # /v1/... before the /{server}/... patterns
@@ -259,13 +269,17 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         # Off unless origins are listed. Credentials travel in the Authorization header, which a
         # cross-origin fetch may send once the preflight allows it, so the hub never allows cookies
         # (no Access-Control-Allow-Credentials), and so never pairs `*` with credentials.
-        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                                     allow_headers=["authorization", "content-type"], allow_credentials=False,
-                                     expose_headers=["retry-after"], max_age=600))
+        # (The MCP face's browser clients also send and read the session and protocol-version headers.)
+        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                                     allow_headers=["authorization", "content-type", "mcp-session-id",
+                                                    "mcp-protocol-version", "last-event-id"],
+                                     allow_credentials=False, max_age=600,
+                                     expose_headers=["retry-after", "mcp-session-id", "www-authenticate"]))
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         HubError: _hub_error_handler, 404: _not_found_handler, 405: _method_handler, 500: _internal_error_handler,
     })
     app.state.invoker = invoker
+    app.state.mcp = mcp
     return app
 
 

@@ -30,7 +30,7 @@ from mcphub.config import HubConfig
 from mcphub.errors import HubError, InvalidArguments, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.metrics import HubMetrics
 from mcphub.ratelimit import RateLimiter
-from mcphub.toolserver import CallContext, Json, Relayed, State, ToolServer
+from mcphub.toolserver import CallContext, Json, ProgressFn, Relayed, State, ToolServer
 from mcphub.validation import ArgumentValidator
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Call:
     arguments: Json = None
     body: bytes | None = None
     authorization: str | None = None
+    face: str = "http"  # which face took the call: a metrics label
+    progress: ProgressFn | None = None  # where the server's progress notifications go (the MCP face)
 
 
 @dataclass(slots=True)
@@ -66,10 +68,12 @@ class Outcome:
     headers: Mapping[str, str] = field(default_factory=dict)
     result: CallToolResult | None = None  # a local server's own result (its `isError` ones too)
     error_type: str | None = None
+    mcp_error: MCPError | None = None  # the server's own JSON-RPC error answer (the MCP face passes it on)
 
     @classmethod
-    def failed(cls, error: HubError, result: CallToolResult | None = None) -> Outcome:
-        return cls(error.status_code, error.body(), error.headers(), result, error.type)
+    def failed(cls, error: HubError, result: CallToolResult | None = None,
+               mcp_error: MCPError | None = None) -> Outcome:
+        return cls(error.status_code, error.body(), error.headers(), result, error.type, mcp_error)
 
 
 @dataclass(slots=True)
@@ -179,11 +183,12 @@ class Invoker:
                                                   {} if arguments is None else arguments)
             elif arguments is None:
                 arguments = {}
-            context = CallContext(caller=call.principal.audit_name, authorization=call.authorization)
+            context = CallContext(caller=call.principal.audit_name, authorization=call.authorization,
+                                  progress=call.progress)
             try:
                 answer = await server.call(call.tool, arguments, context)
             except MCPError as exc:
-                raise results.from_mcp_error(exc, server=call.server, tool=call.tool) from None
+                return Outcome.failed(results.from_mcp_error(exc, server=call.server, tool=call.tool), mcp_error=exc)
         except HubError as exc:
             if exc.server is None:
                 exc.server = call.server
@@ -204,7 +209,7 @@ class Invoker:
         server = servers.get(call.server)
         if server is not None:  # bounded label values: configured servers and their tools only
             self.metrics.observe(call.server, call.tool if call.tool in server.tools else "(unknown)", status,
-                                 elapsed, error_type)
+                                 elapsed, error_type, face=call.face)
         who = call.principal.audit_name
         record: dict[str, Json] = {"principal": who, "server": call.server, "tool": call.tool, "status": status,
                                    "duration_ms": round(elapsed * 1000, 1)}

@@ -34,7 +34,8 @@ class HubMetrics:
     def __init__(self, servers: Callable[[], Mapping[str, ServerGauges]]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.calls = Counter(
-            "mcphub_tool_calls", "Tool calls by outcome", ["server", "tool", "status"], registry=self.registry
+            "mcphub_tool_calls", "Tool calls by outcome and face (http, mcp)", ["server", "tool", "status", "face"],
+            registry=self.registry,
         )
         self.errors = Counter(
             "mcphub_tool_errors", "Failed tool calls by error type", ["server", "tool", "type"], registry=self.registry
@@ -48,8 +49,9 @@ class HubMetrics:
         )
         self.registry.register(_ServerCollector(servers))
 
-    def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None) -> None:
-        self.calls.labels(server, tool, str(status)).inc()
+    def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None,
+                *, face: str = "http") -> None:
+        self.calls.labels(server, tool, str(status), face).inc()
         self.latency.labels(server, tool).observe(seconds)
         if error_type is not None:
             self.errors.labels(server, tool, error_type).inc()

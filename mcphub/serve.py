@@ -32,6 +32,7 @@ from anyio.abc import TaskStatus
 
 from mcphub import transports
 from mcphub.app import create_app
+from mcphub.mcp_face import McpFace
 from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
@@ -234,6 +235,7 @@ class _Listener:
     invoker: Invoker
     server: _Server
     sock: socket.socket
+    mcp: McpFace
 
 
 class _Lifetime:
@@ -251,6 +253,7 @@ class _Lifetime:
             return
         for listener in self.listeners:
             listener.invoker.shut_down()  # calls in flight answer 503 now, not after uvicorn's grace period
+            listener.mcp.shut_down()  # MCP sessions and their open streams end now too
             if listener.server.should_exit:
                 listener.server.force_exit = True
             else:
@@ -274,9 +277,12 @@ async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | N
                 lifetime = _Lifetime(scope)
                 await signals.start(_on_signals, lifetime)
                 async with running(servers, sites, api_keys=options.api_keys, launcher=launcher) as hub:
-                    listeners = [_Listener(site, invoker, _uvicorn(site, invoker), sock)
+                    listeners = [_listener(site, invoker, sock)
                                  for site, invoker, sock in zip(sites, hub.invokers, bound, strict=True)]
-                    await _serve(listeners, lifetime, options, config, hub.supervisor)
+                    async with contextlib.AsyncExitStack() as faces:
+                        for listener in listeners:
+                            await faces.enter_async_context(listener.mcp.running())
+                        await _serve(listeners, lifetime, options, config, hub.supervisor)
             signals.cancel_scope.cancel()
     logger.info("stopped")
 
@@ -290,17 +296,19 @@ async def _serve(listeners: list[_Listener], lifetime: _Lifetime, options: Serve
         for listener in listeners:
             serving.start_soon(_serve_until_done, listener, serving.cancel_scope)
             site = listener.site
-            logger.info("%s: %d servers (%d mounted hubs) on http://%s:%d%s/ (docs: /docs)", site.name,
-                        len(site.local), len(site.mounts), site.host, listener.sock.getsockname()[1],
-                        site.config.hub.root_path)
+            base = f"http://{site.host}:{listener.sock.getsockname()[1]}{site.config.hub.root_path}"
+            logger.info("%s: %d servers (%d mounted hubs) on %s/ (OpenAPI: %s/openapi.json, docs: %s/docs; "
+                        "MCP: %s/mcp, one server: %s/{server}/mcp)", site.name, len(site.local), len(site.mounts),
+                        base, base, base, base, base)
 
 
-def _uvicorn(site: Site, invoker: Invoker) -> _Server:
+def _listener(site: Site, invoker: Invoker, sock: socket.socket) -> _Listener:
     app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
-    return _Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app, host=site.host, port=site.port, root_path=site.config.hub.root_path, lifespan="off",
         access_log=False, log_config=None, timeout_graceful_shutdown=SHUTDOWN_GRACE,
     ))
+    return _Listener(site, invoker, server, sock, app.state.mcp)
 
 
 class ListenError(ConfigError):

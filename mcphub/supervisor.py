@@ -42,7 +42,7 @@ from mcp.types import (
 from mcphub import transports
 from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout, exception_line
-from mcphub.toolserver import CallContext, Json, State, same_tools, unavailable
+from mcphub.toolserver import CallContext, Json, ProgressFn, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class ServerHandle:
         return ()
 
     async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> CallToolResult:
-        return await self.call_tool(tool, arguments, caller=context.caller)
+        return await self.call_tool(tool, arguments, caller=context.caller, progress=context.progress)
 
     def unavailable(self, tool: str | None, reason: str | None = None) -> ServerUnavailable:
         return unavailable(self, tool, reason, retry_after=self.retry_after())
@@ -124,7 +124,8 @@ class ServerHandle:
     # ---------------------------------------------------------------------------------------- calls
 
     async def call_tool(
-        self, tool: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str | None = None
+        self, tool: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str | None = None,
+        progress: ProgressFn | None = None,
     ) -> CallToolResult:
         """Call a tool on the least busy ready replica.
 
@@ -136,18 +137,19 @@ class ServerHandle:
         meta = cast(RequestParamsMeta, {self.config.forward_identity: caller}) \
             if self.config.forward_identity and caller else None
         try:
-            return await self._call_once(tool, arguments, timeout, meta)
+            return await self._call_once(tool, arguments, timeout, meta, progress)
         except _SessionExpired:
             # The server refused the request before running it: re-initialise and send it once more.
             with anyio.move_on_after(REREADY_WAIT):
                 await self._wait_ready()
             try:
-                return await self._call_once(tool, arguments, timeout, meta)
+                return await self._call_once(tool, arguments, timeout, meta, progress)
             except _SessionExpired:
                 raise self.unavailable(tool, "the server dropped the session again") from None
 
     async def _call_once(
-        self, tool: str, arguments: dict[str, Any], timeout: float, meta: RequestParamsMeta | None
+        self, tool: str, arguments: dict[str, Any], timeout: float, meta: RequestParamsMeta | None,
+        progress: ProgressFn | None,
     ) -> CallToolResult:
         replica = self._pick()
         client = replica.client
@@ -161,7 +163,7 @@ class ServerHandle:
                 # send_request, not Client.call_tool: results pass through verbatim, without the SDK
                 # rejecting structured content that disagrees with the tool's own outputSchema.
                 return await client.session.send_request(
-                    request, CallToolResult, request_read_timeout_seconds=timeout
+                    request, CallToolResult, request_read_timeout_seconds=timeout, progress_callback=progress
                 )
         except MCPError as exc:
             if exc.code in (INVALID_REQUEST, REQUEST_TIMEOUT) and _is_session_gone(exc.message):

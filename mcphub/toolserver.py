@@ -54,16 +54,24 @@ class Relayed:
     headers: Mapping[str, str]
 
 
+class ProgressFn(Protocol):
+    """Where a call's progress notifications go: the server's absolute progress, its total and message."""
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Who a call is for, as far as a server may know it.
 
     `caller` is the principal's audit name (`key:NAME`, `jwt:SUBJECT`): a local server sees it only
     where its config says `forward_identity`. `authorization` is the caller's own header: sent only to a
-    mounted sibling hub that shares this hub's auth, never to an MCP server."""
+    mounted sibling hub that shares this hub's auth, never to an MCP server. `progress`: where the
+    server's `notifications/progress` for this call go (None: the caller asked for none)."""
 
     caller: str
     authorization: str | None = None
+    progress: ProgressFn | None = None
 
 
 Answer: TypeAlias = CallToolResult | Relayed

@@ -219,15 +219,30 @@ async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[
     connector: Callable[..., Any] = connect if in_process else transports.connect
     async with Supervisor(config, connect=connector) as supervisor:  # bounded by each server's connect_timeout
         app = make_app(supervisor, config, api_keys, backend)
-        if not listen:
-            transport = httpx2.ASGITransport(app=app, root_path=config.hub.root_path)
-            async with httpx2.AsyncClient(base_url=IN_PROCESS_BASE_URL, transport=transport, headers=headers,
-                                          timeout=30) as client:
-                yield RunningHub(IN_PROCESS_BASE_URL, client, supervisor, app, transport)
-            return
-        async with _listening(app, config) as url:
-            async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-                yield RunningHub(url, client, supervisor, app)
+        async with app.state.mcp.running():
+            async with _serving(app, config, listen, headers) as hub:
+                yield RunningHub(hub.url, hub.client, supervisor, app, hub.transport)
+
+
+@dataclass
+class _Serving:
+    url: str
+    client: httpx2.AsyncClient
+    transport: httpx2.AsyncBaseTransport | None
+
+
+@asynccontextmanager
+async def _serving(app: Starlette, config: HubConfig, listen: bool,
+                   headers: dict[str, str] | None) -> AsyncIterator[_Serving]:
+    if not listen:
+        transport = httpx2.ASGITransport(app=app, root_path=config.hub.root_path)
+        async with httpx2.AsyncClient(base_url=IN_PROCESS_BASE_URL, transport=transport, headers=headers,
+                                      timeout=30) as client:
+            yield _Serving(IN_PROCESS_BASE_URL, client, transport)
+        return
+    async with _listening(app, config) as url:
+        async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            yield _Serving(url, client, None)
 
 
 @asynccontextmanager
@@ -243,6 +258,7 @@ async def running_instances(raw: dict[str, Any] | str | HubConfig, *, instance: 
         hubs = {}
         for site, invoker in zip(sites, hub.invokers, strict=True):
             app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
+            await stack.enter_async_context(app.state.mcp.running())
             url = await stack.enter_async_context(_listening(app, site.config, port=site.port))
             client = await stack.enter_async_context(httpx2.AsyncClient(base_url=url, timeout=30))
             hubs[site.name] = RunningHub(url, client, hub.supervisor, app)

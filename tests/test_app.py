@@ -137,7 +137,7 @@ async def test_healthz_readyz_and_metrics(hub):
     await hub.client.post("/sample/add", json={"a": 1, "b": 1})
     await hub.client.post("/sample/fail", json={"message": "x"})
     text = (await hub.client.get("/metrics")).text
-    assert 'mcphub_tool_calls_total{server="sample",status="200",tool="add"} 1.0' in text
+    assert 'mcphub_tool_calls_total{face="http",server="sample",status="200",tool="add"} 1.0' in text
     assert 'mcphub_tool_errors_total{server="sample",tool="fail",type="tool_error"} 1.0' in text
     assert 'mcphub_tool_call_duration_seconds_count{server="sample",tool="add"} 1.0' in text
     assert 'mcphub_server_up{server="sample",state="ready"} 1.0' in text

@@ -109,6 +109,12 @@ def build(
             raise
         return f"slept {seconds}"
 
+    @mcp.tool(description="Report progress `steps` times (i of steps, message 'step i'), then answer.")
+    async def count(steps: int, ctx: Context) -> str:
+        for i in range(1, steps + 1):
+            await ctx.report_progress(i, steps, f"step {i}")
+        return f"counted {steps}"
+
     @mcp.tool(description="Sleep, then answer with the server's process id.")
     async def slow_pid(seconds: float) -> int:
         await anyio.sleep(seconds)
