@@ -38,6 +38,7 @@ from mcp.types import (
     RequestParamsMeta,
     Tool,
 )
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from mcphub import transports
 from mcphub.config import HttpServer, HubConfig, ServerConfig
@@ -582,6 +583,8 @@ async def _listen_for_tool_changes(handle: ServerHandle, label: str, client: Cli
     a notification, which transports hands to `on_tools_changed`). Quietly nothing where unsupported."""
     caps = client.server_capabilities
     if caps is None or caps.tools is None or not caps.tools.list_changed:
+        return
+    if client.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:  # 2025-era: the notification, not a stream
         return
     try:
         async with client.listen(tools_list_changed=True) as subscription:
