@@ -14,6 +14,8 @@ import uuid
 import anyio
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.hub import running_hub, sample_server
 
@@ -75,3 +77,43 @@ async def test_every_concurrent_call_gets_its_own_answer_and_none_is_lost(replic
         if replicas == 2:  # both processes took a share of the load
             pids = {(await hub.client.post("/sample/pid", json={})).json()["result"] for _ in range(8)}
             assert len(pids) == 2
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_every_concurrent_call_over_the_mcp_face_gets_its_own_answer(mode: str):
+    """The same load through `/sample/mcp` with the SDK's client (2026: a POST per call; 2025: one
+    session carrying every call): a real stdio child and uvicorn, so both wires are crossed."""
+    run = uuid.uuid4().hex
+    config = {"servers": {"sample": sample_server()}}
+    async with running_hub(config, in_process=False) as hub:
+        expected: dict[int, object] = {}
+        answers: dict[int, object] = {}
+        limits = httpx2.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        async with httpx2.AsyncClient(limits=limits, timeout=30) as http:
+            async with Client(streamable_http_client(f"{hub.url}/sample/mcp", http_client=http), mode=mode) as mcp:
+                requests = iter(range(CALLS))
+
+                async def worker() -> None:
+                    for i in requests:
+                        if i % 2:
+                            text = f"{run}-{i}-{'é' * (i % 7)}"
+                            expected[i] = {"result": text}
+                            result = await mcp.session.call_tool("echo", {"text": text})
+                        else:
+                            a, b = i * 7919, -i
+                            expected[i] = {"total": a + b, "operands": [a, b]}
+                            result = await mcp.session.call_tool("add", {"a": a, "b": b})
+                        answers[i] = None if result.is_error else result.structured_content
+
+                with anyio.fail_after(LOAD_TIMEOUT * 2):
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(CONCURRENCY):
+                            tg.start_soon(worker)
+        metrics = (await hub.client.get("/metrics")).text
+
+    assert sorted(answers) == list(range(CALLS))  # zero lost
+    wrong = {i: answers[i] for i in answers if answers[i] != expected[i]}
+    assert wrong == {}  # zero failed or mixed up
+    counted = sum(_metric(metrics, "mcphub_tool_calls_total", server="sample", tool=t, status="200", face="mcp")
+                  for t in ("echo", "add"))
+    assert counted == CALLS
