@@ -11,6 +11,8 @@ schema, so no output validation on any path), on this machine, in one run:
     what a proxy itself does per call, minus HTTP);
   - hub: a real `mcphub serve` subprocess serving the same server, with an API key;
   - hub replicas=2: the same with a pool of two server processes;
+  - hub mcp: the first hub's MCP face (`/bench/mcp`), called by the SDK's client in this process exactly as
+    direct is (2026-07-28: a POST per call), so the two differ by the hub alone;
   - mcpo: Open WebUI's MCP-to-OpenAPI proxy on the same server, with an API key, from its own venv
     (`bench/install-mcpo`; skipped with a note when not installed, or with --no-mcpo);
   - hub no auth (--with-no-auth): the hub without a key, to see what authentication costs;
@@ -48,8 +50,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, ExitStack, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -61,6 +63,7 @@ import psutil
 import yaml
 from loadgen import JSONPoster, add_call
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -187,6 +190,15 @@ def direct_call(client: Client, work: int | None = None) -> Call:
             raise RuntimeError(f"direct call {i}: unexpected result {result!r}")
 
     return call
+
+
+@asynccontextmanager
+async def mcp_client(url: str, headers: dict[str, str]) -> AsyncIterator[Client]:
+    """The SDK's client (auto: the 2026-07-28 protocol, a POST per call) at one of the hub's MCP endpoints."""
+    limits = httpx2.Limits(max_connections=max(LEVELS), max_keepalive_connections=max(LEVELS))
+    async with httpx2.AsyncClient(headers=headers, limits=limits, timeout=60) as http:
+        async with Client(streamable_http_client(url, http_client=http), cache=None) as client:
+            yield client
 
 
 def httpx2_call(http: httpx2.AsyncClient, url: str, work: int | None = None) -> Call:
@@ -406,7 +418,7 @@ async def throughput(
         if mcpo is not None:
             memory["mcpo_idle_rss_mib"] = round(rss_mib(proxies[-1].proc.pid)[0], 1)
         params = StdioServerParameters(command=SERVER[0], args=SERVER[1:])
-        async with Client(params, cache=None) as direct:
+        async with Client(params, cache=None) as direct, AsyncExitStack() as faces:
             roles: dict[str, dict[str, psutil.Process]] = {
                 "direct": {"server": bench_servers(psutil.Process(), 1, recursive=False)[0]}
             }
@@ -416,11 +428,15 @@ async def throughput(
                 roles[proxy.name] = {"proxy": parent} | {
                     "server" if n == 0 else f"server {n + 1}": p for n, p in enumerate(servers)
                 }
+            hub = proxies[0]
+            roles["hub mcp"] = roles[hub.name]  # the same hub process, through its MCP face
+            mcp_face = await faces.enter_async_context(mcp_client(f"{hub.url}/bench/mcp", hub.headers))
             for level in LEVELS:
                 async with AsyncExitStack() as stack:
                     targets = {"direct": Target(direct_call(direct))}
                     for proxy in proxies:
                         targets[proxy.name] = await http_target(stack, proxy, level, client)
+                    targets["hub mcp"] = Target(direct_call(mcp_face))
                     runs += await interleaved(targets, roles, level, CALLS[level][pick], rounds, WARMUP, "add")
             async with AsyncExitStack() as stack:
                 targets = {"direct": Target(direct_call(direct, CRUNCH_WORK))}
@@ -551,6 +567,9 @@ def report(
         f"hub_replicas2_over_direct_rps_crunch_c{CRUNCH_LEVEL}": crunched["hub replicas=2"].rps
         / crunched["direct"].rps,
     }
+    for level in LEVELS:
+        ratios[f"hub_mcp_over_direct_rps_c{level}"] = by[("hub mcp", level)].rps / by[("direct", level)].rps
+        ratios[f"hub_mcp_over_hub_rps_c{level}"] = by[("hub mcp", level)].rps / by[("hub", level)].rps
     if "mcpo" in names:
         for level in LEVELS:
             ratios[f"mcpo_over_direct_rps_c{level}"] = by[("mcpo", level)].rps / by[("direct", level)].rps
@@ -568,6 +587,11 @@ def report(
             f"{ratios['hub_over_direct_rps_c50']:.2f}×",
         ),
         ("p50 added latency at c=1 < 1 ms", added_p50 < 1.0, f"{added_p50:.2f} ms"),
+        (
+            "MCP face throughput at c=50 ≥ 0.9 × direct",
+            ratios["hub_mcp_over_direct_rps_c50"] >= 0.9,
+            f"{ratios['hub_mcp_over_direct_rps_c50']:.2f}×",
+        ),
         (
             "replicas: 2 at c=50 > direct single session",
             ratios["hub_replicas2_over_direct_rps_c50"] > 1.0,
@@ -588,6 +612,10 @@ def report(
             + ", ".join(f"c={level} {ratios[f'hub_over_mcpo_rps_c{level}']:.2f}×" for level in LEVELS)
             + f"; p50 added at c=1: hub {added_p50:.2f} ms, mcpo {ratios['mcpo_added_p50_ms_c1']:.2f} ms"
         )
+    lines.append("MCP face ÷ direct session, req/s: "
+                 + ", ".join(f"c={n} {ratios[f'hub_mcp_over_direct_rps_c{n}']:.2f}×" for n in LEVELS)
+                 + "; ÷ the HTTP face: "
+                 + ", ".join(f"c={n} {ratios[f'hub_mcp_over_hub_rps_c{n}']:.2f}×" for n in LEVELS))
     for other, label in (("hub no auth", "hub with a key ÷ without"), ("hub legacy", "hub (auto) ÷ mode: legacy")):
         if other in names:
             key = f"hub_over_{other[4:].replace(' ', '_')}_rps_c"

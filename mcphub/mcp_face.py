@@ -26,6 +26,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,8 @@ PROGRESS_SETTLE = 1.0  # seconds a call's answer waits for its last progress not
 LIST_CHANGED_POLL = 1.0  # seconds between looks for changed tool lists (to tell session clients)
 MAX_LISTENERS = 10_000  # 2025 sessions remembered for list_changed (the SDK's own session limit)
 METADATA_PATH = "/.well-known/oauth-protected-resource"  # RFC 9728
+# who is calling and through which endpoint, for the SDK's schema lookup (it runs in the request's task)
+_CALLER: ContextVar[tuple[Principal, str | None]] = ContextVar("mcphub_mcp_caller")
 _PRINCIPAL = "mcphub.principal"  # ASGI scope keys: who is calling, and which server the URL names (None: all)
 _VIEW = "mcphub.view"
 # hub errors the caller can act on as "no such tool" (the reference servers answer those -32602)
@@ -107,7 +110,7 @@ class McpFace:
     def __init__(self, invoker: Invoker) -> None:
         self.invoker = invoker
         self._server = _HubServer("mcphub", version=__version__, on_list_tools=self._list_tools,
-                                  on_call_tool=self._call_tool)
+                                  on_call_tool=self._call_tool, get_tool_input_schema=self._input_schema)
         self._manager = StreamableHTTPSessionManager(self._server, session_idle_timeout=SESSION_IDLE_TIMEOUT)
         self._stop = anyio.Event()
         self._serving = False
@@ -175,6 +178,7 @@ class McpFace:
             return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
         request.scope[_PRINCIPAL] = principal
         request.scope[_VIEW] = view
+        _CALLER.set((principal, view))
         if auth.enabled:  # the SDK binds a 2025 session to the credential that opened it
             request.scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=principal.audit_name, scopes=[]))
         return None
@@ -206,6 +210,20 @@ class McpFace:
             while len(self._listeners) > MAX_LISTENERS:  # the oldest first (sessions end without telling us)
                 self._listeners.pop(next(iter(self._listeners)))
         return ListToolsResult(tools=self._visible(principal, view))
+
+    def _input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """The input schema of tool `name` as the caller of this request sees it (the SDK checks a 2026
+        request's `Mcp-Param-*` headers against it; without this it would list every tool per call)."""
+        caller = _CALLER.get(None)
+        if caller is None:
+            return None
+        principal, view = caller
+        servers = self.invoker.servers()
+        target = _Target(view, name) if view is not None else self._combined_names(servers).get(name)
+        if target is None or target.server not in servers or not principal.may_call(target.server, target.tool):
+            return None
+        tool = servers[target.server].tools.get(target.tool)
+        return None if tool is None else tool.input_schema
 
     def _visible(self, principal: Principal, view: str | None) -> list[Tool]:
         servers = self._servers(view)
