@@ -17,6 +17,11 @@ Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
 | HTTP error status without a JSON-RPC body → `MCPError(INTERNAL_ERROR, "Server returned an error response")` | supervisor.SDK_BARE_HTTP_ERROR (`_call_once`, `_ping`) | a proxy's 502 page is a 502 bad_gateway, not the tool's error | mcp 2.3.0 | `test_sdk_reports_an_http_error_page_as_a_bare_http_error` |
 | bare 404 to a request with a session id → `MCPError(INVALID_REQUEST, "Session terminated")` | transports.SESSION_GONE (`_SessionGoneRead` writes it); supervisor._is_session_gone ("session terminated") | a restarted server: reconnect and resend, not an error | mcp 2.3.0 | `test_sdk_reports_a_bare_404_with_a_session_as_session_terminated` |
 | streamable HTTP: each message POSTed as a plain JSON body with `mcp-session-id`, through the `http_client`'s response hooks; a 4xx body read after them (httpx2 keeps what a hook read) | transports._http_transport (`notice_lost_session`, `_request_id`, `_error_body`) | stale-session answers are tied to their request id, whatever the server's wording | mcp 2.3.0, httpx2 2.17.0 | `test_sdk_http_requests_pass_the_response_hook_which_can_read_their_id_and_body` |
+| `StreamableHTTPSessionManager` routes a request by its `MCP-Protocol-Version` header: a 2026 one to the stateless single-exchange path, others to 2025 sessions | mcp_face.McpFace (one manager serves both eras on one URL) | `/mcp` answers both SDK client modes and the TypeScript client | mcp 2.3.0 | tests/test_mcp_face.py (every test runs `auto` and `legacy`) |
+| `ServerRequestContext.request` is the Starlette `Request` of the HTTP POST that carried the message, in both eras (the same ASGI scope the face wrote the caller into) | mcp_face._caller | each call runs as the credential of the HTTP request it came in, not the session's first | mcp 2.3.0 | tests/test_mcp_face.py `test_a_scoped_key_lists_and_calls_only_what_it_may` |
+| `scope["user"]` holding an `AuthenticatedUser` binds a 2025 session to that credential (`authorization_context`) | mcp_face._admit | a session id is useless with another key | mcp 2.3.0 | tests/test_mcp_face.py `test_a_session_stays_with_the_key_that_opened_it` |
+| the session runner takes `InitializationOptions` from `Server.create_initialization_options()` (overridden to announce `tools.listChanged`) | mcp_face._HubServer | 2025 clients know to expect `notifications/tools/list_changed` | mcp 2.3.0 | tests/test_mcp_face.py `test_a_session_client_is_told_when_the_tools_change` |
+| `Server(get_tool_input_schema=)` is called in the request's own task (a context variable set by the ASGI app is visible) | mcp_face._input_schema | the `Mcp-Param-*` check uses the caller's view without listing every tool per call | mcp 2.3.0 | `test_the_sdk_looks_up_a_tools_input_schema_in_the_requests_own_context` |
 | `uvicorn.Server.capture_signals()`: where `serve()` installs its signal handlers | serve._Server (no-op override); tests/hub.py | uvicorn would re-raise the signal after serving, killing the hub before its servers stop | uvicorn 0.55.0 | `test_uvicorn_installs_its_signal_handlers_only_through_capture_signals` |
 | `uvicorn.Server.serve(sockets=[sock])` (the gunicorn worker's path): serves on a socket bound by the caller | serve._serve_until_done (the port is bound by serve._bind first) | a busy port is found, and said in one line, before any server starts | uvicorn 0.55.0 | `test_uvicorn_serves_on_a_socket_bound_by_the_caller` |
 | `uvicorn.Server.serve()` ends with `SystemExit` when its start-up fails (after logging why) | serve._serve_until_done (→ ListenError) | a failed start is one line and exit 2, not a traceback | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
@@ -38,6 +43,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -49,11 +55,13 @@ from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.message import SessionMessage
 from mcp.types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    CallToolRequestParams,
     CallToolResult,
     ListToolsResult,
     TextContent,
@@ -423,3 +431,40 @@ def _no_signals() -> Any:
     from contextlib import nullcontext
 
     return nullcontext()
+
+
+async def test_the_sdk_looks_up_a_tools_input_schema_in_the_requests_own_context() -> None:
+    caller: ContextVar[str] = ContextVar("caller")
+    seen: list[str | None] = []
+    tool = Tool(name="t", input_schema={"type": "object", "properties": {"x": {"type": "string"}}})
+
+    def schema(name: str) -> Any:
+        seen.append(caller.get(None))
+        return tool.input_schema
+
+    async def list_tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=[tool])
+
+    async def call_tool(ctx: Any, params: CallToolRequestParams) -> CallToolResult:
+        return CallToolResult(content=[TextContent(type="text", text="ok")])
+
+    manager = StreamableHTTPSessionManager(Server("c", on_list_tools=list_tools, on_call_tool=call_tool,
+                                                  get_tool_input_schema=schema))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # what McpFace.__call__ does
+        caller.set("the caller of this request")
+        await manager.handle_request(scope, receive, send)
+
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "t", "arguments": {"x": "y"}, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                                      "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Accept": "application/json, text/event-stream",
+               "Mcp-Method": "tools/call", "Mcp-Name": "t"}
+    async with manager.run(), httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://c") as http:
+        response = await http.post("/", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert seen == ["the caller of this request"], broken(
+        f"the SDK no longer calls get_tool_input_schema in the request's task (saw {seen})",
+        "mcp_face.McpFace._input_schema (reads the caller from a context variable)",
+        "2026 calls through the MCP face would skip the Mcp-Param check or see another caller's view",
+    )
