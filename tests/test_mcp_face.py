@@ -18,13 +18,15 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolListChangedNotification
 
-from tests.hub import RunningHub, running_hub, sample_server
+from tests.helpers import free_port
+from tests.hub import RunningHub, running_hub, running_instances, sample_server
 
 pytestmark = pytest.mark.anyio
 
 FULL_KEY = "mcp-face-full-key-0123456789"
 NARROW_KEY = "mcp-face-narrow-key-0123456789"
 OTHER_KEY = "mcp-face-other-key-0123456789"
+LIMITED_KEY = "mcp-face-limited-key-0123456789"
 MODES = ["auto", "legacy"]  # 2026-07-28 (no session) and 2025-11-25 (initialize, Mcp-Session-Id)
 ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
 WAIT = 10.0  # seconds for anything announced to arrive
@@ -42,9 +44,10 @@ def config(markers: Path | None = None) -> dict[str, Any]:
             {"name": "full", "key": FULL_KEY},
             {"name": "narrow", "key": NARROW_KEY, "servers": ["sample"], "tools": ["echo", "add"]},
             {"name": "other", "key": OTHER_KEY},
+            {"name": "limited", "key": LIMITED_KEY, "rate_limit": {"requests": 1, "per": 3600}},
         ]},
         "servers": {"sample": sample_server(env=env, restart={"initial_delay": 0.1, "max_delay": 0.5}),
-                    "second": sample_server()},
+                    "second": sample_server(), "slow": sample_server(timeout=0.5)},
     }
 
 
@@ -95,7 +98,7 @@ async def test_one_server_lists_its_tools_unchanged_and_answers_calls_verbatim(h
 async def test_all_servers_as_one_endpoint_name_tools_server_underscore_tool(hub: RunningHub, mode: str):
     async with mcp_client(f"{hub.url}/mcp", mode=mode) as client:
         names = {t.name for t in (await client.list_tools()).tools}
-        expected = {f"{s}_{t}" for s in ("sample", "second") for t in hub.supervisor.servers[s].tools}
+        expected = {f"{s}_{t}" for s in ("sample", "second", "slow") for t in hub.supervisor.servers[s].tools}
         assert names == expected
         answer = await client.call_tool("second_echo", {"text": "through /mcp"})
         assert text_of(answer) == "through /mcp"
@@ -119,6 +122,16 @@ async def test_bad_arguments_are_a_tool_error_naming_the_problem(hub: RunningHub
         result = await client.call_tool("add", {"a": "two", "b": 3})
         assert result.is_error
         assert "a" in text_of(result) and "integer" in text_of(result), text_of(result)
+
+
+async def test_a_timeout_and_a_rate_limit_are_tool_errors_with_the_hub_s_reason(hub: RunningHub):
+    async with mcp_client(f"{hub.url}/slow/mcp") as client:
+        late = await client.call_tool("sleep", {"seconds": 5})
+        assert late.is_error and text_of(late) == "tool 'sleep' on server 'slow' did not answer within 0.5s"
+    async with mcp_client(f"{hub.url}/mcp", key=LIMITED_KEY) as client:
+        assert text_of(await client.call_tool("second_echo", {"text": "one"})) == "one"
+        limited = await client.call_tool("second_echo", {"text": "two"})
+        assert limited.is_error and "rate limit" in text_of(limited) and "retry after" in text_of(limited)
 
 
 async def test_the_server_s_own_json_rpc_error_passes_through(hub: RunningHub):
@@ -278,6 +291,22 @@ async def test_a_session_client_is_told_when_the_tools_change():
             after = {t.name for t in (await client.list_tools(cache_mode="refresh")).tools}
             assert after - before == {"second_sprouted"}
             assert text_of(await client.call_tool("second_sprouted", {})) == "I am sprouted"
+
+
+async def test_a_mounted_hub_s_tools_are_on_the_combined_endpoint():
+    cn_port, global_port = free_port(), free_port()
+    raw = {"auth": {"api_keys": [{"name": "owui", "key": FULL_KEY}]},
+           "servers": {"clock": sample_server(), "local": sample_server()},
+           "instances": {"global": {"port": global_port, "servers": ["local"], "mount": ["cn"]},
+                         "cn": {"port": cn_port, "servers": ["clock"], "url": f"http://127.0.0.1:{cn_port}"}}}
+    async with running_instances(raw) as hubs:
+        invoker = hubs["global"].app.state.invoker
+        await _until(lambda: "clock" in invoker.servers() and invoker.servers()["clock"].tools)  # the mount's poll
+        async with mcp_client(f"{hubs['global'].url}/mcp") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"clock_add", "local_add"} <= names
+            answer = await client.call_tool("clock_add", {"a": 20, "b": 22})
+            assert answer.structured_content == {"total": 42, "operands": [20, 22]} and not answer.is_error
 
 
 async def _until(condition: Any, timeout: float = WAIT) -> None:
