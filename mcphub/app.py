@@ -12,7 +12,6 @@ in the supervisor); and the hot path is one route lookup.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from mcphub.auth import Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
+from mcphub.hangup import HangUpWatch
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
@@ -40,7 +40,6 @@ from mcphub.toolserver import Json, State
 
 logger = logging.getLogger(__name__)
 
-HANG_UP_WATCH_AFTER = 0.5  # seconds a call runs before the hub watches for a hang-up (under load, p99 > 50 ms)
 MAX_CACHED_SPECS = 256  # OpenAPI documents kept (per server, root path, caller's scope and tool versions)
 
 
@@ -68,7 +67,7 @@ class _HttpFace:
         raw = await request.body()  # before watching for a hang-up: both read the ASGI receive channel
         outcome = None
         with anyio.CancelScope() as scope:
-            hang_up = _HangUpWatch(request, scope)
+            hang_up = HangUpWatch(request.receive, scope)
             try:
                 outcome = await self.invoker.invoke(
                     Call(principal, server, tool, body=raw, authorization=authorization))
@@ -295,38 +294,6 @@ def _docs(hub: _HttpFace, request: Request, spec_path: str, title: str) -> Respo
     hub._docs_principal(request)
     page: HTMLResponse = get_swagger_ui_html(openapi_url=f"{root}{spec_path}", title=title)
     return page
-
-
-class _HangUpWatch:
-    """Cancels `scope` (and so the MCP request: the SDK sends notifications/cancelled) if the HTTP
-    client hangs up. Watching needs a task reading the ASGI receive channel; most calls end within
-    milliseconds, so that task starts only once a call has run for HANG_UP_WATCH_AFTER. (A client
-    that hangs up sooner is noticed then.) Plain asyncio: uvicorn always runs the hub on asyncio, and
-    a timer handle is what keeps the common case at a few microseconds."""
-
-    def __init__(self, request: Request, scope: anyio.CancelScope) -> None:
-        self.seen = False
-        self._request = request
-        self._scope = scope
-        self._task: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(HANG_UP_WATCH_AFTER, self._start)
-
-    def _start(self) -> None:
-        self._task = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        try:
-            while (await self._request.receive())["type"] != "http.disconnect":
-                pass
-        except OSError:  # the server's side of the connection failed: nothing left to watch
-            return
-        self.seen = True
-        self._scope.cancel()
-
-    def stop(self) -> None:
-        self._timer.cancel()
-        if self._task is not None:
-            self._task.cancel()
 
 
 def _error_response(exc: HubError) -> JSONResponse:
