@@ -163,7 +163,8 @@ class JSONPoster:
     back when its response is read.
     """
 
-    def __init__(self, url: str, *, concurrency: int, api_key: str | None = None, timeout: float = CALL_TIMEOUT):
+    def __init__(self, url: str, *, concurrency: int, api_key: str | None = None, timeout: float = CALL_TIMEOUT,
+                 headers: dict[str, str] | None = None):
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname not in LOOPBACK or parts.port is None:
             raise ValueError(f"{url!r}: the load generator speaks plain http to a loopback host:port only")
@@ -172,6 +173,7 @@ class JSONPoster:
         self.timeout = timeout
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+        auth += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self._head = (
             f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n{auth}Content-Length: "
         ).encode("latin-1")
@@ -237,5 +239,37 @@ def add_call(poster: JSONPoster, *, work: int | None = None) -> Callable[[int], 
             answer = response.body
         if answer != i + 1:
             raise LoadError(f"call {i}: expected {i + 1}, got {response.body[:200]!r}")
+
+    return call
+
+
+MCP_HEADERS = {  # what a 2026-07-28 client sends with a tools/call (the SDK's client sends the same)
+    "Accept": "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2026-07-28",
+    "Mcp-Method": "tools/call",
+    "Mcp-Name": "add",
+}
+_MCP_META = b'"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", ' \
+            b'"io.modelcontextprotocol/clientCapabilities": {}}'
+
+
+def mcp_add_call(poster: JSONPoster) -> Callable[[int], Awaitable[None]]:
+    """The same call i through an MCP endpoint (`JSONPoster(..., headers=MCP_HEADERS)`): a 2026-07-28
+    JSON-RPC `tools/call` of `add` with id i, expect its own id back and the text `i + 1`."""
+
+    async def call(i: int) -> None:
+        body = b'{"jsonrpc": "2.0", "id": %d, "method": "tools/call", "params": {"name": "add", ' \
+               b'"arguments": {"a": %d, "b": 1}, %s}}' % (i, i, _MCP_META)
+        response = await poster.post(body)
+        if response.status != 200:
+            raise LoadError(f"MCP call {i}: HTTP {response.status} {response.body[:200]!r}")
+        try:
+            answer = json.loads(response.body)
+            text = answer["result"]["content"][0]["text"]
+            ok = answer["id"] == i and text == str(i + 1) and not answer["result"].get("isError")
+        except (ValueError, KeyError, IndexError, TypeError):
+            ok = False
+        if not ok:
+            raise LoadError(f"MCP call {i}: expected id {i} and text {i + 1}, got {response.body[:200]!r}")
 
     return call

@@ -2,6 +2,7 @@
 
     python bench/run.py [--quick] [--rounds N] [--cold-starts N] [--json out.json] [--log-level info|warning]
                         [--http-client lean|httpx2] [--mcpo PATH | --no-mcpo] [--with-no-auth] [--with-legacy]
+                        [--with-mcp-sdk-client]
 
 What it measures, for the trivial tool `add` of `bench/server.py` (an async MCPServer tool, no output
 schema, so no output validation on any path), on this machine, in one run:
@@ -11,8 +12,10 @@ schema, so no output validation on any path), on this machine, in one run:
     what a proxy itself does per call, minus HTTP);
   - hub: a real `mcphub serve` subprocess serving the same server, with an API key;
   - hub replicas=2: the same with a pool of two server processes;
-  - hub mcp: the first hub's MCP face (`/bench/mcp`), called by the SDK's client in this process exactly as
-    direct is (2026-07-28: a POST per call), so the two differ by the hub alone;
+  - hub mcp: the first hub's MCP face (`/bench/mcp`): the same calls as 2026-07-28 JSON-RPC `tools/call`
+    POSTs from the same lean load generator as the HTTP face (each answer's id and text checked);
+  - hub mcp sdk (--with-mcp-sdk-client): the same endpoint through the SDK's own client in this process, to
+    show what that client costs (its CPU is the load generator's column);
   - mcpo: Open WebUI's MCP-to-OpenAPI proxy on the same server, with an API key, from its own venv
     (`bench/install-mcpo`; skipped with a note when not installed, or with --no-mcpo);
   - hub no auth (--with-no-auth): the hub without a key, to see what authentication costs;
@@ -61,7 +64,7 @@ import anyio
 import httpx2
 import psutil
 import yaml
-from loadgen import JSONPoster, add_call
+from loadgen import MCP_HEADERS, JSONPoster, add_call, mcp_add_call
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -380,7 +383,7 @@ def mcpo_versions(mcpo: Path) -> dict[str, str]:
 
 async def throughput(
     *, quick: bool, rounds: int, log_level: str, client: str, mcpo: Path | None, extra: list[str], workdir: Path,
-    baseline: Path | None = None,
+    baseline: Path | None = None, mcp_sdk_client: bool = False,
 ) -> tuple[list[Summary], list[Summary], dict[str, Any]]:
     pick = 0 if quick else 1
     key = secrets.token_urlsafe(24)
@@ -430,13 +433,20 @@ async def throughput(
                 }
             hub = proxies[0]
             roles["hub mcp"] = roles[hub.name]  # the same hub process, through its MCP face
-            mcp_face = await faces.enter_async_context(mcp_client(f"{hub.url}/bench/mcp", hub.headers))
+            sdk_face = None
+            if mcp_sdk_client:
+                roles["hub mcp sdk"] = roles[hub.name]
+                sdk_face = await faces.enter_async_context(mcp_client(f"{hub.url}/bench/mcp", hub.headers))
             for level in LEVELS:
                 async with AsyncExitStack() as stack:
                     targets = {"direct": Target(direct_call(direct))}
                     for proxy in proxies:
                         targets[proxy.name] = await http_target(stack, proxy, level, client)
-                    targets["hub mcp"] = Target(direct_call(mcp_face))
+                    poster = await stack.enter_async_context(JSONPoster(
+                        f"{hub.url}/bench/mcp", concurrency=level, api_key=hub.key, headers=MCP_HEADERS))
+                    targets["hub mcp"] = Target(mcp_add_call(poster), poster.refresh)
+                    if sdk_face is not None:
+                        targets["hub mcp sdk"] = Target(direct_call(sdk_face))
                     runs += await interleaved(targets, roles, level, CALLS[level][pick], rounds, WARMUP, "add")
             async with AsyncExitStack() as stack:
                 targets = {"direct": Target(direct_call(direct, CRUNCH_WORK))}
@@ -693,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
         "in the same rounds, for a before/after comparison",
     )
     parser.add_argument(
+        "--with-mcp-sdk-client",
+        action="store_true",
+        help="add 'hub mcp sdk': the MCP face through the SDK's own client (its cost shows as the load generator's)",
+    )
+    parser.add_argument(
         "--with-legacy",
         action="store_true",
         help="add a hub with `mode: legacy` (the initialize handshake mcpo's mcp 1.x client uses; default: auto)",
@@ -730,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 workdir=workdir,
                 baseline=args.baseline,
+                mcp_sdk_client=args.with_mcp_sdk_client,
             )
         )
         print("cold start:", file=sys.stderr)
