@@ -121,7 +121,7 @@ def status(*, servers: Sequence[ToolServer], tools: Mapping[str, int], mounts: S
                "<th>last error</th></tr>\n" + "".join(_mount_row(m) for m in mounts) + "</table>\n"
     key = ("Every call needs a key: in Open WebUI choose <b>Bearer</b> and paste it; with curl, send "
            "<code>Authorization: Bearer &lt;key&gt;</code>." if secured else
-           "This hub has no key configured: it answers anyone who can reach it (it listens on loopback only).")
+           "This hub has no key configured: anyone who can reach it may call its tools.")
     urls = _url_row("all servers (tools named <code>server_tool</code>)", base, "", root) + "".join(
         _url_row(f"<b>{_e(s.name)}</b>", base, f"/{_segment(s.name)}", root) for s in servers)
     return page(f"""<!doctype html>
