@@ -27,7 +27,7 @@ import pytest
 from mcphub import schema
 from mcphub.schema import UNROLL_DEPTH
 from tests.helpers import REPO
-from tests.hub import running_hub, sample_server
+from tests.hub import assert_error, running_hub, sample_server
 from tests.test_schema import CASE, CASES_DIR, combined_spec, tool
 
 pytestmark = pytest.mark.anyio
@@ -126,3 +126,19 @@ async def test_the_allof_guard_alone_overflowed_the_converter_that_the_unrolled_
     results = convert(converter_chunk, {"unrolled": document, "allOf guard": guarded}, tmp_path)
     assert results["allOf guard"] == {"error": "RangeError: Maximum call stack size exceeded"}
     assert "tools" in results["unrolled"]
+
+
+async def test_below_the_cut_the_hub_still_validates_against_the_tools_own_schema() -> None:
+    """The served document is open below UNROLL_DEPTH levels; a call is still judged by the tool's schema."""
+    hard = {"transport": "stdio", "command": sys.executable, "args": [str(CASES_DIR / "hard_server.py")]}
+    deep: dict[str, Any] = {"name": 7}  # a number where the schema wants a string, below the cut
+    for level in range(UNROLL_DEPTH + 1):
+        deep = {"name": f"level {level}", "child": deep}
+    async with running_hub({"servers": {"hard": hard}}) as hub:
+        spec = (await hub.client.get("/hard/openapi.json")).json()
+        schemas = spec["components"]["schemas"]
+        assert f"root_ref__Input__{UNROLL_DEPTH}" in schemas and f"root_ref__Input__{UNROLL_DEPTH + 1}" not in schemas
+        refused = assert_error(await hub.client.post("/hard/root_ref", json=deep), 422, "invalid_arguments")
+        assert refused["errors"][0]["loc"] == ["body", *["child"] * (UNROLL_DEPTH + 1), "name"], refused
+        shallow = {"name": "a", "child": {"name": "b"}}
+        assert (await hub.client.post("/hard/root_ref", json=shallow)).json() == shallow
