@@ -216,17 +216,22 @@ def chromium() -> str:
 
 
 async def render(url: str, profile: Path, *, screenshot: Path | None = None) -> str:
-    """The page's DOM after its scripts ran, as headless Chromium saw it with only 127.0.0.1 reachable."""
+    """The page's DOM after its scripts ran, as headless Chromium saw it with only 127.0.0.1 reachable.
+    Its console (on stderr) must show no CSP violation and no resource that failed to load."""
     command = [
         chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
         f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--enable-logging=stderr", "--v=0",
         f"--virtual-time-budget={RENDER_BUDGET_MS}", "--hide-scrollbars", "--window-size=1280,900",
     ]
     command += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     with anyio.fail_after(BROWSER_TIMEOUT):
         done = await anyio.run_process([*command, url], check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    log = done.stderr.decode(errors="replace")
+    assert done.returncode == 0, log[-2000:]
+    console = [line for line in log.splitlines() if ":CONSOLE" in line]
+    assert not [line for line in console if "Content Security Policy" in line or "Failed to load" in line], console
     return done.stdout.decode()
 
 
