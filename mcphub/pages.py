@@ -57,18 +57,20 @@ class Mount(Protocol):
 
 
 def wants_html(accept: str | None) -> bool:
-    """Whether an Accept header asks for HTML (a browser's does; curl's `*/*` and API clients' do not)."""
+    """Whether an Accept header prefers HTML: it names text/html (a browser's does; curl's `*/*` does not)
+    with a quality above zero and no lower than JSON's (application/json, application/* or */*)."""
+    html_q = json_q = 0.0
     for part in (accept or "").split(","):
         media, *params = (p.strip() for p in part.split(";"))
-        if media.lower() not in ("text/html", "application/xhtml+xml"):
-            continue
-        q = next((p[2:] for p in params if p.lower().startswith("q=")), "1")
         try:
-            if float(q) > 0:
-                return True
+            q = float(next((p[2:] for p in params if p.lower().startswith("q=")), "1"))
         except ValueError:
             continue
-    return False
+        if media.lower() in ("text/html", "application/xhtml+xml"):
+            html_q = max(html_q, q)
+        elif media.lower() in ("application/json", "application/*", "*/*"):
+            json_q = max(json_q, q)
+    return html_q > 0 and html_q >= json_q
 
 
 def page(body: str, *, status: int = 200, headers: Mapping[str, str] | None = None) -> HTMLResponse:

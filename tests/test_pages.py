@@ -120,6 +120,7 @@ async def test_a_browser_gets_the_status_page_and_api_clients_keep_the_json() ->
         page = await hub.client.get("/", headers=BROWSER)
         assert_html_page(page)
         assert page.headers["vary"] == "Accept"
+        assert_html_page(await hub.client.get("/", headers={"Accept": "text/html;q=0.9, application/json;q=0.9"}))
         await assert_loads_only_from_the_hub(hub, page)
         text = page.text
         assert "<b>sample</b>" in text and "<b>broken</b>" in text
@@ -131,7 +132,8 @@ async def test_a_browser_gets_the_status_page_and_api_clients_keep_the_json() ->
         for url in ("http://hub/sample", "http://hub/sample/mcp", "http://hub/mcp", "http://hub/broken"):
             assert f'<td class="url">{url}' in text
         assert 'href="/sample/docs"' in text and 'href="/docs"' in text
-        for accept in (None, "*/*", "application/json", "text/html;q=0, application/json"):
+        for accept in (None, "*/*", "application/json", "text/html;q=0, application/json",
+                       "application/json, text/html;q=0.5", "text/*"):
             answer = await hub.client.get("/", headers={"Accept": accept} if accept else {})
             assert answer.status_code == 200 and answer.headers["content-type"] == "application/json", accept
             assert answer.json()["servers"]["sample"]["docs"] == "/sample/docs"
