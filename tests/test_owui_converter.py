@@ -1,9 +1,12 @@
-"""Open WebUI's browser-side converter loads every spec the hub serves, recursive schemas included.
+"""Open WebUI's converters load every spec the hub serves, recursive schemas included.
 
 The converter (`convertOpenApiToToolPayload` and its `resolveSchema`, src/lib/utils/index.ts) is the one
 shipped in Open WebUI's release: `.ci/install-thirdparty` downloads the open-webui wheel from PyPI (no
 dependencies, nothing installed) into `$MCPHUB_TP_DIR/open-webui/`, and tests/owui_converter.mjs loads the
-frontend chunk that holds it with node. Nothing of Open WebUI is copied into this repository.
+frontend chunk that holds it with node. The backend's converter (`convert_openapi_to_tool_payload` and
+`resolve_schema`, open_webui/utils/tools.py) is compiled from the same wheel's source, those definitions
+only (the module itself imports the whole of Open WebUI). Nothing of Open WebUI is copied into this
+repository.
 
 Why: its browser-side resolveSchema (user-level "direct" tool servers) passes its visited set only through
 `$ref` and oneOf/anyOf/allOf and starts a fresh one for every property and `items`, so a cycle a document
@@ -13,12 +16,15 @@ recursive definitions for it).
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import os
 import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +46,43 @@ CONVERTER_MARK = b"No description available."  # a string of convertOpenApiToToo
 NODE_TIMEOUT = 60.0  # seconds: node loads a 330 kB chunk and converts a few documents
 
 
+BACKEND_SOURCE = "open_webui/utils/tools.py"
+BACKEND_DEFINITIONS = {"OPENAPI_HTTP_METHODS", "resolve_schema", "convert_openapi_to_tool_payload"}
+
+
 @pytest.fixture(scope="module")
-def converter_chunk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The release's frontend chunks, unpacked; the path of the one that holds the converter."""
+def release_wheel() -> Path:
     wheels = sorted((TP_DIR / "open-webui").glob(f"open_webui-{OPEN_WEBUI_RELEASE}-*.whl"))
     if not wheels:
         message = f"no open-webui {OPEN_WEBUI_RELEASE} wheel in {TP_DIR / 'open-webui'}: run .ci/install-thirdparty"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def backend_converter(release_wheel: Path) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    """convert_openapi_to_tool_payload from the release's source, with what it uses of its module."""
+    with zipfile.ZipFile(release_wheel) as wheel:
+        tree = ast.parse(wheel.read(BACKEND_SOURCE).decode())
+    picked = [node for node in tree.body
+              if (isinstance(node, ast.FunctionDef) and node.name in BACKEND_DEFINITIONS)
+              or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in BACKEND_DEFINITIONS
+                                                      for t in node.targets))]
+    assert len(picked) == len(BACKEND_DEFINITIONS), [getattr(n, "name", "=") for n in picked]
+    namespace: dict[str, Any] = {"copy": copy}
+    exec(compile(ast.Module(body=picked, type_ignores=[]), BACKEND_SOURCE, "exec"), namespace)
+    converter: Callable[[dict[str, Any]], list[dict[str, Any]]] = namespace["convert_openapi_to_tool_payload"]
+    return converter
+
+
+@pytest.fixture(scope="module")
+def converter_chunk(release_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The release's frontend chunks, unpacked; the path of the one that holds the converter."""
     target = tmp_path_factory.mktemp("open-webui")
     holders = []
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    with zipfile.ZipFile(release_wheel) as wheel:
         metadata = wheel.read(f"open_webui-{OPEN_WEBUI_RELEASE}.dist-info/METADATA").decode()
         assert f"\nVersion: {OPEN_WEBUI_RELEASE}\n" in metadata
         for name in wheel.namelist():
@@ -92,8 +123,8 @@ def depth_of(parameters: dict[str, Any], path: list[str]) -> int:
         depth += 1
 
 
-async def test_every_spec_the_hub_serves_loads_in_open_webuis_browser_converter(
-        converter_chunk: Path, tmp_path: Path) -> None:
+async def hub_specs() -> dict[str, dict[str, Any]]:
+    """The combined and per-server specs of a hub serving the schema cases (hard_server) and sample."""
     hard = {"transport": "stdio", "command": sys.executable, "args": [str(CASES_DIR / "hard_server.py")]}
     async with running_hub({"servers": {"hard": hard, "sample": sample_server()}}) as hub:
         specs = {}
@@ -101,6 +132,30 @@ async def test_every_spec_the_hub_serves_loads_in_open_webuis_browser_converter(
             response = await hub.client.get(path)
             assert response.status_code == 200, response.text
             specs[path] = response.json()
+    return specs
+
+
+async def test_every_spec_the_hub_serves_loads_in_open_webuis_backend_converter(
+        backend_converter: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    for path, spec in (await hub_specs()).items():
+        tools = backend_converter(spec)
+        assert len(tools) == len(spec["paths"]), path
+        # It resolves $ref only along properties, items and allOf/anyOf/oneOf; what it copies verbatim
+        # (e.g. under additionalProperties or prefixItems) keeps its ref. None of the unrolled levels may.
+        for tool_ in tools:
+            if tool_["name"].endswith(("tree", "root_ref")):
+                assert "#/components/" not in json.dumps(tool_), tool_
+        if path == "/hard/openapi.json":
+            node = next(t for t in tools if t["name"] == "tree")["parameters"]["properties"]["root"]
+            for _ in range(UNROLL_DEPTH):
+                assert node["properties"]["value"] == {"type": "integer"}, node
+                node = node["properties"]["children"]["items"]
+            assert node.keys() == {"description"} and "levels deep" in node["description"], node
+
+
+async def test_every_spec_the_hub_serves_loads_in_open_webuis_browser_converter(
+        converter_chunk: Path, tmp_path: Path) -> None:
+    specs = await hub_specs()
     results = convert(converter_chunk, specs, tmp_path)
     for path, spec in specs.items():
         assert "tools" in results[path], f"Open WebUI's converter failed on {path}: {results[path]}"
