@@ -18,15 +18,14 @@ from collections.abc import Callable, Sequence
 
 import anyio
 import httpx2
-from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcphub import __version__, schema
+from mcphub import __version__, pages, schema
 from mcphub.auth import Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
@@ -154,6 +153,19 @@ class _HttpFace:
             }
         return {"hub": {"id": self.hub_id, "version": __version__}, "servers": servers}
 
+    def status_page(self, request: Request) -> Response:
+        """GET / for a browser: what /readyz says, narrowed like the specs to what a credential may use."""
+        try:
+            principal = self._docs_principal(request)
+        except HubError as exc:
+            return pages.error(exc)
+        shown = [s for s in self.invoker.servers().values() if principal is None or principal.may_use_server(s.name)]
+        tools = {s.name: sum(principal is None or principal.may_call(s.name, t) for t in s.tools) for s in shown}
+        mounts = [m for m in self.mounts if principal is None or any(map(principal.may_use_server, m.servers))]
+        return pages.status(servers=shown, tools=tools, mounts=mounts, ready=self.readiness()[0] == 200,
+                            origin=f"{request.url.scheme}://{request.url.netloc}",
+                            root=request.scope.get("root_path", ""), secured=self.invoker.auth.enabled)
+
     def readiness(self) -> tuple[int, dict[str, Json]]:
         servers: dict[str, Json] = {}
         ready = True
@@ -208,7 +220,10 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
     async def index(request: Request) -> Response:
         root = request.scope.get("root_path", "")
-        return JSONResponse({
+        if pages.wants_html(request.headers.get("accept")):
+            await invoker.auth.prepare(request.headers.get("authorization"))
+            return hub.status_page(request)
+        return JSONResponse(headers={"Vary": "Accept"}, content={
             "name": "mcphub",
             "version": __version__,
             "docs": f"{root}/docs",
@@ -244,8 +259,13 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
         return _guarded(page)
 
+    async def asset(request: Request) -> Response:
+        found = pages.asset(request.path_params["file"])
+        return found or await _not_found_handler(request, Exception())
+
     routes = [
         Route("/", index, methods=["GET"]),
+        Route(pages.ASSETS_PATH + "/{file}", asset, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route(LISTING_PATH, listing, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -292,8 +312,7 @@ def _guarded(build: Callable[[], Response]) -> Response:
 def _docs(hub: _HttpFace, request: Request, spec_path: str, title: str) -> Response:
     root = request.scope.get("root_path", "")
     hub._docs_principal(request)
-    page: HTMLResponse = get_swagger_ui_html(openapi_url=f"{root}{spec_path}", title=title)
-    return page
+    return pages.swagger_ui(title=title, spec_url=f"{root}{spec_path}", root=root)
 
 
 def _error_response(exc: HubError) -> JSONResponse:

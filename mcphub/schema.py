@@ -9,11 +9,16 @@ prefixed with the operationId (``$defs``/``definitions`` entries → ``<opid>__<
 missing definition, anchor) becomes an open schema whose description names it; ``lint_tool`` reports it.
 The request body itself stays inline with its ``properties``: that is what Open WebUI reads.
 
-Open WebUI's converters (backend ``resolve_schema``, browser ``resolveSchema``) expand ``$ref``,
-``properties`` and ``items`` with no working cycle check, so a recursive schema overflows the stack and
-the whole tool server is dropped. A reference that closes a cycle (source and target in one strongly
-connected group of components) is therefore written ``{"allOf": [{"$ref": ...}]}``: the same constraint
-for a validator, an opaque leaf to both converters, which never descend into ``allOf``.
+Open WebUI's converters expand ``$ref``, ``properties`` and ``items`` with no working cycle check: the
+backend's ``resolve_schema`` carries its visited set only along ``$ref`` and ``allOf``/``anyOf``/``oneOf``,
+and the browser's ``resolveSchema`` (user-level "direct" tool servers) starts a fresh one for every
+property and ``items``, so any cycle a converter can reach overflows its stack and the whole tool server is
+dropped. A recursive definition (a component in a strongly connected group of components) is therefore
+unrolled: written out ``UNROLL_DEPTH`` times (``<opid>__Node``, ``<opid>__Node__2``, ...), each level's
+recursive references pointing to the next level, and the last level's recursive references cut to an open
+schema whose description says so. The served document has no cycle, a client sees the structure
+``UNROLL_DEPTH`` levels deep, and is faithful to the tool's schema to that depth; deeper levels are open in
+the document, and the hub still validates every call against the tool's own schema (mcphub.validation).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from mcp.types import Tool
 
 MAX_NAME_LENGTH = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
 MAX_DEFINITION_LENGTH = 400  # above this Open WebUI's tool search hides a tool behind a search step
+# Levels of a recursive definition written out in a served document: the schema_cases nest three levels,
+# and every level multiplies what a converter expands into the model's tool definition.
+UNROLL_DEPTH = 3
 _HASH_LENGTH = 8
 _BAD_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 _BAD_COMPONENT = re.compile(r"[^a-zA-Z0-9._-]")  # OpenAPI component names
@@ -150,7 +158,8 @@ def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str
     """Human-readable problems that break clients (for ``mcphub check``); empty list = fine.
 
     With `warnings` given, what degrades a client without breaking it (a definition over Open WebUI's
-    400 characters) goes there instead of into the returned problems."""
+    400 characters, a recursive schema the document cuts at UNROLL_DEPTH) goes there instead of into the
+    returned problems."""
     problems: list[str] = []
 
     def say(problem: str, into: list[str] | None = None) -> None:
@@ -171,7 +180,8 @@ def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str
             say(f"{label} schema has an unresolvable $ref {ref!r} at {_format(at)}; it becomes open")
         if hoisted and hoisted.recursive:
             targets = ", ".join(_format(ptr) for ptr in hoisted.recursive)
-            say(f"{label} schema is recursive ({targets}); Open WebUI stops expanding it there")
+            say(f"{label} schema is recursive ({targets}); the served document writes it out {UNROLL_DEPTH} levels "
+                "deep, deeper levels are open there (the hub still validates them)", warnings)
     if shape := _flatness_problem(tool.input_schema):
         say(f"input schema is not one flat object ({shape}); Open WebUI reads only its properties")
     return problems
@@ -252,23 +262,31 @@ class _Hoisted:
             elif target not in self.names:
                 name = root_name if not target else f"{prefix}__{'_'.join(target)}"
                 self._register(target, name, taken)
-        # Pass 1 finds which component references which; pass 2 writes, guarding refs that close a cycle.
+        # Pass 1 finds which component references which; pass 2 writes, unrolling the components in a cycle.
         self.edges: set[tuple[str, str]] = set()
         self.cyclic: set[tuple[str, str]] = set()
+        self.back: set[tuple[str, str]] = set()
         for ptr, name in self.names.items():
             self._rewrite(_lookup(schema, ptr), name)
         self.cyclic = {(a, b) for a, b in self.edges if _reaches(self.edges, b, a)}
-        self.recursive = [ptr for ptr, name in self.names.items() if any(b == name for _, b in self.cyclic)]
-        self.components = {name: self._rewrite(_lookup(schema, ptr), name) for ptr, name in self.names.items()}
+        self.back = _back_edges(list(self.names.values()), self.edges)  # every cycle has one: they step a level
+        cycle_members = {b for _, b in self.cyclic}
+        self.recursive = [ptr for ptr, name in self.names.items() if name in cycle_members]
+        self.levels: dict[tuple[str, int], str] = {}  # (level-1 name, level ≥ 2) → that level's component
+        for name in self.names.values():
+            for level in range(2, UNROLL_DEPTH + 1) if name in cycle_members else ():
+                self.levels[(name, level)] = _unique(f"{name}__{level}", taken)
+        self.components: dict[str, Any] = {}
+        for ptr, name in self.names.items():
+            for level in range(1, UNROLL_DEPTH + 1) if name in cycle_members else (1,):
+                written = self._rewrite(_lookup(schema, ptr), name, level)
+                self.components[self.levels.get((name, level), name)] = written
         self.body = self._rewrite(schema, None)
 
     def _register(self, ptr: Pointer, name: str, taken: set[str]) -> None:
         if ptr in self.names:
             return
-        name = _BAD_COMPONENT.sub("_", name)
-        unique = next(c for c in (name, *(f"{name}_{n}" for n in range(2, len(taken) + 3))) if c not in taken)
-        taken.add(unique)
-        self.names[ptr] = unique
+        self.names[ptr] = _unique(name, taken)
 
     def _target(self, ref: object) -> Pointer | None:
         if not isinstance(ref, str):
@@ -282,12 +300,13 @@ class _Hoisted:
         return tuple(s.replace("~1", "/").replace("~0", "~") for s in fragment.split("/")[1:])
 
     @overload
-    def _rewrite(self, node: dict[str, Any], owner: str | None) -> dict[str, Any]: ...
+    def _rewrite(self, node: dict[str, Any], owner: str | None, level: int = 1) -> dict[str, Any]: ...
     @overload
-    def _rewrite(self, node: object, owner: str | None) -> object: ...
+    def _rewrite(self, node: object, owner: str | None, level: int = 1) -> object: ...
 
-    def _rewrite(self, node: object, owner: str | None) -> object:
-        """The subschema as written into the document; anything but an object form is returned as is."""
+    def _rewrite(self, node: object, owner: str | None, level: int = 1) -> object:
+        """The subschema as written into the document; anything but an object form is returned as is.
+        `owner` is the component being written (None: the request or response body), at `level`."""
         if not isinstance(node, dict):
             return node
         out: dict[str, Any] = {}
@@ -304,9 +323,9 @@ class _Hoisted:
                 elif owner is not None:
                     self.edges.add((owner, ref))
             elif key == "items" and isinstance(value, list):  # draft-07 tuple form → 2020-12
-                out["prefixItems"] = [self._rewrite(v, owner) for v in value]
+                out["prefixItems"] = [self._rewrite(v, owner, level) for v in value]
                 if "additionalItems" in node:
-                    out["items"] = self._rewrite(node["additionalItems"], owner)
+                    out["items"] = self._rewrite(node["additionalItems"], owner, level)
             elif key == "additionalItems" and isinstance(node.get("items"), list):
                 continue
             elif key == "dependencies" and isinstance(value, dict):  # draft-07 → 2020-12
@@ -314,13 +333,13 @@ class _Hoisted:
                     if isinstance(dep, list):
                         out.setdefault("dependentRequired", {})[name] = list(dep)
                     else:
-                        out.setdefault("dependentSchemas", {})[name] = self._rewrite(dep, owner)
+                        out.setdefault("dependentSchemas", {})[name] = self._rewrite(dep, owner, level)
             elif key in _ONE and isinstance(value, dict | bool):
-                out[key] = self._rewrite(value, owner)
+                out[key] = self._rewrite(value, owner, level)
             elif key in _LIST and isinstance(value, list):
-                out[key] = [self._rewrite(v, owner) for v in value]
+                out[key] = [self._rewrite(v, owner, level) for v in value]
             elif key in _MAP and isinstance(value, dict):
-                out.setdefault(key, {}).update((k, self._rewrite(v, owner)) for k, v in value.items())
+                out.setdefault(key, {}).update((k, self._rewrite(v, owner, level)) for k, v in value.items())
             else:
                 out[key] = copy.deepcopy(value)
         # Open WebUI's backend crashes on a `true` subschema under items or properties; {} means the same.
@@ -328,16 +347,29 @@ class _Hoisted:
             out["items"] = {}
         if isinstance(out.get("properties"), dict):
             out["properties"] = {k: {} if v is True else v for k, v in out["properties"].items()}
+        cut = False
+        if ref is not None and (owner, ref) in self.back:
+            cut = level == UNROLL_DEPTH
+            ref = None if cut else self.levels[(ref, level + 1)]
+        elif ref is not None and (owner, ref) in self.cyclic:  # within the group, the same level
+            ref = self.levels.get((ref, level), ref)
         if ref is not None:
-            link = {"$ref": _COMPONENTS + ref}
-            if (owner, ref) in self.cyclic:
-                out["allOf"] = [*out.get("allOf", []), link]
-            else:
-                out = {**link, **out}
+            out = {"$ref": _COMPONENTS + ref, **out}
+        if cut:
+            note = f"(the same shape again; mcphub writes recursive schemas out {UNROLL_DEPTH} levels deep)"
+            out["description"] = f"{out['description']} {note}" if out.get("description") else note
         if dropped:
             note = f"(mcphub dropped the unresolvable $ref {', '.join(map(repr, dropped))})"
             out["description"] = f"{out['description']} {note}" if out.get("description") else note
         return out
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name` as a component name, suffixed `_2`, `_3`, ... if the document already has it."""
+    name = _BAD_COMPONENT.sub("_", name)
+    unique = next(c for c in (name, *(f"{name}_{n}" for n in range(2, len(taken) + 3))) if c not in taken)
+    taken.add(unique)
+    return unique
 
 
 def _walk(node: object, ptr: Pointer = ()) -> Iterator[tuple[Pointer, dict[str, Any]]]:
@@ -380,6 +412,33 @@ def _reaches(edges: set[tuple[str, str]], start: str, goal: str) -> bool:
             seen.add(here)
             todo.extend(b for a, b in edges if a == here)
     return False
+
+
+def _back_edges(nodes: list[str], edges: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The back edges of a depth-first search over `nodes` in order: edges to a node still on the search
+    path. Every cycle contains one, so without them the graph has none."""
+    successors: dict[str, list[str]] = {node: [] for node in nodes}
+    for a, b in sorted(edges):
+        successors.setdefault(a, []).append(b)
+    back: set[tuple[str, str]] = set()
+    done: set[str] = set()
+    for start in nodes:
+        if start in done:
+            continue
+        path, stack = {start}, [(start, iter(successors.get(start, [])))]
+        while stack:
+            node, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                stack.pop()
+                path.discard(node)
+                done.add(node)
+            elif child in path:
+                back.add((node, child))
+            elif child not in done:
+                path.add(child)
+                stack.append((child, iter(successors.get(child, []))))
+    return back
 
 
 def _flatness_problem(schema: dict[str, Any]) -> str | None:

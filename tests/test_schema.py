@@ -25,7 +25,7 @@ from mcp.types import Tool
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 
-from mcphub.schema import Operation, build_spec, lint_collisions, lint_tool, operation_id
+from mcphub.schema import UNROLL_DEPTH, Operation, build_spec, lint_collisions, lint_tool, operation_id
 from tests.helpers import PYTHON, REPO
 
 pytestmark = pytest.mark.anyio
@@ -300,26 +300,77 @@ def test_draft07_definitions_tuple_items_and_dependencies_become_2020_12() -> No
     assert request["dependentSchemas"] == {"color": {"required": ["point"]}}
 
 
-def test_a_self_referencing_node_is_hoisted_once_and_its_inner_ref_is_guarded() -> None:
+def test_a_self_referencing_node_is_unrolled_to_the_bounded_depth_and_then_cut_open() -> None:
     spec = per_server_spec("s", [case_tool("tree")])
+    schemas = spec["components"]["schemas"]
     assert body(spec, "/tree")["properties"]["root"] == {"$ref": "#/components/schemas/tree__Node"}
-    assert spec["components"]["schemas"]["tree__Node"] == {
-        "type": "object",
-        "properties": {
-            "value": {"type": "integer"},
-            "children": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/tree__Node"}]}},
-        },
-        "required": ["value"],
-    }
-    assert "tree__Output__Node" in spec["components"]["schemas"]
+    levels = ["tree__Node", *(f"tree__Node__{n}" for n in range(2, UNROLL_DEPTH + 1))]
+    for here, deeper in zip(levels, levels[1:], strict=False):
+        assert schemas[here] == {
+            "type": "object",
+            "properties": {
+                "value": {"type": "integer"},
+                "children": {"type": "array", "items": {"$ref": f"#/components/schemas/{deeper}"}},
+            },
+            "required": ["value"],
+        }
+    cut = schemas[levels[-1]]["properties"]["children"]["items"]
+    note = f"(the same shape again; mcphub writes recursive schemas out {UNROLL_DEPTH} levels deep)"
+    assert cut == {"description": note}
+    assert f"tree__Node__{UNROLL_DEPTH + 1}" not in schemas
+    assert f"tree__Output__Node__{UNROLL_DEPTH}" in schemas
+    assert "allOf" not in json.dumps(spec["components"]["schemas"])
 
 
 def test_a_ref_to_the_root_points_to_the_whole_input_schema() -> None:
     spec = per_server_spec("s", [case_tool("root_ref")])
     assert body(spec, "/root_ref")["properties"]["child"] == {"$ref": "#/components/schemas/root_ref__Input"}
     stored = spec["components"]["schemas"]["root_ref__Input"]
-    assert stored["properties"]["child"] == {"allOf": [{"$ref": "#/components/schemas/root_ref__Input"}]}
+    assert stored["properties"]["child"] == {"$ref": "#/components/schemas/root_ref__Input__2"}
     assert stored["required"] == ["name"]
+
+
+def test_mutual_recursion_is_unrolled_level_by_level_across_the_group() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"expr": {"$ref": "#/$defs/Expr"}, "label": {"$ref": "#/$defs/Label"}},
+        "$defs": {
+            "Expr": {"anyOf": [{"type": "integer"}, {"$ref": "#/$defs/Sum"}]},
+            "Sum": {
+                "type": "object",
+                "properties": {
+                    "terms": {"type": "array", "items": {"$ref": "#/$defs/Expr"}},
+                    "label": {"$ref": "#/$defs/Label"},
+                },
+            },
+            "Label": {"type": "string", "maxLength": 3},
+        },
+    }
+    spec = per_server_spec("s", [tool("calc", schema)])
+    schemas = spec["components"]["schemas"]
+    # the search from Expr meets Sum → Expr as the edge that closes the cycle: that one steps a level
+    assert schemas["calc__Expr"]["anyOf"][1] == {"$ref": "#/components/schemas/calc__Sum"}
+    assert schemas["calc__Sum"]["properties"]["terms"]["items"] == {"$ref": "#/components/schemas/calc__Expr__2"}
+    assert schemas["calc__Expr__2"]["anyOf"][1] == {"$ref": "#/components/schemas/calc__Sum__2"}
+    assert schemas["calc__Sum__2"]["properties"]["label"] == {"$ref": "#/components/schemas/calc__Label"}
+    assert "$ref" not in schemas[f"calc__Sum__{UNROLL_DEPTH}"]["properties"]["terms"]["items"]
+    assert "calc__Label__2" not in schemas  # not recursive: written once
+    assert_sound_document(spec)
+    nested = {"expr": {"terms": [1, {"terms": [2], "label": "ok"}]}}
+    wrong = [{"expr": {"terms": ["x"]}}, {"label": "long"}, {"expr": {"terms": [{"terms": [], "label": 4}]}}]
+    assert_faithful(schema, in_document(spec, body(spec, "/calc")), [nested, {"expr": 1}], wrong)
+
+
+def test_below_the_bounded_depth_the_document_is_open_where_the_tool_schema_is_not() -> None:
+    """The price of a document without cycles; the hub validates with the tool's own schema (test_invoker)."""
+    spec = per_server_spec("s", [case_tool("root_ref")])
+    ours, theirs = in_document(spec, body(spec, "/root_ref")), standalone(CASE["root_ref"]["tool"]["inputSchema"])
+    deep: dict[str, Any] = {"name": 7}
+    for level in range(UNROLL_DEPTH + 1):
+        deep = {"name": f"level {level}", "child": deep}
+    assert not theirs.is_valid(deep) and ours.is_valid(deep)
+    shallow = {"name": "a", "child": {"name": "b", "child": {"name": 7}}}
+    assert not theirs.is_valid(shallow) and not ours.is_valid(shallow)
 
 
 def test_other_pointers_get_a_copy_of_their_target() -> None:
@@ -459,10 +510,10 @@ def test_case_request_body_accepts_and_rejects_what_the_tool_schema_does(name: s
         assert_faithful(case["tool"]["outputSchema"], output, case["output_valid"], case["output_invalid"])
 
 
-def test_the_recursion_guard_is_what_keeps_a_naive_client_finite() -> None:
+def test_the_cut_is_what_keeps_a_naive_client_finite() -> None:
     spec = per_server_spec("s", [case_tool("tree")])
-    node = spec["components"]["schemas"]["tree__Node"]
-    node["properties"]["children"]["items"] = {"$ref": "#/components/schemas/tree__Node"}  # unguarded
+    deepest = spec["components"]["schemas"][f"tree__Node__{UNROLL_DEPTH}"]
+    deepest["properties"]["children"]["items"] = {"$ref": "#/components/schemas/tree__Node"}  # a cycle again
     with pytest.raises(AssertionError, match="does not terminate"):
         expand_naively(body(spec, "/tree"), spec["components"])
 
@@ -483,6 +534,10 @@ def test_lint_reports_long_and_invalid_function_names() -> None:
 def test_lint_reports_recursion_unresolvable_refs_and_non_flat_bodies() -> None:
     assert any("recursive (#/$defs/Node)" in p for p in lint_tool("s", case_tool("tree"), prefixed_name="s_tree"))
     assert any("recursive (#)" in p for p in lint_tool("s", case_tool("root_ref"), prefixed_name="s_root_ref"))
+    warnings: list[str] = []  # the document cuts it: a degradation, not a break
+    assert not lint_tool("s", case_tool("root_ref"), prefixed_name="s_root_ref", warnings=warnings)
+    assert warnings == [f"s/root_ref: input schema is recursive (#); the served document writes it out {UNROLL_DEPTH} "
+                        "levels deep, deeper levels are open there (the hub still validates them)"]
     unresolved = lint_tool("s", case_tool("unresolvable"), prefixed_name="s_unresolvable")
     assert len([p for p in unresolved if "unresolvable $ref" in p]) == 3
     union = tool("u", {"type": "object", "anyOf": [{"required": ["a"]}, {"required": ["b"]}]})
