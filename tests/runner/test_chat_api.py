@@ -321,10 +321,20 @@ async def test_v1_routes_need_a_credential_when_one_is_configured() -> None:
     assert fake.requests == []
 
 
-async def test_without_a_runner_section_there_are_no_v1_routes() -> None:
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/chat/completions"), ("GET", "/v1/models")])
+async def test_without_a_runner_section_v1_is_a_404_naming_runner(method: str, path: str) -> None:
     async with running_hub({"servers": {"sample": sample_server()}}) as hub:
-        response = await hub.client.post("/v1/chat/completions", json={"model": "m", "messages": []})
-        assert_error(response, 404, "not_found")
+        response = await hub.client.request(method, path, json={"model": "m", "messages": []})
+    assert_error(response, 404, "not_found")
+    assert response.json()["error"]["message"] == (
+        f"no model runner here: {path} needs a runner: section in the hub's config (`runner: {{}}` alone uses "
+        'Ollama at 127.0.0.1:11434; see README, section "runner")')
+
+
+async def test_without_a_runner_a_server_named_v1_keeps_its_tools() -> None:
+    async with running_hub({"servers": {"v1": sample_server()}}) as hub:
+        response = await hub.client.post("/v1/add", json={"a": 1, "b": 2})
+    assert response.status_code == 200, response.text
 
 
 async def test_a_request_without_messages_is_a_422() -> None:
