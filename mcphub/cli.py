@@ -26,7 +26,15 @@ from rich.table import Table
 
 from mcphub import __version__, schema
 from mcphub.auth import Principal
-from mcphub.config import DEFAULT_CONFIG_NAME, HubConfig, default_config_path, instance_servers, key_hash, load_config, parse_config
+from mcphub.config import (
+    DEFAULT_CONFIG_NAME,
+    HubConfig,
+    default_config_path,
+    instance_servers,
+    key_hash,
+    load_config,
+    parse_config,
+)
 from mcphub.errors import ConfigError, HubError
 from mcphub.federation import RemoteMount
 from mcphub.invoker import Call
