@@ -17,8 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp.types import INVALID_PARAMS
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.types import INVALID_PARAMS
 from mcphub_servers.weather.server import Settings, create_server
 
 from tests import helpers
