@@ -10,6 +10,7 @@ buffers a streamed answer whole, which these tests read whole anyway."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.anyio
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHAT_TIMEOUT = 30  # seconds for one whole chat, tool steps included
+HANG_UP_TIMEOUT = 10  # seconds for a hang-up to reach the backend (a few ms when it works)
 
 
 BACKEND = Front()  # the module's one fake model server; each test puts its own fake behind it
@@ -370,6 +372,48 @@ async def test_a_backend_that_does_not_answer_in_time_is_a_504(kind: str, stream
                     "model": "fake-model", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
     assert_error(response, 504, "timeout")
     assert len(fake.requests) == 1
+
+
+class _SeesHangUps:
+    """ASGI wrapper noting (across threads) that a client of the wrapped app hung up mid-request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.hung_up = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def watched() -> Any:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.hung_up.set()
+            return message
+
+        await self.app(scope, watched, send)
+
+
+async def _until(condition: Any, what: str) -> None:
+    with anyio.move_on_after(HANG_UP_TIMEOUT):
+        while not condition():
+            await anyio.sleep(0.01)
+        return
+    pytest.fail(f"waited {HANG_UP_TIMEOUT} s for: {what}")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_client_hanging_up_cancels_the_chat_and_its_backend_request(stream: bool) -> None:
+    backend = _SeesHangUps(BACKEND)
+    with fake_backend("openai", chained_adds, quirks={"hang"}) as (fake, _), serve_in_thread(backend) as url:
+        async with hub_running(hub_config("openai", url + "/v1", timeout=60), api_keys=(KEY,), listen=True) as hub:
+            body = json.dumps({"model": "fake-model", "stream": stream,
+                               "messages": [{"role": "user", "content": "hi"}]}).encode()
+            host, port = hub.url.removeprefix("http://").split(":")
+            async with await anyio.connect_tcp(host, int(port)) as client:
+                await client.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: hub\r\n"
+                                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await _until(lambda: fake.requests, "the backend has the request")
+            # the client hung up: the hub must drop the backend request (it would wait 60 s otherwise)
+            await _until(backend.hung_up.is_set, "the backend sees the hub hang up")
 
 
 async def test_a_backend_error_answer_is_a_502_quoting_it() -> None:
