@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", "validate the config, start every server, lint tool schemas", _check)
     _config_arg(p)
     p.add_argument("--strict", action="store_true",
-                   help="warnings (e.g. tool definitions over 400 characters) fail too")
+                   help="warnings (e.g. a tool description over OpenAI's 1024 characters) fail too")
     p = command("tools", "list servers, their state and tools", _tools)
     _config_arg(p)
     p = command("call", "call one tool and print the result", _call)

@@ -65,7 +65,7 @@ def _config(tmp_path: Path, raw: dict[str, Any] | str, name: str = "hub.yaml") -
 
 
 def _sample(**overrides: Any) -> dict[str, Any]:
-    """The sample server without its one tool whose definition fails the 400-character lint."""
+    """The sample server with only its plain tools."""
     return sample_server(tools={"allow": ["add", "echo", "fail"]}, **overrides)
 
 
@@ -214,17 +214,38 @@ def test_check_with_a_missing_command_exits_1_naming_it_and_the_other_server_is_
     assert f"{path}: 1 problem, 0 warnings; -v shows each server's stderr" in result.stdout
 
 
-def test_check_warns_on_a_tool_definition_too_long_for_open_webui_and_strict_fails(tmp_path: Path) -> None:
-    path = _config(tmp_path, {"servers": {"sample": sample_server()}})  # `order` is over 400 characters
+LONG_DESCRIPTION_SERVER = """
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("wordy")
+@server.tool(description="Explain. " * 130)
+def explain() -> str:
+    return "ok"
+server.run()
+"""
+
+
+def test_check_warns_on_a_description_openai_would_reject_and_strict_fails(tmp_path: Path) -> None:
+    path = _config(tmp_path, {"servers": {
+        "sample": sample_server(),  # the sample's definitions, some over 400 characters, are fine
+        "wordy": {"transport": "stdio", "command": "python", "args": ["-c", LONG_DESCRIPTION_SERVER]},
+    }})
     result = mcphub("check", "-c", str(path))
     assert result.returncode == 0, _output(result)
     warnings = [line for line in result.stdout.splitlines() if line.startswith("⚠")]
-    assert any(line.startswith("⚠ sample/order: tool definition is") and "400" in line for line in warnings), \
+    assert warnings == ["⚠ wordy/explain: description is 1170 characters; OpenAI's API rejects a function "
+                        "description over 1024, and a chat through a backend that enforces it fails whole"], \
         result.stdout
     assert result.stdout.rstrip().endswith(", 1 warning"), result.stdout
     strict = mcphub("check", "--strict", "-c", str(path))
     assert strict.returncode == 1, _output(strict)
     assert strict.stdout.rstrip().endswith(f"{path}: 0 problems, 1 warning"), strict.stdout
+
+
+def test_check_strict_passes_on_the_packaged_default(tmp_path: Path) -> None:
+    result = mcphub("check", "--strict", cwd=tmp_path)  # no ./mcphub.yaml: the packaged default
+    assert result.returncode == 0, _output(result)
+    assert result.stdout.rstrip().endswith("default.yaml: 5 servers ready, schemas lint clean"), _output(result)
+    assert result.stderr == "", _output(result)
 
 
 def test_check_warns_on_keys_scoped_to_servers_that_do_not_exist_and_strict_fails(tmp_path: Path) -> None:
