@@ -251,11 +251,9 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/{server}/docs", server_docs, methods=["GET"]),
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
-    if invoker.config.runner is not None:  # /v1/... before the /{server}/... patterns
-        routes[1:1] = runner_routes(invoker, backend_transport=backend_transport)
-    else:  # a 404 that names what is missing (a server named v1 still gets its POST /v1/models)
-        routes[1:1] = [Route("/v1/models", _no_runner, methods=["GET"]),
-                       Route("/v1/chat/completions", _no_runner, methods=["POST"])]
+    # /v1/... before the /{server}/... patterns; without runner: (or until a reload adds one) they answer a
+    # 404 naming it; a server named v1 still gets its POST /v1/models
+    routes[1:1] = runner_routes(invoker, backend_transport=backend_transport)
     middleware = []
     origins = invoker.config.hub.cors_origins
     if origins:
@@ -329,12 +327,6 @@ async def _hub_error_handler(request: Request, exc: Exception) -> Response:
 
 async def _not_found_handler(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body("not_found", f"no route for {request.method} {request.url.path}"), status_code=404)
-
-
-async def _no_runner(request: Request) -> Response:
-    return JSONResponse(error_body("not_found", f"no model runner here: {request.url.path} needs a runner: section "
-                                   "in the hub's config (`runner: {}` alone uses Ollama at 127.0.0.1:11434; see "
-                                   "README, section \"runner\")"), status_code=404)
 
 
 async def _method_handler(request: Request, exc: Exception) -> Response:

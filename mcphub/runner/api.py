@@ -1,10 +1,12 @@
 """The runner's HTTP surface, OpenAI-compatible: `POST /v1/chat/completions` and `GET /v1/models`.
 
-`runner_routes(hub)` gives `create_app` its routes when `runner:` is configured. Both need a credential
-once any is configured, and the chat's tool calls run with that caller's scopes. `stream: true` answers
-with SSE in OpenAI's chunk format; the response starts when the first piece of the answer is ready (tool
-steps run before it), so a backend that is down or slow is still a plain 502/504 in the hub's error
-shape. A failure after the stream has started is sent as a `data: {"error": ...}` event, then `[DONE]`.
+`runner_routes(hub)` gives `create_app` its routes; without a `runner:` section (read per request, so a
+reload can add one) both answer 404 naming it. Both need a credential once any is configured, and the
+chat's tool calls run with that caller's scopes. `stream: true` answers with SSE in OpenAI's chunk
+format; the response starts when the first piece of the answer is ready (tool steps run before it), so a
+backend that is down or slow is still a plain 502/504 in the hub's error shape. A failure after the
+stream has started is sent as a `data: {"error": ...}` event, then `[DONE]`. A client that hangs up
+cancels the chat, streamed or not.
 """
 
 from __future__ import annotations
@@ -59,10 +61,11 @@ def runner_routes(invoker: Invoker, *, backend_transport: httpx2.AsyncBaseTransp
     the chat's tool calls (through `HubTools`). `backend_transport`: see `backend_client`."""
 
     async def setup(request: Request) -> tuple[Principal, RunnerConfig]:
-        principal = await invoker.auth.require_async(request.headers.get("authorization"))
-        config = invoker.config.runner
+        config = invoker.config.runner  # read per request: a reload may add or remove it
         if config is None:
-            raise NotFound("the model runner is not configured (no runner: section)")
+            raise NotFound(f"no model runner here: {request.url.path} needs a runner: section in the hub's config "
+                           '(`runner: {}` alone uses Ollama at 127.0.0.1:11434; see README, section "runner")')
+        principal = await invoker.auth.require_async(request.headers.get("authorization"))
         return principal, config
 
     async def models(request: Request) -> Response:

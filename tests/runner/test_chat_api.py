@@ -33,7 +33,7 @@ from tests.fakes.llm import (
     tool_results,
 )
 from tests.helpers import Front, free_port, serve_in_thread
-from tests.hub import RunningHub, assert_error, sample_server
+from tests.hub import RunningHub, assert_error, config_of, sample_server
 from tests.hub import running_hub as hub_running
 
 pytestmark = pytest.mark.anyio
@@ -331,6 +331,15 @@ async def test_without_a_runner_section_v1_is_a_404_naming_runner(method: str, p
     assert response.json()["error"]["message"] == (
         f"no model runner here: {path} needs a runner: section in the hub's config (`runner: {{}}` alone uses "
         'Ollama at 127.0.0.1:11434; see README, section "runner")')
+
+
+async def test_a_reload_that_adds_a_runner_serves_v1_without_a_restart() -> None:
+    async with running_hub({"servers": {"sample": sample_server()}}, api_keys=(KEY,)) as hub:
+        assert_error(await hub.client.get("/v1/models", headers=AUTH), 404, "not_found")
+        hub.app.state.invoker.reconfigure(config_of(hub_config("openai", "http://127.0.0.1:9/v1")))
+        response = await hub.client.get("/v1/models", headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert [m["id"] for m in response.json()["data"]] == ["fake-model"]
 
 
 async def test_without_a_runner_a_server_named_v1_keeps_its_tools() -> None:
