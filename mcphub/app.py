@@ -280,8 +280,9 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/{server}/mcp", mcp, methods=["GET", "POST", "DELETE"]),  # (a tool named `mcp` is MCP-only)
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
-    if invoker.config.runner is not None:  # /v1/... before the /{server}/... patterns
-        routes[1:1] = runner_routes(invoker, backend_transport=backend_transport)
+    # /v1/... before the /{server}/... patterns; without runner: (or until a reload adds one) they answer a
+    # 404 naming it; a server named v1 still gets its POST /v1/models
+    routes[1:1] = runner_routes(invoker, backend_transport=backend_transport)
     middleware = []
     origins = invoker.config.hub.cors_origins
     if origins:

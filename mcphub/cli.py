@@ -26,7 +26,15 @@ from rich.table import Table
 
 from mcphub import __version__, schema
 from mcphub.auth import Principal
-from mcphub.config import HubConfig, default_config_path, instance_servers, key_hash, load_config, parse_config
+from mcphub.config import (
+    DEFAULT_CONFIG_NAME,
+    HubConfig,
+    default_config_path,
+    instance_servers,
+    key_hash,
+    load_config,
+    parse_config,
+)
 from mcphub.errors import ConfigError, HubError
 from mcphub.federation import RemoteMount
 from mcphub.invoker import Call
@@ -41,9 +49,11 @@ from mcphub.toolserver import State
 from mcphub.transports import launchable
 
 API_KEY_ENV = "MCPHUB_API_KEY"
+RUNNER_DOCS = 'README.md, section "runner" under "Config reference"'  # tests check that this section exists
 CLI_PRINCIPAL = Principal(name="cli")  # `mcphub call` / `chat`: the config's owner, at the keyboard
 _LAUNCHERS = {"uvx", "npx", "pipx", "bunx", "uv", "node", "deno", "docker", "python", "python3", "run"}
 _PYTHON = re.compile(r"^python[0-9.]*$")  # python, python3, python3.11, as sys.executable often is
+_UNWRAPPED = 10_000  # console width when stdout is not a terminal: wide enough that nothing wraps
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # and its secrets, threads and the event loop all come later, so the launcher holds none of them.
     with Launcher.forked() if args.run is _serve else contextlib.nullcontext() as launcher:
         args.launcher = launcher
-        configure_logging(getattr(args, "log_level", None) or "info")
+        configure_logging(_log_level(args))
         try:
             code = args.run(args)
         except ConfigError as exc:
@@ -65,6 +75,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         except KeyboardInterrupt:
             code = 130
     sys.exit(code)
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    """Commands that print results (`tools`, `check`, `call`, `keys`, `chat`) keep stdout for those and log
+    only warnings to stderr unless -v; `serve` narrates its lifecycle."""
+    if getattr(args, "log_level", None):
+        return str(args.log_level)
+    if getattr(args, "verbose", False) or args.run is _serve:
+        return "info"
+    return "warning"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(run=run)
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+        if name != "serve":
+            p.add_argument("-v", "--verbose", action="store_true",
+                           help="log each server's start, stop and stderr to stderr (default: warnings only)")
         return p
 
     p = command("serve", "run the hub", _serve)
@@ -94,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", "validate the config, start every server, lint tool schemas", _check)
     _config_arg(p)
     p.add_argument("--strict", action="store_true",
-                   help="warnings (e.g. tool definitions over 400 characters) fail too")
+                   help="warnings (e.g. a tool description over OpenAI's 1024 characters) fail too")
     p = command("tools", "list servers, their state and tools", _tools)
     _config_arg(p)
     p = command("call", "call one tool and print the result", _call)
@@ -108,13 +131,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="the backend's model (default: runner.model)")
     p.add_argument("prompt", nargs="?", metavar="PROMPT", help="one question; without it, read questions from stdin")
 
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    keys_parser = sub.add_parser("keys", help="API keys", description="API keys: `mcphub keys new` makes one")
+    keys_parser.set_defaults(run=lambda args: _usage(keys_parser))
+    keys = keys_parser.add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
     p = keys.add_parser("new", help="print a fresh key and the config line (hash only) to store")
     p.set_defaults(run=_keys_new)
+    p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--name", default="client")
     p.add_argument("--servers", default="*", help="comma-separated server names (default: all)")
     p.add_argument("--tools", default=None, help="comma-separated tool names (default: all)")
     return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    """A command group without its subcommand (`mcphub keys`): its help, as a usage error."""
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _console() -> Console:
+    """Tables and marks on stdout. Piped (not a terminal) nothing is wrapped, so a long error stays on one
+    line that grep and scripts can read."""
+    return Console() if sys.stdout.isatty() else Console(width=_UNWRAPPED, soft_wrap=True)
 
 
 def _port(text: str) -> int:
@@ -222,9 +264,12 @@ def _python_module(words: list[str]) -> str | None:
 
 def _check(args: argparse.Namespace) -> int:
     config, path = _load(args)
-    console = Console()
+    console = _console()
     problems: list[str] = []
     warnings: list[str] = []
+    if not config.servers and not config.remotes:
+        warnings.append(f"{path}: no servers configured; add one under servers:, e.g. "
+                        "time: {transport: stdio, command: python, args: [-m, mcphub_servers.time]}")
 
     async def run() -> None:
         async with Supervisor(config) as supervisor:
@@ -241,22 +286,45 @@ def _check(args: argparse.Namespace) -> int:
             problems.extend(schema.lint_collisions(names))
 
     anyio.run(run)
+    remote_servers: set[str] | None = set()  # None: a mounted hub did not answer, its servers are unknown
     if config.instances or config.hub.mount:
-        problems.extend(anyio.run(_instance_table, console, config))
+        remote_problems, remote_servers = anyio.run(_instance_table, console, config)
+        problems.extend(remote_problems)
+    if remote_servers is not None:
+        warnings.extend(_unknown_scopes(config, path, set(config.servers) | remote_servers))
     for warning in warnings:
         console.print(f"[yellow]⚠[/yellow] {warning}", highlight=False)
     for problem in problems:
         console.print(f"[red]✗[/red] {problem}", highlight=False)
     if problems or (warnings and args.strict):
-        console.print(f"{path}: {len(problems)} problem(s), {len(warnings)} warning(s)")
+        hint = "; -v shows each server's stderr" if problems and not args.verbose else ""
+        console.print(f"{path}: {_plural(len(problems), 'problem')}, {_plural(len(warnings), 'warning')}{hint}")
         return 1
-    note = f", {len(warnings)} warning(s)" if warnings else ""
-    console.print(f"[green]✓[/green] {path}: {len(config.servers)} servers ready, schemas lint clean{note}")
+    note = f", {_plural(len(warnings), 'warning')}" if warnings else ""
+    console.print(f"[green]✓[/green] {path}: {_plural(len(config.servers), 'server')} ready, "
+                  f"schemas lint clean{note}")
     return 0
 
 
-async def _instance_table(console: Console, config: HubConfig) -> list[str]:
-    """Per instance: where it listens, what it runs, what it mounts from where (remotes probed once)."""
+def _unknown_scopes(config: HubConfig, path: Path, known: set[str]) -> list[str]:
+    """Keys (and JWT scopes) naming servers that exist nowhere: a typo that silently opens nothing."""
+    auths = [("auth", config.auth)] + [(f"instances.{n}.auth", i.auth) for n, i in config.instances.items() if i.auth]
+    found: list[str] = []
+    for where, auth in auths:
+        scoped = [(f"{where}.api_keys[{i}] ({k.name!r})", k.servers) for i, k in enumerate(auth.api_keys)]
+        scoped += [(f"{where}.jwt.scopes[{claim!r}]", servers)
+                   for claim, servers in (auth.jwt.scopes if auth.jwt else {}).items()]
+        for label, servers in scoped:
+            for server in servers:
+                if server != "*" and server not in known:
+                    found.append(f"{path}: {label}: no server named {server!r}, so it opens nothing there "
+                                 f"(servers: {', '.join(sorted(known)) or 'none'})")
+    return found
+
+
+async def _instance_table(console: Console, config: HubConfig) -> tuple[list[str], set[str] | None]:
+    """Per instance: where it listens, what it runs, what it mounts from where (remotes probed once).
+    Returns the problems and the remotes' server names (None if a remote did not answer)."""
     problems: list[str] = []
     probed: dict[str, RemoteMount] = {}
     for name, remote in config.remotes.items():
@@ -284,12 +352,14 @@ async def _instance_table(console: Console, config: HubConfig) -> list[str]:
                     problems.append(f"remotes.{target}: {mount.last_error}")
         table.add_row(name, f"{host}:{port}", ", ".join(servers) or "-", "\n".join(mounts) or "-")
     console.print(table)
-    return problems
+    if any(mount.state == "failed" for mount in probed.values()):
+        return problems, None
+    return problems, {server for mount in probed.values() for server in mount.servers}
 
 
 def _tools(args: argparse.Namespace) -> int:
     config, _ = _load(args)
-    console = Console()
+    console = _console()
     failed = False
 
     async def run() -> None:
@@ -307,8 +377,9 @@ def _server_table(console: Console, supervisor: Supervisor, *, with_tools: bool 
     for handle in supervisor.servers.values():
         style = "green" if handle.state is State.READY else "red"
         detail = ", ".join(sorted(handle.tools)) if with_tools or handle.state is State.READY else ""
+        error = " ".join(handle.last_error.split()) if handle.last_error else ""  # one line, however it came
         table.add_row(handle.name, handle.config.transport, f"[{style}]{handle.state}[/{style}]",
-                      str(len(handle.tools)), handle.last_error or detail)
+                      str(len(handle.tools)), error or detail)
     console.print(table)
 
 
@@ -366,8 +437,10 @@ def _chat(args: argparse.Namespace) -> int:
     config, path = _load(args)
     runner_config = config.runner
     if runner_config is None:
-        raise ConfigError(f"{path}: runner: not configured (add a runner: section with backend, base_url, "
-                          "model and servers; see config/example.yaml)")
+        where = f"{path} has no runner: section" if path.name == DEFAULT_CONFIG_NAME or args.config else \
+            f"the packaged default config has no runner: section (make ./{DEFAULT_CONFIG_NAME}, or pass -c FILE)"
+        raise ConfigError(f"{where}. `runner: {{}}` alone chats through Ollama at http://127.0.0.1:11434 with "
+                          f"qwen3:14b; set backend, base_url and model for another: see {RUNNER_DOCS}")
     servers, sites = plan(config, ServeOptions())
     if "*" not in runner_config.servers:
         servers = {n: c for n, c in servers.items() if n in runner_config.servers}
@@ -457,11 +530,19 @@ class _ChatPrinter:
 
 def _keys_new(args: argparse.Namespace) -> int:
     key = "mh_" + secrets.token_urlsafe(32)
-    servers = [s.strip() for s in args.servers.split(",") if s.strip()] or ["*"]
-    entry: dict[str, Any] = {"name": args.name, "hash": key_hash(key), "servers": servers}
-    if args.tools:
-        entry["tools"] = [t.strip() for t in args.tools.split(",") if t.strip()]
+    entry: dict[str, Any] = {"name": args.name, "hash": key_hash(key), "servers": _names("--servers", args.servers)}
+    if args.tools is not None:
+        entry["tools"] = _names("--tools", args.tools)
     print(f"key (shown once, give it to the client): {key}")
     print("config line for auth.api_keys:")
     print("  - " + json.dumps(entry))
     return 0
+
+
+def _names(option: str, text: str) -> list[str]:
+    """`a,b` → [a, b]; an empty list would silently mean something else (all servers), so it is refused."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"{option} {text!r}: no names in it; give them separated by commas "
+                          f"({option} a,b), or leave {option} out for all")
+    return names

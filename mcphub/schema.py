@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from urllib.parse import unquote
 from mcp.types import Tool
 
 MAX_NAME_LENGTH = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
-MAX_DEFINITION_LENGTH = 400  # above this Open WebUI's tool search hides a tool behind a search step
+MAX_DESCRIPTION_LENGTH = 1024  # OpenAI's API rejects a longer function description (string_above_max_length)
 # Levels of a recursive definition written out in a served document: the schema_cases nest three levels,
 # and every level multiplies what a converter expands into the model's tool definition.
 UNROLL_DEPTH = 3
@@ -157,9 +156,9 @@ def build_spec(
 def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str] | None = None) -> list[str]:
     """Human-readable problems that break clients (for ``mcphub check``); empty list = fine.
 
-    With `warnings` given, what degrades a client without breaking it (a definition over Open WebUI's
-    400 characters, a recursive schema the document cuts at UNROLL_DEPTH) goes there instead of into the
-    returned problems."""
+    With `warnings` given, what breaks only some clients or degrades one (a description over OpenAI's 1024
+    characters, which Open WebUI passes on as the function's description; a recursive schema the document
+    cuts at UNROLL_DEPTH) goes there instead of into the returned problems."""
     problems: list[str] = []
 
     def say(problem: str, into: list[str] | None = None) -> None:
@@ -171,9 +170,9 @@ def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str
             say(f"function name {name!r} is {len(name)} characters, over OpenAI's 64 {fixed}")
         if _BAD_NAME.search(name):
             say(f"function name {name!r} has characters OpenAI rejects (not [a-zA-Z0-9_-]) {fixed}")
-    definition = {"name": prefixed_name, "description": tool.description, "parameters": tool.input_schema}
-    if (size := len(json.dumps(definition))) > MAX_DEFINITION_LENGTH:
-        say(f"tool definition is {size} characters; Open WebUI hides one over 400 behind a search step", warnings)
+    if (size := len(tool.description or "")) > MAX_DESCRIPTION_LENGTH:
+        say(f"description is {size} characters; OpenAI's API rejects a function description over 1024, and a "
+            "chat through a backend that enforces it fails whole", warnings)
     for label, schema in (("input", tool.input_schema), ("output", tool.output_schema)):
         hoisted = _Hoisted(schema, "t", "t__Root", set()) if schema is not None else None
         for ref, at in hoisted.unresolved if hoisted else ():

@@ -65,7 +65,7 @@ def _config(tmp_path: Path, raw: dict[str, Any] | str, name: str = "hub.yaml") -
 
 
 def _sample(**overrides: Any) -> dict[str, Any]:
-    """The sample server without its one tool whose definition fails the 400-character lint."""
+    """The sample server with only its plain tools."""
     return sample_server(tools={"allow": ["add", "echo", "fail"]}, **overrides)
 
 
@@ -148,7 +148,7 @@ def test_invalid_yaml_exits_2_with_line_and_column(tmp_path: Path) -> None:
         (["serve", "--port", "eighty"], "argument --port: not a port number: 'eighty'"),
         (["serve", "--port", "99999"], "argument --port: a port is 0-65535, got 99999"),
         (["call", "sample"], "required: tool"),
-        (["keys"], "required: keys_command"),
+        (["keys"], "new       print a fresh key"),
         (["serve", "--log-level", "loud"], "argument --log-level: invalid choice: 'loud'"),
     ],
     ids=["no command", "unknown option", "port not a number", "port out of range", "call without tool",
@@ -196,7 +196,7 @@ def test_check_with_a_healthy_server_exits_0_and_shows_the_table(tmp_path: Path)
     assert result.returncode == 0, _output(result)
     row = _row(result.stdout, "sample")
     assert "stdio" in row and "ready" in row and "add, echo, fail" in row, result.stdout
-    assert f"{path}: 1 servers ready, schemas lint clean" in result.stdout
+    assert f"{path}: 1 server ready, schemas lint clean" in result.stdout
 
 
 def test_check_with_a_missing_command_exits_1_naming_it_and_the_other_server_is_ready(tmp_path: Path) -> None:
@@ -211,20 +211,97 @@ def test_check_with_a_missing_command_exits_1_naming_it_and_the_other_server_is_
     assert "failed" in _row(result.stdout, "ghost"), result.stdout
     problems = [line for line in result.stdout.splitlines() if line.startswith("✗")]
     assert len(problems) == 1 and "ghost" in problems[0] and "no-such-mcp-server-xyz" in problems[0], result.stdout
-    assert f"{path}: 1 problem(s)" in result.stdout
+    assert f"{path}: 1 problem, 0 warnings; -v shows each server's stderr" in result.stdout
 
 
-def test_check_warns_on_a_tool_definition_too_long_for_open_webui_and_strict_fails(tmp_path: Path) -> None:
-    path = _config(tmp_path, {"servers": {"sample": sample_server()}})  # `order` is over 400 characters
+LONG_DESCRIPTION_SERVER = """
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("wordy")
+@server.tool(description="Explain. " * 130)
+def explain() -> str:
+    return "ok"
+server.run()
+"""
+
+
+def test_check_warns_on_a_description_openai_would_reject_and_strict_fails(tmp_path: Path) -> None:
+    path = _config(tmp_path, {"servers": {
+        "sample": sample_server(),  # the sample's definitions, some over 400 characters, are fine
+        "wordy": {"transport": "stdio", "command": "python", "args": ["-c", LONG_DESCRIPTION_SERVER]},
+    }})
     result = mcphub("check", "-c", str(path))
     assert result.returncode == 0, _output(result)
     warnings = [line for line in result.stdout.splitlines() if line.startswith("⚠")]
-    assert any(line.startswith("⚠ sample/order: tool definition is") and "400" in line for line in warnings), \
+    assert warnings == ["⚠ wordy/explain: description is 1170 characters; OpenAI's API rejects a function "
+                        "description over 1024, and a chat through a backend that enforces it fails whole"], \
         result.stdout
-    assert "1 warning(s)" in result.stdout
+    assert result.stdout.rstrip().endswith(", 1 warning"), result.stdout
     strict = mcphub("check", "--strict", "-c", str(path))
     assert strict.returncode == 1, _output(strict)
-    assert "0 problem(s), 1 warning(s)" in strict.stdout
+    assert strict.stdout.rstrip().endswith(f"{path}: 0 problems, 1 warning"), strict.stdout
+
+
+def test_check_strict_passes_on_the_packaged_default(tmp_path: Path) -> None:
+    result = mcphub("check", "--strict", cwd=tmp_path)  # no ./mcphub.yaml: the packaged default
+    assert result.returncode == 0, _output(result)
+    assert result.stdout.rstrip().endswith("default.yaml: 5 servers ready, schemas lint clean"), _output(result)
+    assert result.stderr == "", _output(result)
+
+
+def test_check_warns_on_keys_scoped_to_servers_that_do_not_exist_and_strict_fails(tmp_path: Path) -> None:
+    path = _config(tmp_path, {
+        "auth": {"api_keys": [{"name": "ci", "key": KEY, "servers": ["sample", "smaple"]},
+                              {"name": "all", "key": KEY + "x"}],
+                 "jwt": {"secret": "s" * 32, "scopes": {"role=ops": ["ghost"]}}},
+        "servers": {"sample": _sample()}})
+    result = mcphub("check", "-c", str(path))
+    assert result.returncode == 0, _output(result)
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("⚠")]
+    assert warnings == [
+        f"⚠ {path}: auth.api_keys[0] ('ci'): no server named 'smaple', so it opens nothing there (servers: sample)",
+        f"⚠ {path}: auth.jwt.scopes['role=ops']: no server named 'ghost', so it opens nothing there (servers: sample)",
+    ], result.stdout
+    strict = mcphub("check", "--strict", "-c", str(path))
+    assert strict.returncode == 1 and strict.stdout.rstrip().endswith("0 problems, 2 warnings"), _output(strict)
+
+
+def test_check_warns_on_a_config_without_servers(tmp_path: Path) -> None:
+    path = _config(tmp_path, "{}")
+    result = mcphub("check", "-c", str(path))
+    assert result.returncode == 0, _output(result)
+    assert f"⚠ {path}: no servers configured; add one under servers:, e.g. time: " in result.stdout, result.stdout
+    assert result.stdout.rstrip().endswith(f"{path}: 0 servers ready, schemas lint clean, 1 warning"), result.stdout
+    assert mcphub("check", "--strict", "-c", str(path)).returncode == 1
+
+
+# ---------------------------------------------------------------------- stdout holds results only
+
+
+@pytest.mark.parametrize("command", [["check"], ["tools"], ["call", "sample", "add", "--args", '{"a": 1, "b": 2}']],
+                         ids=lambda c: c[0])
+def test_result_commands_log_only_warnings_to_stderr_unless_verbose(tmp_path: Path, command: list[str]) -> None:
+    path = _config(tmp_path, {"servers": {"sample": _sample()}})
+    quiet = mcphub(*command, "-c", str(path))
+    assert quiet.returncode == 0, _output(quiet)
+    assert quiet.stderr == "", _output(quiet)
+    assert " INFO " not in quiet.stdout and "starting 'sample'" not in quiet.stdout, _output(quiet)
+    verbose = mcphub(*command, "-c", str(path), "-v")
+    assert verbose.returncode == 0, _output(verbose)
+    assert "INFO    mcphub.supervisor: starting 'sample'" in verbose.stderr, _output(verbose)
+    assert verbose.stdout == quiet.stdout or command[0] != "call", _output(verbose)
+
+
+def test_a_failed_servers_stderr_stays_one_line_in_the_table_when_piped(tmp_path: Path) -> None:
+    long_line = "x" * 300
+    path = _config(tmp_path, {"servers": {"broken": {
+        "transport": "stdio", "command": "python", "restart": {"policy": "never"},
+        "args": ["-c", f"import sys; print('first line', file=sys.stderr); print('{long_line}', file=sys.stderr)"],
+    }}})
+    result = mcphub("tools", "-c", str(path), env=_env(COLUMNS="80"))
+    assert result.returncode == 1, _output(result)
+    (row,) = [line for line in result.stdout.splitlines() if "broken" in line]
+    assert long_line in row, result.stdout
+    assert len([line for line in result.stdout.splitlines() if line.startswith("│")]) == 1, result.stdout
 
 
 # ------------------------------------------------------------------------------------------- tools
@@ -340,6 +417,23 @@ def test_keys_new_scopes_tools_and_several_servers() -> None:
 
 def test_keys_new_gives_a_fresh_key_each_time() -> None:
     assert _new_key()[0] != _new_key()[0]
+
+
+@pytest.mark.parametrize(("option", "value"), [("--servers", ","), ("--servers", ""), ("--tools", " , ")])
+def test_keys_new_refuses_an_empty_list_instead_of_opening_everything(option: str, value: str) -> None:
+    result = mcphub("keys", "new", option, value)
+    assert result.returncode == 2, _output(result)
+    assert result.stdout == "", _output(result)  # no key was made
+    assert result.stderr == (f"mcphub: {option} {value!r}: no names in it; give them separated by commas "
+                             f"({option} a,b), or leave {option} out for all\n"), _output(result)
+
+
+def test_keys_without_a_subcommand_prints_its_help() -> None:
+    result = mcphub("keys")
+    assert result.returncode == 2, _output(result)
+    assert result.stderr.startswith("usage: mcphub keys [-h] SUBCOMMAND ..."), _output(result)
+    assert "new       print a fresh key and the config line" in result.stderr, _output(result)
+    assert "required" not in result.stderr, _output(result)
 
 
 # ------------------------------------------------------------------------------------------- serve

@@ -1,10 +1,12 @@
 """The runner's HTTP surface, OpenAI-compatible: `POST /v1/chat/completions` and `GET /v1/models`.
 
-`runner_routes(hub)` gives `create_app` its routes when `runner:` is configured. Both need a credential
-once any is configured, and the chat's tool calls run with that caller's scopes. `stream: true` answers
-with SSE in OpenAI's chunk format; the response starts when the first piece of the answer is ready (tool
-steps run before it), so a backend that is down or slow is still a plain 502/504 in the hub's error
-shape. A failure after the stream has started is sent as a `data: {"error": ...}` event, then `[DONE]`.
+`runner_routes(hub)` gives `create_app` its routes; without a `runner:` section (read per request, so a
+reload can add one) both answer 404 naming it. Both need a credential once any is configured, and the
+chat's tool calls run with that caller's scopes. `stream: true` answers with SSE in OpenAI's chunk
+format; the response starts when the first piece of the answer is ready (tool steps run before it), so a
+backend that is down or slow is still a plain 502/504 in the hub's error shape. A failure after the
+stream has started is sent as a `data: {"error": ...}` event, then `[DONE]`. A client that hangs up
+cancels the chat, streamed or not.
 """
 
 from __future__ import annotations
@@ -59,10 +61,11 @@ def runner_routes(invoker: Invoker, *, backend_transport: httpx2.AsyncBaseTransp
     the chat's tool calls (through `HubTools`). `backend_transport`: see `backend_client`."""
 
     async def setup(request: Request) -> tuple[Principal, RunnerConfig]:
-        principal = await invoker.auth.require_async(request.headers.get("authorization"))
-        config = invoker.config.runner
+        config = invoker.config.runner  # read per request: a reload may add or remove it
         if config is None:
-            raise NotFound("the model runner is not configured (no runner: section)")
+            raise NotFound(f"no model runner here: {request.url.path} needs a runner: section in the hub's config "
+                           '(`runner: {}` alone uses Ollama at 127.0.0.1:11434; see README, section "runner")')
+        principal = await invoker.auth.require_async(request.headers.get("authorization"))
         return principal, config
 
     async def models(request: Request) -> Response:
@@ -89,13 +92,7 @@ def runner_routes(invoker: Invoker, *, backend_transport: httpx2.AsyncBaseTransp
                 return await runner.chat(chat.messages, on_text=on_text)
 
         meta = _Meta(model)
-        if chat.stream:
-            return _ChatStream(run, meta)
-        try:
-            result = await run(None)
-        except HubError as exc:
-            return _error(exc)
-        return JSONResponse(meta.completion(result))
+        return _ChatStream(run, meta) if chat.stream else _ChatAnswer(run, meta)
 
     return [
         Route("/v1/models", models, methods=["GET"]),
@@ -159,6 +156,40 @@ def _event(body: Any) -> bytes:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
 
+async def _until_disconnect(receive: Receive, scope_to_cancel: anyio.CancelScope) -> None:
+    """Cancel the chat (its backend request, its tool calls) when the client hangs up."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope_to_cancel.cancel()
+
+
+class _ChatAnswer(Response):
+    """The whole answer as one JSON body; like _ChatStream it owns the chat's task, so a client that
+    hangs up before the answer is ready cancels the chat instead of leaving it to run to the end."""
+
+    media_type = "application/json"
+
+    def __init__(self, run: Callable[[OnText | None], Awaitable[ChatResult]], meta: _Meta) -> None:
+        super().__init__(status_code=200)
+        self._run = run
+        self._meta = meta
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response: Response | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
+            try:
+                response = JSONResponse(self._meta.completion(await self._run(None)))
+            except HubError as exc:
+                response = _error(exc)
+            except Exception:
+                logger.exception("runner: chat failed")
+                response = _error(HubError("internal error in the model runner (see the hub's log)"))
+            tg.cancel_scope.cancel()
+        if response is not None:  # None: the client hung up and the chat was cancelled
+            await response(scope, receive, send)
+
+
 class _ChatStream(Response):
     """SSE answer that owns the chat's task: status and headers wait for the first piece of the answer
     (or the error), the client hanging up cancels the chat."""
@@ -185,14 +216,9 @@ class _ChatStream(Response):
                 else:
                     await events_in.send(("done", result))
 
-        async def until_disconnect(scope_to_cancel: anyio.CancelScope) -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            scope_to_cancel.cancel()
-
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce)
-            tg.start_soon(until_disconnect, tg.cancel_scope)
+            tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
             async with events_out:
                 await self._relay(events_out, send)
             tg.cancel_scope.cancel()

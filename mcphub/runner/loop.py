@@ -9,8 +9,11 @@ text the model can react to, never an exception out of the loop. Results longer 
 Model quirks handled here, whatever the backend: tool calls with `finish_reason: stop` (calls are used
 whenever present); missing or repeated call ids (replaced by fresh unique ones); tool calls written as
 text, in `<tool_call>{json}</tool_call>` tags or a fenced JSON block naming an offered tool; `<think>`
-reasoning, which never reaches the answer. The answer streams through `on_text` as the model writes
-it, with reasoning and text tool calls held back.
+reasoning, which never reaches the answer, also when the chat template opened `<think>` in the prompt
+and the reply brings only the closing tag. The answer streams through `on_text` as the model writes it,
+with reasoning and text tool calls held back. A reply streamed with no tag yet might be such unopened
+reasoning, so the first turn of a chat is held until a tag decides it (or the turn ends, and then it is
+passed on piece by piece); later turns are held only if an earlier one brought a bare `</think>`.
 """
 
 from __future__ import annotations
@@ -80,11 +83,14 @@ class Runner:
         usage: dict[str, int] = {}
         definitions = self.tools.definitions()
         requests = 0
+        hold = True  # until a turn shows whether this model's replies open with unopened reasoning
         for _ in range(self.max_steps):
-            reply, text = await self._ask(transcript, definitions or None, answer, usage, streaming=on_text is not None)
+            reply, visible = await self._ask(transcript, definitions or None, answer, usage,
+                                             streaming=on_text is not None, hold_opening=hold)
             requests += 1
             calls = reply.tool_calls or _calls_in_text(reply.content, self.tools)
-            await answer.end_turn(text(bool(calls)))
+            await answer.end_turn(visible.finish(bool(calls)))
+            hold = visible.bare_close
             if not calls:
                 return ChatResult(answer.text, "answer", steps, transcript + [_assistant(answer.turn, [])],
                                   requests, usage)
@@ -100,16 +106,17 @@ class Runner:
                 break  # nothing to offer: the calls were all errors; ask for an answer now
         logger.info("runner: %d tool steps reached; asking %s for a final answer", self.max_steps, self.model)
         transcript.append({"role": "user", "content": FINAL_REQUEST.format(steps=self.max_steps)})
-        reply, text = await self._ask(transcript, None, answer, usage, streaming=on_text is not None)
+        reply, visible = await self._ask(transcript, None, answer, usage, streaming=on_text is not None,
+                                         hold_opening=hold)
         requests += 1
-        await answer.end_turn(text(bool(reply.tool_calls or _calls_in_text(reply.content, self.tools))))
+        await answer.end_turn(visible.finish(bool(reply.tool_calls or _calls_in_text(reply.content, self.tools))))
         return ChatResult(answer.text, "max_steps", steps, transcript + [_assistant(answer.turn, [])],
                           requests, usage)
 
     async def _ask(self, transcript: list[Message], tools: list[dict[str, Any]] | None, answer: _Answer,
-                   usage: dict[str, int], *, streaming: bool) -> tuple[ModelReply, Callable[[bool], str]]:
-        """One backend request. Returns the reply and `finish(had_calls)` → the turn's remaining visible text."""
-        visible = _Visible()
+                   usage: dict[str, int], *, streaming: bool, hold_opening: bool) -> tuple[ModelReply, _Visible]:
+        """One backend request. Returns the reply and its filter (`finish(had_calls)` → the turn's rest)."""
+        visible = _Visible(hold_opening=hold_opening)
         answer.begin_turn()
 
         async def on_text(piece: str) -> None:
@@ -121,7 +128,7 @@ class Runner:
             await answer.add(visible.feed(_drop_unopened_think(reply.content)))
         for key, value in reply.usage.items():
             usage[key] = usage.get(key, 0) + value
-        return reply, visible.finish
+        return reply, visible
 
     async def _run_calls(self, calls: list[ToolCall], on_call: Callable[[ToolCall], Awaitable[None]] | None,
                          on_result: Callable[[ToolResult], Awaitable[None]] | None) -> list[ToolResult]:
@@ -205,8 +212,9 @@ class _Answer:
         if self._sink is not None:
             await self._sink(shown)
 
-    async def end_turn(self, rest: str) -> None:
-        await self.add(rest)
+    async def end_turn(self, rest: list[str]) -> None:
+        for piece in rest:
+            await self.add(piece)
 
     @property
     def turn(self) -> str:
@@ -224,14 +232,34 @@ _MARKERS = (_THINK_OPEN, _THINK_CLOSE, *_HOLD)
 
 class _Visible:
     """Filters a turn's raw text as it streams: `<think>` sections dropped; from a `<tool_call>` tag or
-    a code fence on, text is held until the turn ends (`finish`), then dropped if it held tool calls."""
+    a code fence on, text is held until the turn ends (`finish`), then dropped if it held tool calls.
 
-    def __init__(self) -> None:
+    With `hold_opening`, the turn's opening is held too, until a tag shows what it is: a `</think>` with
+    no `<think>` before it ends reasoning whose opening tag was in the prompt (dropped, `bare_close`); a
+    `<think>` first means ordinary tagged reasoning. Held to the end, the pieces pass on as they came."""
+
+    def __init__(self, *, hold_opening: bool = False) -> None:
         self._buf = ""
         self._thinking = False
         self._held: str | None = None
+        self._opening: list[str] | None = [] if hold_opening else None
+        self.bare_close = False  # this turn's reasoning came without its opening tag
 
     def feed(self, text: str) -> str:
+        if self._opening is None:
+            return self._filter(text)
+        self._opening.append(text)
+        seen = "".join(self._opening)
+        close, start = seen.find(_THINK_CLOSE), seen.lstrip()
+        if close >= 0 and _THINK_OPEN not in seen[:close]:
+            self._opening, self.bare_close = None, True
+            return self._filter(seen[close + len(_THINK_CLOSE):])
+        if close >= 0 or start.startswith(_THINK_OPEN):
+            self._opening = None
+            return self._filter(seen)
+        return ""  # no tag yet: this could still be reasoning whose <think> was in the prompt
+
+    def _filter(self, text: str) -> str:
         self._buf += text
         out: list[str] = []
         while self._buf:
@@ -261,11 +289,14 @@ class _Visible:
                     self._buf = self._buf[at + len(marker):]
         return "".join(out)
 
-    def finish(self, had_calls: bool) -> str:
+    def finish(self, had_calls: bool) -> list[str]:
+        """The turn's remaining visible text, in pieces (held opening pieces as they came)."""
+        pieces = [self._filter(piece) for piece in self._opening or ()]
+        self._opening = None
         rest = "" if self._thinking else self._buf
         if self._held is not None and not had_calls:
             rest += _strip_think(self._held)
-        return rest
+        return [*pieces, rest]
 
 
 def _partial_marker(text: str) -> int:

@@ -10,6 +10,7 @@ buffers a streamed answer whole, which these tests read whole anyway."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
@@ -32,7 +33,7 @@ from tests.fakes.llm import (
     tool_results,
 )
 from tests.helpers import Front, free_port, serve_in_thread
-from tests.hub import RunningHub, assert_error, sample_server
+from tests.hub import RunningHub, assert_error, config_of, sample_server
 from tests.hub import running_hub as hub_running
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.anyio
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHAT_TIMEOUT = 30  # seconds for one whole chat, tool steps included
+HANG_UP_TIMEOUT = 10  # seconds for a hang-up to reach the backend (a few ms when it works)
 
 
 BACKEND = Front()  # the module's one fake model server; each test puts its own fake behind it
@@ -321,10 +323,29 @@ async def test_v1_routes_need_a_credential_when_one_is_configured() -> None:
     assert fake.requests == []
 
 
-async def test_without_a_runner_section_there_are_no_v1_routes() -> None:
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/chat/completions"), ("GET", "/v1/models")])
+async def test_without_a_runner_section_v1_is_a_404_naming_runner(method: str, path: str) -> None:
     async with running_hub({"servers": {"sample": sample_server()}}) as hub:
-        response = await hub.client.post("/v1/chat/completions", json={"model": "m", "messages": []})
-        assert_error(response, 404, "not_found")
+        response = await hub.client.request(method, path, json={"model": "m", "messages": []})
+    assert_error(response, 404, "not_found")
+    assert response.json()["error"]["message"] == (
+        f"no model runner here: {path} needs a runner: section in the hub's config (`runner: {{}}` alone uses "
+        'Ollama at 127.0.0.1:11434; see README, section "runner")')
+
+
+async def test_a_reload_that_adds_a_runner_serves_v1_without_a_restart() -> None:
+    async with running_hub({"servers": {"sample": sample_server()}}, api_keys=(KEY,)) as hub:
+        assert_error(await hub.client.get("/v1/models", headers=AUTH), 404, "not_found")
+        hub.app.state.invoker.reconfigure(config_of(hub_config("openai", "http://127.0.0.1:9/v1")))
+        response = await hub.client.get("/v1/models", headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert [m["id"] for m in response.json()["data"]] == ["fake-model"]
+
+
+async def test_without_a_runner_a_server_named_v1_keeps_its_tools() -> None:
+    async with running_hub({"servers": {"v1": sample_server()}}) as hub:
+        response = await hub.client.post("/v1/add", json={"a": 1, "b": 2})
+    assert response.status_code == 200, response.text
 
 
 async def test_a_request_without_messages_is_a_422() -> None:
@@ -360,6 +381,48 @@ async def test_a_backend_that_does_not_answer_in_time_is_a_504(kind: str, stream
                     "model": "fake-model", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
     assert_error(response, 504, "timeout")
     assert len(fake.requests) == 1
+
+
+class _SeesHangUps:
+    """ASGI wrapper noting (across threads) that a client of the wrapped app hung up mid-request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.hung_up = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def watched() -> Any:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.hung_up.set()
+            return message
+
+        await self.app(scope, watched, send)
+
+
+async def _until(condition: Any, what: str) -> None:
+    with anyio.move_on_after(HANG_UP_TIMEOUT):
+        while not condition():
+            await anyio.sleep(0.01)
+        return
+    pytest.fail(f"waited {HANG_UP_TIMEOUT} s for: {what}")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_client_hanging_up_cancels_the_chat_and_its_backend_request(stream: bool) -> None:
+    backend = _SeesHangUps(BACKEND)
+    with fake_backend("openai", chained_adds, quirks={"hang"}) as (fake, _), serve_in_thread(backend) as url:
+        async with hub_running(hub_config("openai", url + "/v1", timeout=60), api_keys=(KEY,), listen=True) as hub:
+            body = json.dumps({"model": "fake-model", "stream": stream,
+                               "messages": [{"role": "user", "content": "hi"}]}).encode()
+            host, port = hub.url.removeprefix("http://").split(":")
+            async with await anyio.connect_tcp(host, int(port)) as client:
+                await client.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: hub\r\n"
+                                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await _until(lambda: fake.requests, "the backend has the request")
+            # the client hung up: the hub must drop the backend request (it would wait 60 s otherwise)
+            await _until(backend.hung_up.is_set, "the backend sees the hub hang up")
 
 
 async def test_a_backend_error_answer_is_a_502_quoting_it() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from mcphub.cli import RUNNER_DOCS
 from tests.fakes.llm import FakeLLM, Turn, chained_adds
 from tests.helpers import PYTHON, REPO, free_port, serve_in_thread
 from tests.hub import sample_server
@@ -75,4 +76,25 @@ def test_chat_without_a_runner_section_is_a_config_error(tmp_path: Path) -> None
     path.write_text(json.dumps({"servers": {"sample": sample_server()}}), encoding="utf-8")
     done = chat("-c", str(path), "hi")
     assert done.returncode == 2
-    assert done.stderr.startswith(f"mcphub: {path}: runner: not configured")
+    assert done.stderr.startswith(f"mcphub: {path} has no runner: section. `runner: {{}}` alone chats through "
+                                  "Ollama at http://127.0.0.1:11434"), done.stderr
+    assert "set backend, base_url and model for another: see " + RUNNER_DOCS in done.stderr, done.stderr
+    assert "example.yaml" not in done.stderr and "default.yaml" not in done.stderr, done.stderr
+
+
+def test_chat_without_a_config_names_the_packaged_default_and_what_to_make(tmp_path: Path) -> None:
+    done = subprocess.run([PYTHON, "-m", "mcphub", "chat", "hi"], cwd=tmp_path, capture_output=True, text=True,
+                          encoding="utf-8", timeout=CLI_TIMEOUT)
+    assert done.returncode == 2
+    assert done.stderr.startswith("mcphub: the packaged default config has no runner: section (make "
+                                  "./mcphub.yaml, or pass -c FILE)"), done.stderr
+
+
+def test_the_readme_section_chat_points_at_exists_and_says_what_the_message_promises() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    reference = readme[readme.index("\n## Config reference\n"):]
+    reference = reference[:reference.index("\n## ", 1)]
+    start = reference.index("\n### `runner`\n")
+    section = reference[start:reference.find("\n#", start + 1)]
+    assert "`runner: {}` alone is enough" in section and "qwen3:14b" in section
+    assert all(f"  {field}:" in section for field in ("backend", "base_url", "model")), section

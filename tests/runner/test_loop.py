@@ -84,9 +84,56 @@ async def test_prose_about_tool_call_tags_is_an_answer_not_a_call(stream: bool) 
     assert answer == text and len(backend.seen) == 1
 
 
-async def test_a_closing_think_tag_without_an_opening_one_drops_what_precedes_it() -> None:
-    answer, _, _ = await run(lambda m, t: ModelReply("the template opened it\n</think>\nAnswer."), stream=False)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "char by char"])
+async def test_a_closing_think_tag_without_an_opening_one_drops_what_precedes_it(stream: bool) -> None:
+    answer, _, _ = await run(lambda m, t: ModelReply("the template opened it\n</think>\nAnswer."), stream=stream)
     assert answer == "Answer."
+
+
+def _double_then_answer(first: str, second: str) -> Callable[[list[Message], Any], ModelReply]:
+    def script(messages: list[Message], tools: Any) -> ModelReply:
+        if not any(m["role"] == "tool" for m in messages):
+            return ModelReply(first, [ToolCall("c1", "double", {"n": 2})])
+        return ModelReply(second)
+    return script
+
+
+async def test_unopened_reasoning_is_dropped_from_every_streamed_turn() -> None:
+    script = _double_then_answer("I should double 2.\n</think>\n", "It doubled to 4, so\n</think>\nThe answer is 4.")
+    answer, backend, tools = await run(script, stream=True)
+    assert answer == "The answer is 4." and tools.calls == [("double", {"n": 2})] and len(backend.seen) == 2
+
+
+class TimedBackend(ScriptedBackend):
+    """Also notes how many pieces of the answer had been shown when each streamed reply was complete."""
+
+    def __init__(self, script: Callable[[list[Message], Any], ModelReply], shown: list[str]) -> None:
+        super().__init__(script)
+        self.shown, self.shown_at_end = shown, []  # type: list[str], list[int]
+
+    async def chat(self, messages: list[Message], tools: Any, *, model: str, options: Any = None,
+                   on_text: OnText | None = None) -> ModelReply:
+        reply = await super().chat(messages, tools, model=model, options=options, on_text=on_text)
+        self.shown_at_end.append(len(self.shown))
+        return reply
+
+
+@pytest.mark.parametrize(("first", "held_later"), [("", False), ("Let me double it.", False),
+                                                   ("reasoning</think>Let me double it.", True)],
+                         ids=["native call, no text", "plain text", "unopened reasoning"])
+async def test_the_first_turn_decides_whether_later_turns_wait_for_a_tag(first: str, held_later: bool) -> None:
+    shown: list[str] = []
+
+    async def on_text(text: str) -> None:
+        shown.append(text)
+
+    backend = TimedBackend(_double_then_answer(first, "The answer is 4."), shown)
+    result = await Runner(backend, Tools(), model="m").chat([{"role": "user", "content": "go"}], on_text=on_text)
+    assert result.answer == ("Let me double it.\n\nThe answer is 4." if first else "The answer is 4.")
+    assert (backend.shown_at_end[0] == 0) is (not held_later)  # held whole, unless a tag decided sooner
+    assert "reasoning" not in "".join(shown)
+    during_second = backend.shown_at_end[1] - backend.shown_at_end[0]
+    assert (during_second == 0) is held_later, (shown, backend.shown_at_end)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "char by char"])

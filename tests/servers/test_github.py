@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -370,6 +374,19 @@ async def test_github_token_is_the_fallback_secret(fake: GitHubFake, api_url: st
     result = await call(api_url, "get_me", {}, GITHUB_PERSONAL_ACCESS_TOKEN="", GITHUB_TOKEN=TOKEN)
     assert ok(result)["login"] == "octocat"
     assert fake.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_the_packaged_default_config_passes_github_token_when_the_personal_token_is_unset(
+    fake: GitHubFake, api_url: str, tmp_path: Path
+) -> None:
+    """End to end, as a user runs it: no ./mcphub.yaml, so the packaged default; only GITHUB_TOKEN set."""
+    env = {k: v for k, v in os.environ.items() if not _ours(k) and k != "MCPHUB_API_KEY"}
+    env.update(GITHUB_TOKEN=TOKEN, GITHUB_API_URL=api_url)
+    done = subprocess.run([sys.executable, "-m", "mcphub", "call", "github", "get_me"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, encoding="utf-8", timeout=CALL_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["login"] == "octocat"
+    assert [r.headers.get("authorization") for r in fake.requests] == [f"Bearer {TOKEN}"]
 
 
 async def test_bad_token_is_reported_without_echoing_it(fake: GitHubFake, api_url: str) -> None:

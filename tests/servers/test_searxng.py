@@ -17,7 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.types import INVALID_PARAMS
 from mcphub_servers.searxng.server import Settings, create_server
 
 from tests import helpers
@@ -133,6 +134,14 @@ async def test_starts_without_searxng_url_and_says_to_set_it() -> None:
             assert len((await c.list_tools()).tools) == 1
             result = await c.call_tool("searxng_web_search", {"query": "mcp"})
     assert "SEARXNG_URL is not set" in error_text(result)
+
+
+async def test_an_unknown_tool_is_a_jsonrpc_invalid_params_error_as_from_mcp_searxng() -> None:
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with searxng_server() as c:
+            with pytest.raises(MCPError) as caught:
+                await c.call_tool("web_url_read", {"url": "http://127.0.0.1/"})
+    assert (caught.value.code, str(caught.value)) == (INVALID_PARAMS, "Unknown tool: web_url_read")
 
 
 async def test_real_process_default_search_sends_the_reference_query_and_returns_ten_results(

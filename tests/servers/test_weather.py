@@ -17,7 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.types import INVALID_PARAMS
 from mcphub_servers.weather.server import Settings, create_server
 
 from tests import helpers
@@ -104,6 +105,18 @@ async def test_lists_open_meteo_tools_and_hides_amap_without_a_key(fake: tuple[F
         assert tool.annotations is not None, tool.name
         assert tool.annotations.read_only_hint and tool.annotations.open_world_hint
         assert tool.annotations.destructive_hint is False
+
+
+async def test_an_unknown_tool_is_a_jsonrpc_invalid_params_error_as_from_the_reference_servers(
+    fake: tuple[FakeOpenMeteo, str]
+) -> None:
+    upstream, url = fake
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with weather_server(url) as c:
+            with pytest.raises(MCPError) as caught:
+                await c.call_tool("maps_weather", {"city": "北京"})  # only with an Amap key
+    assert (caught.value.code, str(caught.value)) == (INVALID_PARAMS, "Unknown tool: maps_weather")
+    assert upstream.requests == []
 
 
 async def test_real_process_current_weather_geocodes_then_asks_for_metric_current_values(

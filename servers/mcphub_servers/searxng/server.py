@@ -22,7 +22,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field
 
-from mcphub_servers import _cli, _upstream
+from mcphub_servers import _cli, _protocol, _upstream
 
 SERVER_NAME = "mcphub-searxng"
 SNIPPET_CHARS = 300  # per result in the text block; the structured content keeps the whole snippet
@@ -191,6 +191,7 @@ def create_server(settings: Settings) -> MCPServer:
         "searxng", timeout=settings.timeout, auth=auth, headers={"Accept": "application/json"}
     )
     server = MCPServer(SERVER_NAME, version=SERVER_VERSION, subscriptions=False, lifespan=connection.lifespan)
+    _protocol.reject_unknown_tools(server)
 
     @server.tool(
         title="Web search (SearXNG)",

@@ -26,7 +26,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcphub_servers import _cli, _upstream
+from mcphub_servers import _cli, _protocol, _upstream
 from mcphub_servers.weather.amap import AmapWeather, amap_weather
 from mcphub_servers.weather.wmo import describe
 
@@ -265,6 +265,7 @@ def _parse(url: str, parse: Any, body: dict[str, Any], place: Place) -> Any:
 def create_server(settings: Settings) -> MCPServer:
     connection = _upstream.Connection("weather", timeout=settings.timeout)
     server = MCPServer(SERVER_NAME, version=SERVER_VERSION, subscriptions=False, lifespan=connection.lifespan)
+    _protocol.reject_unknown_tools(server)
     meteo = OpenMeteo(settings, connection)
     forecast_url = f"{settings.forecast_url}/v1/forecast"
 
