@@ -23,7 +23,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -31,6 +31,7 @@ from mcphub import __version__, schema
 from mcphub.auth import Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
+from mcphub.guard import Guard, Hosts
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.metrics import CONTENT_TYPE
@@ -64,13 +65,23 @@ class _HttpFace:
             principal = await self.invoker.authenticate(authorization, server=server, tool=tool)
         except HubError as exc:
             return _error_response(exc)
-        raw = await request.body()  # before watching for a hang-up: both read the ASGI receive channel
         outcome = None
         with anyio.CancelScope() as scope:
             hang_up = _HangUpWatch(request, scope)
+
+            async def read_body() -> bytes:  # by the invoker, once the call may go ahead (hub.limits)
+                try:
+                    body = await request.body()
+                except ClientDisconnect:  # the caller left while sending: a hang-up like any other (499)
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()
+                    raise
+                hang_up.body_read()  # the receive channel is free for the watch now
+                return body
+
             try:
                 outcome = await self.invoker.invoke(
-                    Call(principal, server, tool, body=raw, authorization=authorization))
+                    Call(principal, server, tool, authorization=authorization, read_body=read_body))
             finally:
                 hang_up.stop()
         if outcome is None:
@@ -83,7 +94,7 @@ class _HttpFace:
         principal = self._docs_principal(request)
         root = request.scope.get("root_path", "")
         if server is not None:
-            one = self.invoker.server(server)
+            one = self.invoker.server(server, principal=principal)
             if principal is not None:
                 principal.check(server)
             chosen = [one]
@@ -154,10 +165,27 @@ class _HttpFace:
             }
         return {"hub": {"id": self.hub_id, "version": __version__}, "servers": servers}
 
-    def readiness(self) -> tuple[int, dict[str, Json]]:
+    def status_viewer(self, request: Request) -> Callable[[str], bool] | None:
+        """Which servers `/` and `/readyz` name to this caller: every one while hub.public_status is on
+        (or no credential is configured); else those its credential may use, none (None) without one."""
+        auth = self.invoker.auth
+        if self.invoker.config.hub.public_status or not auth.enabled:
+            return lambda name: True
+        try:
+            principal = auth.authenticate(request.headers.get("authorization"))
+        except HubError:
+            principal = None  # a probe with a stale credential still learns ready / not ready
+        return None if principal is None else principal.may_use_server
+
+    def readiness(self, shown: Callable[[str], bool] | None = None) -> tuple[int, dict[str, Json]]:
+        """The status, and every server's state, or only those `shown` names (None: no names at all)."""
         servers: dict[str, Json] = {}
         ready = True
         for name, each in self.invoker.servers().items():
+            if each.required and each.state is not State.READY:
+                ready = False
+            if shown is None or not shown(name):
+                continue
             servers[name] = {
                 "state": str(each.state),
                 "transport": each.transport,
@@ -170,23 +198,24 @@ class _HttpFace:
                 servers[name]["hub"] = each.hub
             if each.region is not None:
                 servers[name]["region"] = each.region
-            if each.required and each.state is not State.READY:
-                ready = False
-        body: dict[str, Json] = {"status": "", "servers": servers}
-        if self.mounts:
+        body: dict[str, Json] = {"status": ""}
+        if shown is not None:
+            body["servers"] = servers
+        if self.mounts and shown is not None:
             body["hubs"] = {m.name: {"url": m.url, "state": str(m.state), "servers": sorted(m.servers),
                                      "required": m.required, "last_error": m.last_error} for m in self.mounts}
-            ready = ready and all(m.state is not MountState.FAILED for m in self.mounts if m.required)
+        ready = ready and all(m.state is not MountState.FAILED for m in self.mounts if m.required)
         body["status"] = "ready" if ready else "not_ready"
         return (200 if ready else 503), body
 
 
 def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[RemoteMount] = (),
-               backend_transport: httpx2.AsyncBaseTransport | None = None) -> Starlette:
+               backend_transport: httpx2.AsyncBaseTransport | None = None, hosts: Hosts | None = None) -> Starlette:
     """The HTTP face of `invoker`. `hub_id` names this hub in federation listings (loop detection);
     `mounts` are the hubs it mounts (their state shows in /readyz). `app.state.invoker` is the invoker
     (reloads go to `invoker.reconfigure`). `backend_transport`: how the runner reaches its model backend
-    (default: the network; tests pass a mock or an ASGI transport)."""
+    (default: the network; tests pass a mock or an ASGI transport). `hosts`: the names the listener
+    answers to (the Host check of mcphub/guard.py; None: not checked, for an app not on serve's socket)."""
     hub = _HttpFace(invoker, hub_id or uuid.uuid4().hex, mounts)
 
     async def listing(request: Request) -> Response:
@@ -198,24 +227,30 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        status, body = hub.readiness()
+        await invoker.auth.prepare(request.headers.get("authorization"))
+        status, body = hub.readiness(hub.status_viewer(request))
         return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:
+        if not invoker.config.hub.public_status:  # the series are labelled with every server's name
+            try:
+                await invoker.auth.require_async(request.headers.get("authorization"))
+            except HubError as exc:
+                return _error_response(exc)
         return Response(invoker.metrics.render(), media_type=CONTENT_TYPE)
 
     async def index(request: Request) -> Response:
         root = request.scope.get("root_path", "")
-        return JSONResponse({
-            "name": "mcphub",
-            "version": __version__,
-            "docs": f"{root}/docs",
-            "openapi": f"{root}/openapi.json",
-            "servers": {
+        await invoker.auth.prepare(request.headers.get("authorization"))
+        shown = hub.status_viewer(request)
+        body: dict[str, Json] = {"name": "mcphub", "version": __version__, "docs": f"{root}/docs",
+                                 "openapi": f"{root}/openapi.json"}
+        if shown is not None:
+            body["servers"] = {
                 name: {"state": str(s.state), "openapi": f"{root}/{name}/openapi.json", "docs": f"{root}/{name}/docs"}
-                for name, s in invoker.servers().items()
-            },
-        })
+                for name, s in invoker.servers().items() if shown(name)
+            }
+        return JSONResponse(body)
 
     async def combined_spec(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))  # JWKS keys for the sync checks
@@ -234,7 +269,10 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         await invoker.auth.prepare(request.headers.get("authorization"))
 
         def page() -> Response:
-            invoker.server(server)
+            principal = hub._docs_principal(request)  # before naming any server (hub.public_docs)
+            invoker.server(server, principal=principal)
+            if principal is not None:
+                principal.check(server)
             return _docs(hub, request, f"/{server}/openapi.json", f"mcphub: {server}")
 
         return _guarded(page)
@@ -262,10 +300,12 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                                      allow_headers=["authorization", "content-type"], allow_credentials=False,
                                      expose_headers=["retry-after"], max_age=600))
+    middleware.append(Middleware(Guard, invoker=invoker, hosts=hosts))  # inside CORS: its refusals carry CORS headers
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         HubError: _hub_error_handler, 404: _not_found_handler, 405: _method_handler, 500: _internal_error_handler,
     })
     app.state.invoker = invoker
+    app.router.redirect_slashes = False  # its redirect is built from the Host header; _not_found_handler hints instead
     return app
 
 
@@ -295,10 +335,19 @@ class _HangUpWatch:
         self._request = request
         self._scope = scope
         self._task: asyncio.Task[None] | None = None
+        self._reading = True  # the body is not read yet: reading it is the receive channel's one reader
+        self._due = False
         self._timer = asyncio.get_running_loop().call_later(HANG_UP_WATCH_AFTER, self._start)
 
+    def body_read(self) -> None:
+        self._reading = False
+        if self._due:
+            self._start()
+
     def _start(self) -> None:
-        self._task = asyncio.ensure_future(self._watch())
+        self._due = True
+        if not self._reading and self._task is None:
+            self._task = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
         try:
@@ -325,7 +374,9 @@ async def _hub_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def _not_found_handler(request: Request, exc: Exception) -> Response:
-    return JSONResponse(error_body("not_found", f"no route for {request.method} {request.url.path}"), status_code=404)
+    path = request.url.path
+    hint = f" (did you mean {path.rstrip('/')}?)" if path.endswith("/") and path.rstrip("/") else ""
+    return JSONResponse(error_body("not_found", f"no route for {request.method} {path}{hint}"), status_code=404)
 
 
 async def _method_handler(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,172 @@
+"""One HTTP connection's limits: what only the connection can enforce, before the app sees a request.
+
+uvicorn's httptools protocol (the hub's HTTP/1.1 parser) has no limit on the size or number of request
+headers and no read timeouts: a connection that sends nothing, half a request line, headers a byte at
+a time, or a body that stalls stays open for as long as the client likes (uvicorn's own
+`timeout_keep_alive` starts only once a response has been sent). `protocol(limits)` is the class
+uvicorn builds each connection with (`uvicorn.Config(http=...)`, public): httptools' protocol plus
+
+    hub.limits.max_header_bytes  request line + headers of one request, counted as the bytes arrive
+                                 (before httptools gathers a huge header in memory) → 431, closed
+    hub.limits.max_headers       header lines of one request → 431, closed
+    hub.limits.header_timeout    seconds from the connection (or a new request's first byte) to the end
+                                 of its headers → 408 and closed; a connection that sent nothing is closed
+    hub.limits.body_timeout      seconds a request body may stall between two packets → closed (the app
+                                 sees the client leave: a tool call is audited 499). Time while the hub
+                                 itself is not reading (uvicorn pauses reading while the app has not taken
+                                 what arrived) does not count.
+
+The limits are read from the running config for each new connection, so a reload applies to the next
+connection. Every answer is in the one error shape (an invalid request too: uvicorn's plain-text 400).
+
+Fenced (tests/test_contracts.py): this subclasses uvicorn's `HttpToolsProtocol` and relies on its
+`connection_made`, `data_received`, `connection_lost`, the parser callbacks `on_message_begin`,
+`on_header`, `on_headers_complete`, `on_message_complete`, on a parser callback that raises ending up in
+`send_400_response(msg)`, and on its `transport`, `flow.read_paused` and `loop` attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+from asyncio import TimerHandle
+from collections.abc import Callable
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mcphub.config import HubLimits
+from mcphub.errors import BadRequest, HeadersTooLarge, HubError, RequestTimeout
+
+logger = logging.getLogger(__name__)
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; uvicorn then calls send_400_response."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of the module docstring."""
+
+    limits: Callable[[], HubLimits] = HubLimits  # replaced per listener by `protocol(...)`
+
+    _limits: HubLimits
+    _refusal: HubError | None = None
+    _header_timer: TimerHandle | None = None
+    _body_timer: TimerHandle | None = None
+    _in_headers = True  # until a request's headers are complete (also before its first byte)
+    _in_body = False  # from a request's headers to the end of its body
+    _begun = False  # a request has begun on this connection since the last one's headers ended
+    _header_bytes = 0  # bytes received while a request's headers were incomplete
+    _headers = 0
+    _last_body = 0.0  # loop time of the last packet while a body was incomplete
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._limits = type(self).limits()
+        self._header_timer = self.loop.call_later(self._limits.header_timeout, self._headers_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._in_headers and self._header_bytes:
+            if self._header_bytes > self._limits.max_header_bytes:
+                self._refuse(HeadersTooLarge(
+                    f"request headers of more than {self._limits.max_header_bytes} bytes "
+                    "(hub.limits.max_header_bytes)"))
+                return
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(self._limits.header_timeout, self._headers_late)
+        if self._in_body:
+            self._last_body = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self._limits.body_timeout, self._body_late)
+
+    # ------------------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._begun = True
+        self._headers = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers += 1
+        if self._headers > self._limits.max_headers:
+            self._refusal = HeadersTooLarge(
+                f"more than {self._limits.max_headers} request headers (hub.limits.max_headers)")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers, self._begun, self._header_bytes = False, False, 0
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._in_headers = True  # the next request's bytes, if any, are headers
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        refusal, self._refusal = self._refusal, None
+        self._refuse(refusal or BadRequest(f"invalid HTTP request: {msg.rstrip('.')}"))
+
+    # ----------------------------------------------------------------------------------- timeouts
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self._in_headers or self.transport.is_closing():
+            return
+        if not self._begun and not self._header_bytes:
+            self.transport.close()  # connected and said nothing: there is no request to answer
+            return
+        self._refuse(RequestTimeout(f"request headers not complete within {self._limits.header_timeout:g}s "
+                                    "(hub.limits.header_timeout)"))
+
+    def _body_late(self) -> None:
+        self._body_timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the hub is not reading (the app has not taken what arrived): not a stall
+            self._last_body = now
+        idle = now - self._last_body
+        if idle < self._limits.body_timeout:
+            self._body_timer = self.loop.call_later(self._limits.body_timeout - idle, self._body_late)
+            return
+        logger.info("closing a connection whose request body stalled for %.0fs (hub.limits.body_timeout)", idle)
+        self.transport.close()
+
+    # -------------------------------------------------------------------------------------- helpers
+
+    def _refuse(self, error: HubError) -> None:
+        """Answer `error` in the one error shape and close the connection."""
+        self._cancel_timers()
+        body = json.dumps(error.body(), separators=(",", ":")).encode()
+        phrase = http.HTTPStatus(error.status_code).phrase
+        head = (f"HTTP/1.1 {error.status_code} {phrase}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+        self.transport.write(head.encode("ascii") + body)
+        self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+
+
+def protocol(limits: Callable[[], HubLimits]) -> type[asyncio.Protocol]:
+    """The protocol class for `uvicorn.Config(http=...)`: each connection reads `limits()` when it opens."""
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": staticmethod(limits)})
