@@ -41,6 +41,10 @@ from mcphub.errors import BadRequest, HeadersTooLarge, HubError, RequestTimeout
 
 logger = logging.getLogger(__name__)
 
+# seconds a refused connection's further input is read and dropped before it is closed: closing a socket
+# with unread input sends a reset, which can make the client lose the answer it was sent (lingering close)
+LINGER = 2.0
+
 
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing; uvicorn then calls send_400_response."""
@@ -60,6 +64,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     _begun = False  # a request has begun on this connection since the last one's headers ended
     _header_bytes = 0  # bytes received while a request's headers were incomplete
     _headers = 0
+    _lingering = False  # refused: the answer is sent, input is dropped until LINGER ends
+    _parsed_bytes = 0  # request line and headers of the request being parsed, as the parser hands them over
     _last_body = 0.0  # loop time of the last packet while a body was incomplete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -72,16 +78,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        if self.transport.is_closing():
+        if self._lingering or self.transport.is_closing():
             return
         if self._in_headers and self._header_bytes:
-            if self._header_bytes > self._limits.max_header_bytes:
-                self._refuse(HeadersTooLarge(
-                    f"request headers of more than {self._limits.max_header_bytes} bytes "
-                    "(hub.limits.max_header_bytes)"))
+            if self._header_bytes > self._limits.max_header_bytes:  # a request still arriving
+                self._refuse(self._too_large())
                 return
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(self._limits.header_timeout, self._headers_late)
@@ -95,7 +101,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._begun = True
-        self._headers = 0
+        self._headers = self._parsed_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers += 1
@@ -103,7 +113,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = HeadersTooLarge(
                 f"more than {self._limits.max_headers} request headers (hub.limits.max_headers)")
             raise _Refused
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
         super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        """Header bytes a packet brought whole (a request that arrived in one piece)."""
+        self._parsed_bytes += size
+        if self._parsed_bytes > self._limits.max_header_bytes:
+            self._refusal = self._too_large()
+            raise _Refused
 
     def on_headers_complete(self) -> None:
         self._in_headers, self._begun, self._header_bytes = False, False, 0
@@ -126,7 +144,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if not self._in_headers or self.transport.is_closing():
+        if not self._in_headers or self._lingering or self.transport.is_closing():
             return
         if not self._begun and not self._header_bytes:
             self.transport.close()  # connected and said nothing: there is no request to answer
@@ -136,7 +154,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_late(self) -> None:
         self._body_timer = None
-        if not self._in_body or self.transport.is_closing():
+        if not self._in_body or self._lingering or self.transport.is_closing():
             return
         now = self.loop.time()
         if self.flow.read_paused:  # the hub is not reading (the app has not taken what arrived): not a stall
@@ -150,15 +168,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -------------------------------------------------------------------------------------- helpers
 
+    def _too_large(self) -> HeadersTooLarge:
+        return HeadersTooLarge(f"request headers of more than {self._limits.max_header_bytes} bytes "
+                               "(hub.limits.max_header_bytes)")
+
     def _refuse(self, error: HubError) -> None:
-        """Answer `error` in the one error shape and close the connection."""
+        """Answer `error` in the one error shape and close the connection (after LINGER, or when the client does)."""
         self._cancel_timers()
         body = json.dumps(error.body(), separators=(",", ":")).encode()
         phrase = http.HTTPStatus(error.status_code).phrase
         head = (f"HTTP/1.1 {error.status_code} {phrase}\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
         self.transport.write(head.encode("ascii") + body)
-        self.transport.close()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then EOF, and hangs up itself
+        self._header_timer = self.loop.call_later(LINGER, self.transport.close)
 
     def _cancel_timers(self) -> None:
         for timer in (self._header_timer, self._body_timer):
