@@ -135,3 +135,26 @@ def test_config_changes_are_applied_without_a_restart(tmp_path: Path):
         assert proc.wait(timeout=EXIT) == 0
         text = output.close(EXIT)
     assert "servers.a.transport" in text or "servers.a" in text
+
+
+def test_a_reload_applies_allowed_hosts_and_connection_limits_to_the_next_request(tmp_path: Path):
+    """hub.allowed_hosts and hub.limits are read per request / per connection, so a reload needs no restart."""
+    config = tmp_path / "hub.yaml"
+    servers = {"a": sample_server()}
+    config.write_text(yaml.safe_dump({"servers": servers}), encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with hub_process(config, port), httpx2.Client(base_url=url, timeout=10) as client:
+        wait_until(lambda: ready_servers(url).get("a", {}).get("state") == "ready", timeout=STARTUP, what="a ready")
+        response = client.post("/a/add", json={"a": 1, "b": 2}, headers={"Host": "tools.example.com"})
+        assert response.status_code == 421, response.text
+        config.write_text(yaml.safe_dump({"hub": {"allowed_hosts": ["tools.example.com"],
+                                                  "limits": {"max_headers": 10}},
+                                          "servers": servers}), encoding="utf-8")
+        wait_until(lambda: client.post("/a/add", json={"a": 1, "b": 2},
+                                       headers={"Host": "tools.example.com"}).status_code == 200,
+                   timeout=STARTUP, what="the reload to allow the name")
+        with httpx2.Client(base_url=url, timeout=10) as fresh:  # a new connection gets the new limits
+            response = fresh.get("/healthz", headers={f"X-{i}": "1" for i in range(12)})
+        assert response.status_code == 431, response.text
+        assert response.json()["error"]["message"] == "more than 10 request headers (hub.limits.max_headers)"
