@@ -31,8 +31,8 @@ from mcphub import __version__, schema
 from mcphub.auth import Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
-from mcphub.guard import Guard, Hosts
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
+from mcphub.guard import Guard, Hosts
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.runner.api import runner_routes

@@ -16,13 +16,20 @@ uvicorn builds each connection with (`uvicorn.Config(http=...)`, public): httpto
                                  itself is not reading (uvicorn pauses reading while the app has not taken
                                  what arrived) does not count.
 
+What uvicorn offers instead, and why not: `h11_max_incomplete_event_size` limits headers for the h11
+parser only (the hub runs httptools: twice the throughput); `timeout_keep_alive` (kept at its 5 s)
+covers only the idle time after a response; `limit_concurrency` answers every caller a plain-text 503
+once one client holds enough connections, which is the outcome to avoid (per-caller limits live in
+the invoker: hub.limits.max_concurrent_calls).
+
 The limits are read from the running config for each new connection, so a reload applies to the next
 connection. Every answer is in the one error shape (an invalid request too: uvicorn's plain-text 400).
 
 Fenced (tests/test_contracts.py): this subclasses uvicorn's `HttpToolsProtocol` and relies on its
 `connection_made`, `data_received`, `connection_lost`, the parser callbacks `on_message_begin`,
 `on_header`, `on_headers_complete`, `on_message_complete`, on a parser callback that raises ending up in
-`send_400_response(msg)`, and on its `transport`, `flow.read_paused` and `loop` attributes.
+`send_400_response(msg)`, and on its `transport`, `flow.read_paused`, `loop` and `cycle.response_complete`
+attributes.
 """
 
 from __future__ import annotations
@@ -149,6 +156,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._begun and not self._header_bytes:
             self.transport.close()  # connected and said nothing: there is no request to answer
             return
+        if self._answering():  # a pipelined request behind one still being answered: its turn has not come
+            self._header_timer = self.loop.call_later(self._limits.header_timeout, self._headers_late)
+            return
         self._refuse(RequestTimeout(f"request headers not complete within {self._limits.header_timeout:g}s "
                                     "(hub.limits.header_timeout)"))
 
@@ -163,7 +173,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if idle < self._limits.body_timeout:
             self._body_timer = self.loop.call_later(self._limits.body_timeout - idle, self._body_late)
             return
-        logger.info("closing a connection whose request body stalled for %.0fs (hub.limits.body_timeout)", idle)
+        logger.info("closing a connection whose request body stalled for %.1fs (hub.limits.body_timeout)", idle)
         self.transport.close()
 
     # -------------------------------------------------------------------------------------- helpers
@@ -175,6 +185,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, error: HubError) -> None:
         """Answer `error` in the one error shape and close the connection (after LINGER, or when the client does)."""
         self._cancel_timers()
+        if self._answering():  # an answer to an earlier request is being written: ours would corrupt it
+            self.transport.close()
+            return
         body = json.dumps(error.body(), separators=(",", ":")).encode()
         phrase = http.HTTPStatus(error.status_code).phrase
         head = (f"HTTP/1.1 {error.status_code} {phrase}\r\ncontent-type: application/json\r\n"
@@ -184,6 +197,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the client reads the answer, then EOF, and hangs up itself
         self._header_timer = self.loop.call_later(LINGER, self.transport.close)
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _cancel_timers(self) -> None:
         for timer in (self._header_timer, self._body_timer):

@@ -49,6 +49,8 @@ access_logger = logging.getLogger("mcphub.access")
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
+_JSON = JSON.encode()
+MAX_REMEMBERED_HOSTS = 64  # Host values whose answer is kept (a flood of distinct ones only empties it)
 WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CLOSE = (b"connection", b"close")
@@ -90,6 +92,8 @@ class Guard:
         self.app = app
         self.invoker = invoker
         self.hosts = hosts
+        self._hosts_seen: dict[bytes, bool] = {}  # Host header → accepted, under `_hosts_of`
+        self._hosts_of: object = None  # the hub.allowed_hosts list the answers above were given under
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,30 +103,30 @@ class Guard:
         chunked = False
         for name, value in scope["headers"]:
             if name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"origin":
-                origin = value.decode("latin-1")
+                host = value
             elif name == b"content-type":
-                content_type = value.decode("latin-1")
+                content_type = value
             elif name == b"content-length":
                 length = value
+            elif name == b"origin":
+                origin = value
             elif name == b"transfer-encoding":
                 chunked = True
         declared = _length(length)
         has_body = chunked or bool(declared)
         hub = self.invoker.config.hub
         try:
-            if self.hosts is not None and host is not None and not self.hosts.accepts(host, hub.allowed_hosts):
+            if self.hosts is not None and host is not None and not self._accepts(host, hub.allowed_hosts):
                 raise MisdirectedRequest(
                     f"this hub does not answer to Host '{_quoted(host)}' (a page of another site may be "
                     "reaching it by DNS rebinding); if that is a name clients use, add it to hub.allowed_hosts")
             if origin is not None and scope["method"] in STATE_CHANGING and not self.invoker.auth.enabled:
-                if not _origin_allowed(origin, host, hub.cors_origins):
+                if not _origin_allowed(origin.decode("latin-1"), host, hub.cors_origins):
                     raise CrossSiteRequest(
                         f"cross-site request refused: a page of '{_quoted(origin)}' may not "
                         f"{scope['method']} to this hub, which has no credential configured; add the origin "
                         "to hub.cors_origins, or configure a credential (auth.api_keys)")
-            if has_body and _media_type(content_type) != JSON:
+            if has_body and content_type != _JSON and _media_type(content_type) != JSON:
                 got = f"'{_quoted(content_type)}'" if content_type else "none"
                 raise UnsupportedMediaType(
                     f"the request body must be JSON sent with 'Content-Type: application/json' (got {got})")
@@ -132,10 +136,22 @@ class Guard:
                                                 "path": scope["path"], "status": exc.status_code}})
             await _send_error(send, exc, close=has_body)
             return
-        if not has_body:
+        limit = hub.limits.max_body_bytes
+        if not chunked and (declared or 0) <= limit:  # the parser holds a body to its Content-Length
             await self.app(scope, receive, send)
             return
-        await _Body(self.app, hub.limits.max_body_bytes, declared, chunked)(scope, receive, send)
+        await _Body(self.app, limit, declared, chunked)(scope, receive, send)
+
+    def _accepts(self, host: bytes, allowed: list[str]) -> bool:
+        """`Hosts.accepts`, remembered per Host value (clients send a handful) until allowed_hosts changes."""
+        assert self.hosts is not None
+        if self._hosts_of is not allowed or len(self._hosts_seen) >= MAX_REMEMBERED_HOSTS:
+            self._hosts_seen.clear()
+            self._hosts_of = allowed
+        known = self._hosts_seen.get(host)
+        if known is None:
+            known = self._hosts_seen[host] = self.hosts.accepts(host.decode("latin-1"), allowed)
+        return known
 
 
 class _Body:
@@ -211,8 +227,8 @@ def _length(value: bytes | None) -> int | None:
         return None  # uvicorn's parser refuses a bad Content-Length before the app sees it
 
 
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
+def _media_type(content_type: bytes | None) -> str:
+    return (content_type or b"").decode("latin-1").split(";", 1)[0].strip().lower()
 
 
 def _hostname(host: str) -> str | None:
@@ -244,11 +260,12 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def _origin_allowed(origin: str, host: str | None, cors_origins: Sequence[str]) -> bool:
+def _origin_allowed(origin: str, host_header: bytes | None, cors_origins: Sequence[str]) -> bool:
     if origin in cors_origins or "*" in cors_origins:
         return True
-    if host is None:
+    if host_header is None:
         return False
+    host = host_header.decode("latin-1")
     try:
         parts = urlsplit(origin)
         origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
@@ -260,7 +277,7 @@ def _origin_allowed(origin: str, host: str | None, cors_origins: Sequence[str]) 
     return port is None or port == origin_port
 
 
-def _quoted(value: str) -> str:
+def _quoted(value: bytes) -> str:
     """A header value as an error message may quote it: escaped, and cut to MAX_QUOTED characters."""
-    shown = printable(value)
+    shown = printable(value.decode("latin-1"))
     return shown if len(shown) <= MAX_QUOTED else shown[:MAX_QUOTED] + "..."

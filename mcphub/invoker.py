@@ -29,8 +29,8 @@ from mcphub import results
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, InvalidArguments, NotFound, ServerUnavailable, ToolCallFailed
-from mcphub.metrics import HubMetrics
 from mcphub.logs import printable
+from mcphub.metrics import HubMetrics
 from mcphub.ratelimit import ConcurrencyLimiter, RateLimiter
 from mcphub.toolserver import CallContext, Json, Relayed, State, ToolServer
 from mcphub.validation import ArgumentValidator

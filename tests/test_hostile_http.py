@@ -27,7 +27,7 @@ from mcphub.invoker import Invoker
 from mcphub.logs import FORMAT, LineFormatter
 from mcphub.serve import _Server, uvicorn_config
 from tests.helpers import free_port, mcphub_process, wait_until
-from tests.hub import IN_PROCESS_BASE_URL, HUB_START_TIMEOUT, RunningHub, assert_error, running_hub, sample_server
+from tests.hub import HUB_START_TIMEOUT, IN_PROCESS_BASE_URL, RunningHub, assert_error, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +56,8 @@ def _bearer(key: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def _guarded(raw: dict[str, Any], hosts: Hosts | None = None) -> AsyncIterator[tuple[RunningHub, httpx2.AsyncClient]]:
+async def _guarded(raw: dict[str, Any],
+                   hosts: Hosts | None = None) -> AsyncIterator[tuple[RunningHub, httpx2.AsyncClient]]:
     """The hub in-process, plus a client of an app that checks Host as `serve` builds it (`hosts`)."""
     async with running_hub(raw) as hub:
         invoker = Invoker(hub.app.state.invoker.config, lambda: hub.supervisor.servers)
