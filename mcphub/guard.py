@@ -131,7 +131,7 @@ class Guard:
                 raise UnsupportedMediaType(
                     f"the request body must be JSON sent with 'Content-Type: application/json' (got {got})")
         except HubError as exc:
-            access_logger.info("- %s %s %d (%s)", scope["method"], scope["path"], exc.status_code, exc.type,
+            access_logger.info("- %s %s %d (%s)", scope["method"], printable(scope["path"]), exc.status_code, exc.type,
                                extra={"audit": {"principal": None, "method": scope["method"],
                                                 "path": scope["path"], "status": exc.status_code}})
             await _send_error(send, exc, close=has_body)
