@@ -300,10 +300,15 @@ async def _serve(listeners: list[_Listener], lifetime: _Lifetime, options: Serve
                         site.config.hub.root_path)
 
 
-def _uvicorn(site: Site, invoker: Invoker) -> _Server:
+def listener_hosts(site: Site) -> Hosts:
+    """The names `site`'s listener answers to besides hub.allowed_hosts: its bound host, and the host of
+    its instance's `url` (how sibling hubs reach it). See mcphub/guard.py for the whole rule."""
     instance = site.config.instances.get(site.name)
-    hosts = Hosts.of_listener(site.host, instance.url if instance is not None else None)
-    app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts, hosts=hosts)
+    return Hosts.of_listener(site.host, instance.url if instance is not None else None)
+
+
+def _uvicorn(site: Site, invoker: Invoker) -> _Server:
+    app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts, hosts=listener_hosts(site))
     return _Server(uvicorn_config(app, invoker, host=site.host, port=site.port, root_path=site.config.hub.root_path))
 
 

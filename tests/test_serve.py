@@ -1,7 +1,8 @@
 """`mcphub serve` as a real process: hot reload of the config file, and no orphans on shutdown.
 
 Real processes, on purpose (the whole module): signals, the process tree and the watched config file
-are the point. Waits are on what the hub shows: its /readyz, its log lines, a marker a server drops."""
+are the point. Waits are on what the hub shows: its /readyz, its log lines, a marker a server drops.
+One exception, no process: which names each planned listener answers to (`listener_hosts`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import psutil
 import pytest
 import yaml
 
+from mcphub.config import parse_config
+from mcphub.serve import ServeOptions, listener_hosts, plan
 from tests.helpers import alive, free_port, mcphub_process, wait_until
 from tests.hub import sample_server
 
@@ -158,3 +161,16 @@ def test_a_reload_applies_allowed_hosts_and_connection_limits_to_the_next_reques
             response = fresh.get("/healthz", headers={f"X-{i}": "1" for i in range(12)})
         assert response.status_code == 431, response.text
         assert response.json()["error"]["message"] == "more than 10 request headers (hub.limits.max_headers)"
+
+
+def test_each_listener_answers_to_its_bound_host_and_its_instance_url():
+    """No process: which names `plan`'s listeners answer to (mcphub/guard.py has the rule)."""
+    config = parse_config(yaml.safe_dump({
+        "servers": {"a": sample_server(), "b": sample_server()},
+        "instances": {"vps": {"host": "0.0.0.0", "port": 8001, "servers": ["a"], "mount": ["nas"]},
+                      "nas": {"host": "192.168.1.5", "port": 8002, "servers": ["b"], "url": "http://nas.lan:8002"}},
+    }), source="t")
+    hosts = {site.name: listener_hosts(site) for site in plan(config, ServeOptions(api_keys=("k" * 20,)))[1]}
+    assert hosts["nas"].accepts("nas.lan:8002", []) and not hosts["nas"].accepts("evil.example", [])
+    assert hosts["vps"].accepts("anything.example", [])  # bound to every address, no allowed_hosts
+    assert not hosts["vps"].accepts("anything.example", ["tools.example.com"])
