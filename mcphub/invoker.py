@@ -233,7 +233,7 @@ class Invoker:
             access_logger.info("%s %s/%s %d %.1fms%s", who, shown_server, shown_tool, status, elapsed * 1000, suffix,
                                extra={"audit": record})
             return
-        shown = json.dumps(arguments, ensure_ascii=False, default=str)
+        shown = printable(json.dumps(arguments, ensure_ascii=False, default=str))
         if len(shown) > MAX_LOGGED_ARGUMENTS:
             shown = shown[:MAX_LOGGED_ARGUMENTS] + "..."
         record["arguments"] = arguments
