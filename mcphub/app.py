@@ -177,7 +177,7 @@ class _HttpFace:
             principal = None  # a probe with a stale credential still learns ready / not ready
         return None if principal is None else principal.may_use_server
 
-    def readiness(self, shown: Callable[[str], bool] | None = None) -> tuple[int, dict[str, Json]]:
+    def readiness(self, shown: Callable[[str], bool] | None) -> tuple[int, dict[str, Json]]:
         """The status, and every server's state, or only those `shown` names (None: no names at all)."""
         servers: dict[str, Json] = {}
         ready = True
