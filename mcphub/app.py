@@ -21,7 +21,7 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -30,6 +30,7 @@ from mcphub.auth import Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
+from mcphub.guard import Guard, Hosts
 from mcphub.hangup import HangUpWatch
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.mcp_face import METADATA_PATH, McpFace
@@ -63,13 +64,23 @@ class _HttpFace:
             principal = await self.invoker.authenticate(authorization, server=server, tool=tool)
         except HubError as exc:
             return _error_response(exc)
-        raw = await request.body()  # before watching for a hang-up: both read the ASGI receive channel
         outcome = None
         with anyio.CancelScope() as scope:
-            hang_up = HangUpWatch(request.receive, scope)
+            hang_up = HangUpWatch(request.receive, scope, body_pending=True)
+
+            async def read_body() -> bytes:  # by the invoker, once the call may go ahead (hub.limits)
+                try:
+                    body = await request.body()
+                except ClientDisconnect:  # the caller left while sending: a hang-up like any other (499)
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()
+                    raise
+                hang_up.body_read()  # the receive channel is free for the watch now
+                return body
+
             try:
                 outcome = await self.invoker.invoke(
-                    Call(principal, server, tool, body=raw, authorization=authorization))
+                    Call(principal, server, tool, authorization=authorization, read_body=read_body))
             finally:
                 hang_up.stop()
         if outcome is None:
@@ -82,7 +93,7 @@ class _HttpFace:
         principal = self._docs_principal(request)
         root = request.scope.get("root_path", "")
         if server is not None:
-            one = self.invoker.server(server)
+            one = self.invoker.server(server, principal=principal)
             if principal is not None:
                 principal.check(server)
             chosen = [one]
@@ -157,19 +168,39 @@ class _HttpFace:
         """GET / for a browser: what /readyz says, narrowed like the specs to what a credential may use."""
         try:
             principal = self._docs_principal(request)
+            if self.status_viewer(request) is None:
+                raise Unauthorized("missing credential: the status page needs one (hub.public_status is false)")
         except HubError as exc:
             return pages.error(exc)
         shown = [s for s in self.invoker.servers().values() if principal is None or principal.may_use_server(s.name)]
         tools = {s.name: sum(principal is None or principal.may_call(s.name, t) for t in s.tools) for s in shown}
         mounts = [m for m in self.mounts if principal is None or any(map(principal.may_use_server, m.servers))]
-        return pages.status(servers=shown, tools=tools, mounts=mounts, ready=self.readiness()[0] == 200,
+        ready = self.readiness(lambda name: True)[0] == 200
+        return pages.status(servers=shown, tools=tools, mounts=mounts, ready=ready,
                             origin=f"{request.url.scheme}://{request.url.netloc}",
                             root=request.scope.get("root_path", ""), secured=self.invoker.auth.enabled)
 
-    def readiness(self) -> tuple[int, dict[str, Json]]:
+    def status_viewer(self, request: Request) -> Callable[[str], bool] | None:
+        """Which servers `/` and `/readyz` name to this caller: every one while hub.public_status is on
+        (or no credential is configured); else those its credential may use, none (None) without one."""
+        auth = self.invoker.auth
+        if self.invoker.config.hub.public_status or not auth.enabled:
+            return lambda name: True
+        try:
+            principal = auth.authenticate(request.headers.get("authorization"))
+        except HubError:
+            principal = None  # a probe with a stale credential still learns ready / not ready
+        return None if principal is None else principal.may_use_server
+
+    def readiness(self, shown: Callable[[str], bool] | None) -> tuple[int, dict[str, Json]]:
+        """The status, and every server's state, or only those `shown` names (None: no names at all)."""
         servers: dict[str, Json] = {}
         ready = True
         for name, each in self.invoker.servers().items():
+            if each.required and each.state is not State.READY:
+                ready = False
+            if shown is None or not shown(name):
+                continue
             servers[name] = {
                 "state": str(each.state),
                 "transport": each.transport,
@@ -182,24 +213,26 @@ class _HttpFace:
                 servers[name]["hub"] = each.hub
             if each.region is not None:
                 servers[name]["region"] = each.region
-            if each.required and each.state is not State.READY:
-                ready = False
-        body: dict[str, Json] = {"status": "", "servers": servers}
-        if self.mounts:
+        body: dict[str, Json] = {"status": ""}
+        if shown is not None:
+            body["servers"] = servers
+        if self.mounts and shown is not None:
             body["hubs"] = {m.name: {"url": m.url, "state": str(m.state), "servers": sorted(m.servers),
                                      "required": m.required, "last_error": m.last_error} for m in self.mounts}
-            ready = ready and all(m.state is not MountState.FAILED for m in self.mounts if m.required)
+        ready = ready and all(m.state is not MountState.FAILED for m in self.mounts if m.required)
         body["status"] = "ready" if ready else "not_ready"
         return (200 if ready else 503), body
 
 
 def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[RemoteMount] = (),
-               backend_transport: httpx2.AsyncBaseTransport | None = None) -> Starlette:
+               backend_transport: httpx2.AsyncBaseTransport | None = None, hosts: Hosts | None = None) -> Starlette:
     """The HTTP face of `invoker`. `hub_id` names this hub in federation listings (loop detection);
     `mounts` are the hubs it mounts (their state shows in /readyz). `app.state.invoker` is the invoker
     (reloads go to `invoker.reconfigure`). `backend_transport`: how the runner reaches its model backend
-    (default: the network; tests pass a mock or an ASGI transport). `app.state.mcp` is the MCP face
-    (`/mcp`, `/{server}/mcp`): it serves while `async with app.state.mcp.running()`."""
+    (default: the network; tests pass a mock or an ASGI transport). `hosts`: the names the listener
+    answers to (the Host check of mcphub/guard.py; None: not checked, for an app not on serve's socket).
+    `app.state.mcp` is the MCP face (`/mcp`, `/{server}/mcp`): it serves while `async with
+    app.state.mcp.running()`."""
     hub = _HttpFace(invoker, hub_id or uuid.uuid4().hex, mounts)
     mcp = McpFace(invoker)
 
@@ -212,27 +245,32 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        status, body = hub.readiness()
+        await invoker.auth.prepare(request.headers.get("authorization"))
+        status, body = hub.readiness(hub.status_viewer(request))
         return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:
+        if not invoker.config.hub.public_status:  # the series are labelled with every server's name
+            try:
+                await invoker.auth.require_async(request.headers.get("authorization"))
+            except HubError as exc:
+                return _error_response(exc)
         return Response(invoker.metrics.render(), media_type=CONTENT_TYPE)
 
     async def index(request: Request) -> Response:
         root = request.scope.get("root_path", "")
+        await invoker.auth.prepare(request.headers.get("authorization"))
         if pages.wants_html(request.headers.get("accept")):
-            await invoker.auth.prepare(request.headers.get("authorization"))
             return hub.status_page(request)
-        return JSONResponse(headers={"Vary": "Accept"}, content={
-            "name": "mcphub",
-            "version": __version__,
-            "docs": f"{root}/docs",
-            "openapi": f"{root}/openapi.json",
-            "servers": {
+        shown = hub.status_viewer(request)
+        body: dict[str, Json] = {"name": "mcphub", "version": __version__, "docs": f"{root}/docs",
+                                 "openapi": f"{root}/openapi.json"}
+        if shown is not None:
+            body["servers"] = {
                 name: {"state": str(s.state), "openapi": f"{root}/{name}/openapi.json", "docs": f"{root}/{name}/docs"}
-                for name, s in invoker.servers().items()
-            },
-        })
+                for name, s in invoker.servers().items() if shown(name)
+            }
+        return JSONResponse(body, headers={"Vary": "Accept"})
 
     async def resource_metadata(request: Request) -> Response:
         return JSONResponse(mcp.metadata(request))
@@ -254,7 +292,10 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         await invoker.auth.prepare(request.headers.get("authorization"))
 
         def page() -> Response:
-            invoker.server(server)
+            principal = hub._docs_principal(request)  # before naming any server (hub.public_docs)
+            invoker.server(server, principal=principal)
+            if principal is not None:
+                principal.check(server)
             return _docs(hub, request, f"/{server}/openapi.json", f"mcphub: {server}")
 
         return _guarded(page)
@@ -295,11 +336,13 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
                                                     "mcp-protocol-version", "last-event-id"],
                                      allow_credentials=False, max_age=600,
                                      expose_headers=["retry-after", "mcp-session-id", "www-authenticate"]))
+    middleware.append(Middleware(Guard, invoker=invoker, hosts=hosts))  # inside CORS: its refusals carry CORS headers
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         HubError: _hub_error_handler, 404: _not_found_handler, 405: _method_handler, 500: _internal_error_handler,
     })
     app.state.invoker = invoker
     app.state.mcp = mcp
+    app.router.redirect_slashes = False  # its redirect is built from the Host header; _not_found_handler hints instead
     return app
 
 
@@ -326,7 +369,9 @@ async def _hub_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def _not_found_handler(request: Request, exc: Exception) -> Response:
-    return JSONResponse(error_body("not_found", f"no route for {request.method} {request.url.path}"), status_code=404)
+    path = request.url.path
+    hint = f" (did you mean {path.rstrip('/')}?)" if path.endswith("/") and path.rstrip("/") else ""
+    return JSONResponse(error_body("not_found", f"no route for {request.method} {path}{hint}"), status_code=404)
 
 
 async def _method_handler(request: Request, exc: Exception) -> Response:

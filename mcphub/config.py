@@ -24,6 +24,7 @@ from mcphub.errors import ConfigError
 DEFAULT_CONFIG_NAME = "mcphub.yaml"
 SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HOST_PATTERN = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")  # a DNS name, or *.suffix
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -31,16 +32,41 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HubLimits(_Model):
+    """What one request, connection or caller may cost the hub (see mcphub/guard.py, mcphub/connection.py)."""
+
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)  # a request body; more → 413 (tool arguments are small)
+    max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers; more → 431 (localhost cookies add up)
+    max_headers: int = Field(100, ge=8)  # header lines; more → 431 (browsers send ~20)
+    header_timeout: float = Field(10.0, gt=0)  # seconds from connecting (or a new request's first byte) to its headers
+    body_timeout: float = Field(10.0, gt=0)  # seconds a request body may stall between two packets
+    max_concurrent_calls: int = Field(128, ge=1)  # tool calls in flight per caller (key, token subject); more → 429
+
+
 class HubSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     root_path: str = ""
     cors_origins: list[str] = Field(default_factory=list)
+    # names the hub answers to besides loopback, IP literals, its own host and its instance url (DNS
+    # rebinding → 421): exact names, "*.example.com", or "*" for any
+    allowed_hosts: list[str] = Field(default_factory=list)
     public_docs: bool = True
+    public_status: bool = True  # `/`, `/readyz`, `/metrics` name the servers to callers without a credential
+    limits: HubLimits = Field(default_factory=HubLimits)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_arguments: bool = False  # log tool-call arguments (off: they may hold personal data)
     reload: bool = True  # watch the config file and apply changes without a restart
     mount: list[str] = Field(default_factory=list)  # names under remotes: to mount (config without instances:)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if host != "*" and not _HOST_PATTERN.match(host):
+                raise ValueError(f"{host!r} is not a host name: give a name such as 'tools.example.com', "
+                                 "'*.example.com' or '*', without scheme, port or path")
+        return [host.lower() for host in hosts]
 
     @field_validator("root_path")
     @classmethod

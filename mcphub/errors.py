@@ -2,11 +2,19 @@
 
 HubError                      500 internal_error
   ConfigError                 (startup and reload only; never reaches HTTP; the CLI exits 2)
+  BadRequest                  400 bad_request        an HTTP request that cannot be parsed
   AuthError
     Unauthorized              401 unauthorized       no or bad credential
     Forbidden                 403 forbidden          credential not allowed here
+      CrossSiteRequest        403 forbidden          a page of another site posting to a hub with no credential
   NotFound                    404 not_found          unknown server or tool
-  RateLimited                 429 rate_limited       a key's, a token subject's or a server's rate limit (+ Retry-After)
+  RequestTimeout              408 request_timeout    the request's headers did not arrive in time
+  BodyTooLarge                413 body_too_large     a request body over hub.limits.max_body_bytes
+  UnsupportedMediaType        415 unsupported_media_type  a body that is not declared application/json
+  MisdirectedRequest          421 misdirected_request  a Host the hub does not answer to (DNS rebinding)
+  RateLimited                 429 rate_limited       a key's, a token subject's or a server's rate limit, or
+                                                     too many concurrent calls of one caller (+ Retry-After)
+  HeadersTooLarge             431 headers_too_large  request headers over hub.limits.max_header_bytes / max_headers
   InvalidArguments            422 invalid_arguments  arguments break the tool's input schema
   ToolCallFailed              400 tool_error         the tool's own error (isError or an MCP error answer)
   BadUpstreamResponse         502 bad_gateway        the server answered something that is not MCP
@@ -69,6 +77,11 @@ class ConfigError(HubError):
     type = "config_error"
 
 
+class BadRequest(HubError):
+    status_code = 400
+    type = "bad_request"
+
+
 class AuthError(HubError):
     pass
 
@@ -86,9 +99,38 @@ class Forbidden(AuthError):
     type = "forbidden"
 
 
+class CrossSiteRequest(Forbidden):
+    """With no credential configured, a browser would let any site's page post to the hub (CSRF)."""
+
+
 class NotFound(HubError):
     status_code = 404
     type = "not_found"
+
+
+class RequestTimeout(HubError):
+    status_code = 408
+    type = "request_timeout"
+
+
+class BodyTooLarge(HubError):
+    status_code = 413
+    type = "body_too_large"
+
+
+class UnsupportedMediaType(HubError):
+    status_code = 415
+    type = "unsupported_media_type"
+
+
+class MisdirectedRequest(HubError):
+    status_code = 421
+    type = "misdirected_request"
+
+
+class HeadersTooLarge(HubError):
+    status_code = 431
+    type = "headers_too_large"
 
 
 class _RetryLater(HubError):

@@ -14,10 +14,11 @@ flight 503 at once, and every call after it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -28,8 +29,9 @@ from mcphub import results
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, InvalidArguments, NotFound, ServerUnavailable, ToolCallFailed
+from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
-from mcphub.ratelimit import RateLimiter
+from mcphub.ratelimit import ConcurrencyLimiter, RateLimiter
 from mcphub.toolserver import CallContext, Json, ProgressFn, Relayed, State, ToolServer
 from mcphub.validation import ArgumentValidator
 
@@ -57,6 +59,7 @@ class Call:
     arguments: Json = None
     body: bytes | None = None
     authorization: str | None = None
+    read_body: Callable[[], Awaitable[bytes]] | None = None  # the body, read once the call may go ahead
     face: str = "http"  # which face took the call: a metrics label
     progress: ProgressFn | None = None  # where the server's progress notifications go (the MCP face)
 
@@ -97,6 +100,7 @@ class Invoker:
         self._view = _View(config, Authenticator(config.auth, extra_keys=api_keys))
         self.servers = servers
         self.limiter = RateLimiter()  # outlives reloads: a limit that stays the same keeps its bucket
+        self.concurrency = ConcurrencyLimiter()
         self.metrics = HubMetrics(servers)
         self._validator = ArgumentValidator()
         self._closing = False
@@ -127,18 +131,20 @@ class Invoker:
         try:
             return await self.auth.require_async(authorization)
         except HubError as exc:
-            access_logger.info("- %s/%s %d", server, tool, exc.status_code,
+            access_logger.info("- %s/%s %d", printable(server), printable(tool), exc.status_code,
                                extra={"audit": {"principal": None, "server": server, "tool": tool,
                                                 "status": exc.status_code}})
             raise
 
-    def server(self, name: str, servers: Mapping[str, ToolServer] | None = None) -> ToolServer:
-        """The server called `name` (of `servers`, default: what the hub serves now); else NotFound."""
+    def server(self, name: str, servers: Mapping[str, ToolServer] | None = None,
+               principal: Principal | None = None) -> ToolServer:
+        """The server called `name` (of `servers`, default: what the hub serves now); else NotFound,
+        listing the servers `principal` may use (all when None)."""
         servers = self.servers() if servers is None else servers
         found = servers.get(name)
         if found is None:
-            raise NotFound(f"no server named '{name}' (servers: {', '.join(sorted(servers)) or 'none'})",
-                           server=name)
+            names = sorted(n for n in servers if principal is None or principal.may_use_server(n))
+            raise NotFound(f"no server named '{name}' (servers: {', '.join(names) or 'none'})", server=name)
         return found
 
     async def invoke(self, call: Call) -> Outcome:
@@ -153,7 +159,7 @@ class Invoker:
                 with anyio.CancelScope() as scope:
                     self._in_flight.add(scope)
                     try:
-                        outcome = await self._run(call, servers, arguments)
+                        outcome = await self._held(call, servers, arguments)
                     finally:
                         self._in_flight.discard(scope)
             except anyio.get_cancelled_exc_class():
@@ -168,14 +174,27 @@ class Invoker:
         self._record(call, servers, arguments.value, outcome.status, outcome.error_type, started)
         return outcome
 
+    async def _held(self, call: Call, servers: Mapping[str, ToolServer], parsed: _Arguments) -> Outcome:
+        """`_run` within the caller's share of calls in flight (hub.limits.max_concurrent_calls), else 429."""
+        principal = call.principal
+        try:
+            slot = self.concurrency.hold(principal.audit_name, self.config.hub.limits.max_concurrent_calls,
+                                         label=f"credential '{principal.name}'", server=call.server, tool=call.tool)
+            with slot:
+                return await self._run(call, servers, parsed)
+        except HubError as exc:  # only the slot's own refusal: _run answers its errors
+            return Outcome.failed(exc)
+
     async def _run(self, call: Call, servers: Mapping[str, ToolServer], parsed: _Arguments) -> Outcome:
         arguments = call.arguments
         try:
-            server = self.server(call.server, servers)
+            server = self.server(call.server, servers, call.principal)
             call.principal.check(call.server)
-            tool = _tool(server, call.tool)
+            tool = _tool(server, call.tool, call.principal)
             call.principal.check(call.server, call.tool)
             self.limiter.acquire(self.auth.limits_for(call.principal, call.server), server=call.server, tool=call.tool)
+            if call.read_body is not None:  # read only now: a refused call costs no body (hub.limits)
+                call = dataclasses.replace(call, body=await call.read_body())
             if call.body is not None:
                 arguments = parsed.value = _parse_body(call.body, call.server, call.tool)
             if server.hub is None:  # the hub that runs a mounted server validates its arguments
@@ -211,28 +230,30 @@ class Invoker:
             self.metrics.observe(call.server, call.tool if call.tool in server.tools else "(unknown)", status,
                                  elapsed, error_type, face=call.face)
         who = call.principal.audit_name
+        shown_server, shown_tool = printable(call.server), printable(call.tool)  # one line, whatever the path held
         record: dict[str, Json] = {"principal": who, "server": call.server, "tool": call.tool, "status": status,
                                    "duration_ms": round(elapsed * 1000, 1)}
         suffix = f" ({note})" if note else ""
         if not self.config.hub.log_arguments:
-            access_logger.info("%s %s/%s %d %.1fms%s", who, call.server, call.tool, status, elapsed * 1000, suffix,
+            access_logger.info("%s %s/%s %d %.1fms%s", who, shown_server, shown_tool, status, elapsed * 1000, suffix,
                                extra={"audit": record})
             return
-        shown = json.dumps(arguments, ensure_ascii=False, default=str)
+        shown = printable(json.dumps(arguments, ensure_ascii=False, default=str))
         if len(shown) > MAX_LOGGED_ARGUMENTS:
             shown = shown[:MAX_LOGGED_ARGUMENTS] + "..."
         record["arguments"] = arguments
-        access_logger.info("%s %s/%s %d %.1fms %s%s", who, call.server, call.tool, status, elapsed * 1000, shown,
+        access_logger.info("%s %s/%s %d %.1fms %s%s", who, shown_server, shown_tool, status, elapsed * 1000, shown,
                            suffix, extra={"audit": record})
 
 
-def _tool(server: ToolServer, name: str) -> Tool:
+def _tool(server: ToolServer, name: str, principal: Principal) -> Tool:
     found = server.tools.get(name)
     if found is not None:
         return found
     if server.state is not State.READY and not server.tools:
         raise server.unavailable(name)  # never listed yet: cannot tell a typo from a tool
-    raise NotFound(f"server '{server.name}' has no tool '{name}' (tools: {', '.join(sorted(server.tools))})",
+    callable_tools = sorted(t for t in server.tools if principal.may_call(server.name, t))  # only what it may call
+    raise NotFound(f"server '{server.name}' has no tool '{name}' (tools: {', '.join(callable_tools) or 'none'})",
                    server=server.name, tool=name)
 
 

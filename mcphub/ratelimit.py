@@ -1,4 +1,4 @@
-"""Token buckets in memory: per API key, per JWT subject, per server.
+"""Token buckets in memory: per API key, per JWT subject, per server; and calls in flight per caller.
 
 A `RateLimit(requests=N, per=S)` is a bucket of N tokens (the burst) refilled at N/S tokens a second. A
 call takes one token from every bucket that applies to it (the caller's and the server's), or from none:
@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from mcphub.config import RateLimit
@@ -81,3 +82,35 @@ class RateLimiter:
             bucket.tokens = min(capacity, bucket.tokens + elapsed * limit.limit.requests / limit.limit.per)
             bucket.updated = now
         return bucket
+
+
+class ConcurrencyLimiter:
+    """Calls in flight per caller: `hold(who, limit)` is a slot for one call, or RateLimited (429).
+
+    A caller over hub.limits.max_concurrent_calls is told to retry in a second (its earlier calls end
+    or time out meanwhile); other callers are not affected. Counts live only while calls do, so the
+    table holds at most one entry per caller with a call in flight."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[Hashable, int] = {}
+
+    def in_flight(self, who: Hashable) -> int:
+        return self._in_flight.get(who, 0)
+
+    @contextmanager
+    def hold(self, who: Hashable, limit: int, *, label: str, server: str | None = None,
+             tool: str | None = None) -> Iterator[None]:
+        count = self._in_flight.get(who, 0)
+        if count >= limit:
+            raise RateLimited(
+                f"{label} has {count} calls in flight, the most this hub runs at once for one caller "
+                "(hub.limits.max_concurrent_calls); retry when one has ended", retry_after=1, server=server, tool=tool)
+        self._in_flight[who] = count + 1
+        try:
+            yield
+        finally:
+            left = self._in_flight[who] - 1
+            if left:
+                self._in_flight[who] = left
+            else:
+                del self._in_flight[who]

@@ -29,15 +29,17 @@ from pathlib import Path
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
+from starlette.types import ASGIApp
 
-from mcphub import transports
+from mcphub import connection, transports
 from mcphub.app import create_app
-from mcphub.mcp_face import McpFace
 from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
+from mcphub.guard import WILDCARD_ADDRESSES, Hosts
 from mcphub.invoker import Catalog, Invoker
 from mcphub.launcher import Launcher
+from mcphub.mcp_face import McpFace
 from mcphub.supervisor import Connect, Supervisor
 from mcphub.toolserver import ToolServer
 
@@ -173,6 +175,9 @@ def check_exposure(config: HubConfig, options: ServeOptions, host: str) -> None:
     if options.allow_no_auth:
         logger.warning("serving on %s WITHOUT any credential (--allow-no-auth): anyone who can reach it can "
                        "call every tool", host)
+        if host in WILDCARD_ADDRESSES and not config.hub.allowed_hosts:
+            logger.warning("hub.allowed_hosts is empty, so a listener on %s answers to any Host name: list the "
+                           "names clients use to refuse DNS rebinding", host)
         return
     raise ConfigError(
         f"refusing to serve on {host} without a credential: every tool would be open to the network. "
@@ -302,13 +307,27 @@ async def _serve(listeners: list[_Listener], lifetime: _Lifetime, options: Serve
                         base, base, base, base, base)
 
 
+def listener_hosts(site: Site) -> Hosts:
+    """The names `site`'s listener answers to besides hub.allowed_hosts: its bound host, and the host of
+    its instance's `url` (how sibling hubs reach it). See mcphub/guard.py for the whole rule."""
+    instance = site.config.instances.get(site.name)
+    return Hosts.of_listener(site.host, instance.url if instance is not None else None)
+
+
 def _listener(site: Site, invoker: Invoker, sock: socket.socket) -> _Listener:
-    app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
-    server = _Server(uvicorn.Config(
-        app, host=site.host, port=site.port, root_path=site.config.hub.root_path, lifespan="off",
-        access_log=False, log_config=None, timeout_graceful_shutdown=SHUTDOWN_GRACE,
-    ))
+    app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts, hosts=listener_hosts(site))
+    server = _Server(uvicorn_config(app, invoker, host=site.host, port=site.port, root_path=site.config.hub.root_path))
     return _Listener(site, invoker, server, sock, app.state.mcp)
+
+
+def uvicorn_config(app: ASGIApp, invoker: Invoker, *, host: str, port: int, root_path: str = "") -> uvicorn.Config:
+    """How every listener runs on uvicorn: the hub's connection limits (mcphub/connection.py, read from
+    `invoker`'s config for each new connection), no access log of uvicorn's (the invoker audits calls),
+    no lifespan (the supervisor is the one owner of what runs)."""
+    return uvicorn.Config(
+        app, host=host, port=port, root_path=root_path, lifespan="off", access_log=False, log_config=None,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE, http=connection.protocol(lambda: invoker.config.hub.limits),
+    )
 
 
 class ListenError(ConfigError):

@@ -448,3 +448,37 @@ def test_every_config_field_is_documented_in_the_readme_or_the_example() -> None
     missing = sorted(f"{model}.{name}" for model, name in _config_fields()
                      if not re.search(rf"\b{re.escape(name)}\b", docs))
     assert not missing, f"config fields documented nowhere: {', '.join(missing)}"
+
+
+# ------------------------------------------------------------------------- hub.allowed_hosts, hub.limits
+
+
+def test_hub_limits_have_safe_defaults_and_can_be_set() -> None:
+    config = parse_config("servers: {}\n", source="t")
+    limits = config.hub.limits
+    assert (limits.max_body_bytes, limits.max_header_bytes, limits.max_headers) == (10 * 1024 * 1024, 65536, 100)
+    assert (limits.header_timeout, limits.body_timeout, limits.max_concurrent_calls) == (10.0, 10.0, 128)
+    assert config.hub.allowed_hosts == [] and config.hub.public_status is True
+    config = parse_config("hub: {limits: {max_body_bytes: 1000, max_concurrent_calls: 4}}\nservers: {}\n", source="t")
+    assert (config.hub.limits.max_body_bytes, config.hub.limits.max_concurrent_calls) == (1000, 4)
+
+
+@pytest.mark.parametrize(("text", "path", "value"), [
+    ("hub: {allowed_hosts: ['http://tools.example.com']}\n", "hub.allowed_hosts", "'http://tools.example.com' is "
+     "not a host name: give a name such as 'tools.example.com', '*.example.com' or '*', without scheme, port or path"),
+    ("hub: {allowed_hosts: ['nas.lan:8000']}\n", "hub.allowed_hosts", "'nas.lan:8000' is not a host name"),
+    ("hub: {limits: {max_body_bytes: 0}}\n", "hub.limits.max_body_bytes", "0"),
+    ("hub: {limits: {header_timeout: 0}}\n", "hub.limits.header_timeout", "0"),
+    ("hub: {limits: {max_header_bytes: 100}}\n", "hub.limits.max_header_bytes", "100"),
+    ("hub: {limits: {max_bytes: 5}}\n", "hub.limits.max_bytes", "unknown field"),
+])
+def test_a_bad_allowed_host_or_limit_names_the_path_and_the_value(tmp_path: Path, text: str, path: str,
+                                                                  value: str) -> None:
+    message = _load_error(tmp_path, text + "servers: {}\n")
+    assert f"{tmp_path / 'hub.yaml'}: {path}: " in message, message
+    assert value in message, message
+
+
+def test_allowed_hosts_are_compared_in_lower_case() -> None:
+    config = parse_config("hub: {allowed_hosts: [Tools.Example.COM, '*.LAN', '*']}\nservers: {}\n", source="t")
+    assert config.hub.allowed_hosts == ["tools.example.com", "*.lan", "*"]

@@ -26,6 +26,7 @@ Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
 | `uvicorn.Server.serve(sockets=[sock])` (the gunicorn worker's path): serves on a socket bound by the caller | serve._serve_until_done (the port is bound by serve._bind first) | a busy port is found, and said in one line, before any server starts | uvicorn 0.55.0 | `test_uvicorn_serves_on_a_socket_bound_by_the_caller` |
 | `uvicorn.Server.serve()` ends with `SystemExit` when its start-up fails (after logging why) | serve._serve_until_done (→ ListenError) | a failed start is one line and exit 2, not a traceback | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
 | `uvicorn.Server.should_exit`, `force_exit`, `started` (attributes) | serve._Lifetime.stop; tests/hub.py | stop every listener on a signal; wait for a test hub to listen | uvicorn 0.55.0 | `test_uvicorn_should_exit_ends_serve` |
+| uvicorn's `HttpToolsProtocol` (module `uvicorn.protocols.http.httptools_impl`): subclassed; its `connection_made`, `data_received`, `connection_lost`, parser callbacks `on_message_begin`/`on_url`/`on_header`/`on_headers_complete`/`on_message_complete`, a callback that raises ending in `send_400_response(msg)`, attributes `transport`, `loop`, `flow.read_paused`, `cycle.response_complete`; `uvicorn.Config(http=<class>)` | connection.py (`LimitedHttpToolsProtocol`); serve.uvicorn_config | header size/count limits (431), header and body timeouts (slow-loris), the error shape for an unparseable request | uvicorn 0.55.0, httptools 0.9.0 | `test_uvicorn_httptools_protocol_can_be_subclassed_to_count_headers_and_refuse_a_request` |
 | `threading._shutdown` | launcher.py | a forked server ends as the interpreter would (thread pools shut down, non-daemon threads joined) | Python 3.10.13-3.13.0 | tests/test_launcher.py `test_contract_threading_shutdown_shuts_thread_pools_down_and_joins_non_daemon_threads` |
 | `atexit._run_exitfuncs` | launcher.py | a forked server runs its atexit handlers, last registered first | Python 3.10.13-3.13.0 | tests/test_launcher.py `test_contract_atexit_run_exitfuncs_runs_every_handler_last_registered_first` |
 | `setproctitle` (public, but what it overwrites matters) | launcher.py | `ps` shows a forked server's command line; the environment block is blanked so the hub's secrets never show | setproctitle 1.3.8 (`<1.4`) | tests/test_launcher.py `test_contract_setproctitle_sets_what_ps_shows_and_overwrites_the_environment_block` |
@@ -468,3 +469,69 @@ async def test_the_sdk_looks_up_a_tools_input_schema_in_the_requests_own_context
         "mcp_face.McpFace._input_schema (reads the caller from a context variable)",
         "2026 calls through the MCP face would skip the Mcp-Param check or see another caller's view",
     )
+
+
+async def test_uvicorn_httptools_protocol_can_be_subclassed_to_count_headers_and_refuse_a_request() -> None:
+    """What mcphub/connection.py overrides in uvicorn's httptools protocol still exists and is still called."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    missing = [name for name in ("connection_made", "data_received", "connection_lost", "on_message_begin", "on_url",
+                                 "on_header", "on_headers_complete", "on_message_complete", "send_400_response")
+               if not callable(getattr(HttpToolsProtocol, name, None))]
+    assert not missing, broken(f"uvicorn's HttpToolsProtocol has no {', '.join(missing)}",
+                               "connection.LimitedHttpToolsProtocol (overrides them)",
+                               "header limits and slow-loris timeouts would silently stop applying")
+    seen: dict[str, Any] = {}
+
+    class Counting(HttpToolsProtocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            seen["attributes"] = (self.transport is transport, isinstance(self.flow.read_paused, bool),
+                                  callable(self.loop.call_later))
+
+        def on_url(self, url: bytes) -> None:
+            seen["url"] = url
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if name.lower() == b"x-stop":
+                raise RuntimeError("refused")
+            super().on_header(name, value)
+
+        def send_400_response(self, msg: str) -> None:
+            seen["400"] = msg
+            seen["cycle"] = isinstance(getattr(self.cycle, "response_complete", None), bool)
+            super().send_400_response(msg)
+
+    port = free_port()
+    config = uvicorn.Config(_ok, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False,
+                            http=Counting)
+    server = uvicorn.Server(config)
+    server.capture_signals = _no_signals  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        await _until_started(server)
+        try:
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nX-Stop: 1\r\n\r\n")
+                with anyio.fail_after(WAIT):
+                    answer = b""
+                    while True:
+                        try:
+                            answer += await stream.receive()
+                        except (anyio.EndOfStream, anyio.BrokenResourceError):
+                            break
+        finally:
+            server.should_exit = True
+    assert seen.get("attributes") == (True, True, True), broken(
+        "uvicorn's HttpToolsProtocol no longer has `transport`, `flow.read_paused` or `loop` as before",
+        "connection.LimitedHttpToolsProtocol (timers on `loop`, answers on `transport`, stalls vs. `flow.read_paused`)",
+        "the connection limits would fail on every connection")
+    assert seen.get("cycle") is True, broken(
+        "uvicorn's HttpToolsProtocol.cycle (the request being answered) has no boolean `response_complete`",
+        "connection.LimitedHttpToolsProtocol._answering (no refusal written over an answer in progress)",
+        "a pipelined request's 408/431 could be written into the middle of another response")
+    assert seen.get("url") == b"/y" and "400" in seen and b"HTTP/1.1 400" in answer, broken(
+        f"a parser callback that raises no longer ends in send_400_response (seen: {sorted(seen)}, "
+        f"answer: {answer[:40]!r})", "connection.LimitedHttpToolsProtocol (raises _Refused from on_header/on_url)",
+        "a request over hub.limits.max_headers would be served, or answered without the 431 error body")

@@ -1,7 +1,8 @@
 """`mcphub serve` as a real process: hot reload of the config file, and no orphans on shutdown.
 
 Real processes, on purpose (the whole module): signals, the process tree and the watched config file
-are the point. Waits are on what the hub shows: its /readyz, its log lines, a marker a server drops."""
+are the point. Waits are on what the hub shows: its /readyz, its log lines, a marker a server drops.
+One exception, no process: which names each planned listener answers to (`listener_hosts`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import psutil
 import pytest
 import yaml
 
+from mcphub.config import parse_config
+from mcphub.serve import ServeOptions, listener_hosts, plan
 from tests.helpers import alive, free_port, mcphub_process, wait_until
 from tests.hub import sample_server
 
@@ -135,3 +138,39 @@ def test_config_changes_are_applied_without_a_restart(tmp_path: Path):
         assert proc.wait(timeout=EXIT) == 0
         text = output.close(EXIT)
     assert "servers.a.transport" in text or "servers.a" in text
+
+
+def test_a_reload_applies_allowed_hosts_and_connection_limits_to_the_next_request(tmp_path: Path):
+    """hub.allowed_hosts and hub.limits are read per request / per connection, so a reload needs no restart."""
+    config = tmp_path / "hub.yaml"
+    servers = {"a": sample_server()}
+    config.write_text(yaml.safe_dump({"servers": servers}), encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with hub_process(config, port), httpx2.Client(base_url=url, timeout=10) as client:
+        wait_until(lambda: ready_servers(url).get("a", {}).get("state") == "ready", timeout=STARTUP, what="a ready")
+        response = client.post("/a/add", json={"a": 1, "b": 2}, headers={"Host": "tools.example.com"})
+        assert response.status_code == 421, response.text
+        config.write_text(yaml.safe_dump({"hub": {"allowed_hosts": ["tools.example.com"],
+                                                  "limits": {"max_headers": 10}},
+                                          "servers": servers}), encoding="utf-8")
+        wait_until(lambda: client.post("/a/add", json={"a": 1, "b": 2},
+                                       headers={"Host": "tools.example.com"}).status_code == 200,
+                   timeout=STARTUP, what="the reload to allow the name")
+        with httpx2.Client(base_url=url, timeout=10) as fresh:  # a new connection gets the new limits
+            response = fresh.get("/healthz", headers={f"X-{i}": "1" for i in range(12)})
+        assert response.status_code == 431, response.text
+        assert response.json()["error"]["message"] == "more than 10 request headers (hub.limits.max_headers)"
+
+
+def test_each_listener_answers_to_its_bound_host_and_its_instance_url():
+    """No process: which names `plan`'s listeners answer to (mcphub/guard.py has the rule)."""
+    config = parse_config(yaml.safe_dump({
+        "servers": {"a": sample_server(), "b": sample_server()},
+        "instances": {"vps": {"host": "0.0.0.0", "port": 8001, "servers": ["a"], "mount": ["nas"]},
+                      "nas": {"host": "192.168.1.5", "port": 8002, "servers": ["b"], "url": "http://nas.lan:8002"}},
+    }), source="t")
+    hosts = {site.name: listener_hosts(site) for site in plan(config, ServeOptions(api_keys=("k" * 20,)))[1]}
+    assert hosts["nas"].accepts("nas.lan:8002", []) and not hosts["nas"].accepts("evil.example", [])
+    assert hosts["vps"].accepts("anything.example", [])  # bound to every address, no allowed_hosts
+    assert not hosts["vps"].accepts("anything.example", ["tools.example.com"])
