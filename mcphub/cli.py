@@ -267,6 +267,7 @@ def _check(args: argparse.Namespace) -> int:
     console = _console()
     problems: list[str] = []
     warnings: list[str] = []
+    notes: list[str] = []  # shown, never counted (not even by --strict)
     if not config.servers and not config.remotes:
         warnings.append(f"{path}: no servers configured; add one under servers:, e.g. "
                         "time: {transport: stdio, command: python, args: [-m, mcphub_servers.time]}")
@@ -282,7 +283,8 @@ def _check(args: argparse.Namespace) -> int:
                     prefixed = schema.operation_id(f"{handle.name}_{tool.name}")
                     names.setdefault(prefixed, []).append(f"{handle.name}/{tool.name}")
                     # lint_tool's lines already start with "server/tool: "
-                    problems.extend(schema.lint_tool(handle.name, tool, prefixed_name=prefixed, warnings=warnings))
+                    problems.extend(schema.lint_tool(handle.name, tool, prefixed_name=prefixed, warnings=warnings,
+                                                     notes=notes))
             problems.extend(schema.lint_collisions(names))
 
     anyio.run(run)
@@ -292,6 +294,8 @@ def _check(args: argparse.Namespace) -> int:
         problems.extend(remote_problems)
     if remote_servers is not None:
         warnings.extend(_unknown_scopes(config, path, set(config.servers) | remote_servers))
+    for each in notes:
+        console.print(f"[dim]note:[/dim] {each}", highlight=False)
     for warning in warnings:
         console.print(f"[yellow]⚠[/yellow] {warning}", highlight=False)
     for problem in problems:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from mcp.types import Tool
 
 MAX_NAME_LENGTH = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
 MAX_DESCRIPTION_LENGTH = 1024  # OpenAI's API rejects a longer function description (string_above_max_length)
+# A note only (not a warning: --strict passes): the length PRODUCT.md's lint names for tool-search clients;
+# no threshold of it was found in Open WebUI's source, and the reference time server is over it itself.
+NOTE_DEFINITION_LENGTH = 400
 # Levels of a recursive definition written out in a served document: the schema_cases nest three levels,
 # and every level multiplies what a converter expands into the model's tool definition.
 UNROLL_DEPTH = 3
@@ -153,12 +157,14 @@ def build_spec(
     return doc
 
 
-def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str] | None = None) -> list[str]:
+def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str] | None = None,
+              notes: list[str] | None = None) -> list[str]:
     """Human-readable problems that break clients (for ``mcphub check``); empty list = fine.
 
     With `warnings` given, what breaks only some clients or degrades one (a description over OpenAI's 1024
     characters, which Open WebUI passes on as the function's description; a recursive schema the document
-    cuts at UNROLL_DEPTH) goes there instead of into the returned problems."""
+    cuts at UNROLL_DEPTH) goes there instead of into the returned problems. With `notes` given, what only
+    may matter goes there: a definition over NOTE_DEFINITION_LENGTH characters."""
     problems: list[str] = []
 
     def say(problem: str, into: list[str] | None = None) -> None:
@@ -170,6 +176,10 @@ def lint_tool(server: str, tool: Tool, *, prefixed_name: str, warnings: list[str
             say(f"function name {name!r} is {len(name)} characters, over OpenAI's 64 {fixed}")
         if _BAD_NAME.search(name):
             say(f"function name {name!r} has characters OpenAI rejects (not [a-zA-Z0-9_-]) {fixed}")
+    definition = {"name": prefixed_name, "description": tool.description, "parameters": tool.input_schema}
+    if notes is not None and (size := len(json.dumps(definition))) > NOTE_DEFINITION_LENGTH:
+        say(f"tool definition is {size} characters, over 400: a client that searches its tools (Open WebUI's "
+            "tool search) may offer it only after a search step", notes)
     if (size := len(tool.description or "")) > MAX_DESCRIPTION_LENGTH:
         say(f"description is {size} characters; OpenAI's API rejects a function description over 1024, and a "
             "chat through a backend that enforces it fails whole", warnings)
