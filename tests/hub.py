@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 import anyio
 import httpx2
-import uvicorn
 import yaml
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
@@ -36,7 +35,7 @@ from mcphub import transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, StdioServer, parse_config
 from mcphub.invoker import Invoker
-from mcphub.serve import ServeOptions, _Server, plan, running
+from mcphub.serve import ServeOptions, _Server, plan, running, uvicorn_config
 from mcphub.supervisor import Supervisor
 from tests.helpers import REPO, free_port
 
@@ -268,8 +267,8 @@ async def running_instances(raw: dict[str, Any] | str | HubConfig, *, instance: 
 @asynccontextmanager
 async def _listening(app: Starlette, config: HubConfig, *, port: int | None = None) -> AsyncIterator[str]:
     port = port or free_port()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                    access_log=False, root_path=config.hub.root_path))
+    server = _Server(uvicorn_config(app, app.state.invoker, host="127.0.0.1", port=port,
+                                    root_path=config.hub.root_path))  # serve's own: its connection limits
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(HUB_START_TIMEOUT):
