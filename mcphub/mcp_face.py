@@ -164,6 +164,9 @@ class McpFace:
             self._listeners.pop(request.headers.get(MCP_SESSION_ID_HEADER, ""), None)
         version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
         if request.method != "POST" or version is None or version in HANDSHAKE_PROTOCOL_VERSIONS:
+            if self.invoker.auth.enabled:  # the SDK binds a 2025 session to the credential that opened it
+                principal: Principal = scope[_PRINCIPAL]
+                scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=principal.audit_name, scopes=[]))
             await self._streaming.handle_request(scope, receive, send)  # (the SDK's own era routing)
             return
         body, more = await _read_body(receive)
@@ -189,7 +192,7 @@ class McpFace:
             await auth.prepare(authorization)
             principal = auth.require(authorization)
             if view is not None:
-                self.invoker.server(view)
+                self.invoker.server(view, principal=principal)  # (its 404 lists only what the caller may use)
                 principal.check(view)
         except HubError as exc:
             headers = exc.headers()
@@ -199,8 +202,6 @@ class McpFace:
         request.scope[_PRINCIPAL] = principal
         request.scope[_VIEW] = view
         _CALLER.set((principal, view))
-        if auth.enabled:  # the SDK binds a 2025 session to the credential that opened it
-            request.scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=principal.audit_name, scopes=[]))
         return None
 
     def metadata(self, request: Request) -> dict[str, Json]:
