@@ -108,12 +108,14 @@ async def test_a_message_that_cannot_be_encoded_fails_its_own_send_and_the_conne
     lines = [json.loads(line) for line in received.read_bytes().splitlines()]
     assert [line.get("id", line.get("params")) for line in lines] == [{"n": 1}, {"n": 4}, 5], lines
     assert surrogate.value.status_code == deep.value.status_code == 422
-    assert surrogate.value.message == ("arguments of tool 'echo' cannot be sent to its server: a string holds a lone "
-                                       "surrogate, which is not Unicode text and cannot be sent as UTF-8")
-    assert deep.value.message == "arguments of tool 'echo' cannot be sent to its server: they are nested too deeply to encode"
+    refused = "arguments of tool 'echo' cannot be sent to its server: "
+    assert surrogate.value.message == refused + ("a string holds a lone surrogate, which is not Unicode text and "
+                                                 "cannot be sent as UTF-8")
+    assert deep.value.message == refused + "they are nested too deeply to encode"
+    warned = "a 'tools/call' request could not be encoded for its MCP server (PydanticSerializationError); refused"
     assert [r.getMessage() for r in caplog.records] == [
-        "a 'tools/call' request could not be encoded for its MCP server (PydanticSerializationError); refused to its caller",
-        "a 'tools/call' request could not be encoded for its MCP server (PydanticSerializationError); refused to its caller",
+        f"{warned} to its caller",
+        f"{warned} to its caller",
         "dropped an outbound JSONRPCNotification that could not be encoded (PydanticSerializationError)",
     ]
 
