@@ -33,12 +33,25 @@ from mcp import Client
 from mcp.server import Server, ServerRequestContext
 from mcp.types import CallToolRequestParams, CallToolResult, ListToolsResult, TextContent, Tool
 
+from mcphub.auth import Principal
 from mcphub.config import ServerConfig
+from mcphub.invoker import Call
 from mcphub.outbound import Unsendable
 from mcphub.supervisor import Supervisor
 from mcphub.toolserver import State
 from mcphub.validation import MAX_DEPTH, MAX_VALUES
-from tests.hub import IN_PROCESS_BASE_URL, RunningHub, assert_error, config_of, make_app, running_hub, sample_server
+from tests.helpers import free_port
+from tests.hub import (
+    IN_PROCESS_BASE_URL,
+    RunningHub,
+    assert_error,
+    config_of,
+    core,
+    make_app,
+    running_hub,
+    running_instances,
+    sample_server,
+)
 
 # hypothesis imports libcst to print a failing example as a patch; libcst warns on import, and the
 # suite's filterwarnings=error would turn a readable failure into an INTERNALERROR
@@ -210,6 +223,39 @@ async def test_an_encode_failure_past_the_check_fails_that_call_alone_on_the_std
                                "surrogate, which is not Unicode text and cannot be sent as UTF-8")
     assert handle.state is State.READY
     await unharmed.check()
+
+
+async def test_arguments_for_a_mounted_hubs_server_are_checked_here_before_they_are_sent() -> None:
+    # a mounted server is validated by the hub that runs it; what this hub cannot even send is refused here
+    b_port, a_port = free_port(), free_port()
+    b_cfg = {"hub": {"port": b_port}, "servers": {"beta": sample_server()}}
+    a_cfg = {"hub": {"port": a_port, "mount": ["b"]}, "remotes": {"b": {"url": f"http://127.0.0.1:{b_port}"}}}
+    async with running_instances(b_cfg) as b_hubs, running_instances(a_cfg) as a_hubs:
+        a, b = a_hubs["hub"], b_hubs["hub"]
+        with anyio.fail_after(WAIT):
+            while (await a.client.get("/readyz")).json()["servers"].get("beta", {}).get("state") != "ready":
+                await anyio.sleep(0.05)
+            refused: list[httpx2.Response] = []
+            honest: list[httpx2.Response] = []
+
+            async def send(into: list[httpx2.Response], body: str) -> None:
+                into.append(await a.client.post("/beta/echo", content=body,
+                                                headers={"Content-Type": "application/json"}))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, honest, '{"text": "honest"}')
+                tg.start_soon(send, refused, '{"text": "\\ud800"}')
+                tg.start_soon(send, refused, f'{{"text": "x", "deep": {nested(MAX_DEPTH)}}}')
+            # the same through the call path every face uses (the runner, the CLI, MCP hand over parsed arguments)
+            direct = await core(a).invoke(Call(Principal(name="test"), "beta", "echo", {"text": "x\udc00"}))
+        at_b = (await b.client.get("/metrics")).text
+    assert direct.status == 422 and "a string holds a lone surrogate (\\udc00)" in direct.body["error"]["message"]
+    assert honest[0].status_code == 200 and honest[0].json() == {"result": "honest"}, honest[0].text
+    messages = sorted(assert_error(r, 422, "invalid_arguments")["message"] for r in refused)
+    assert messages[0].startswith("arguments of tool 'echo' are nested too deeply"), messages
+    assert messages[1].startswith("arguments of tool 'echo' cannot be sent: text: a string holds a lone surrogate")
+    calls_at_b = [row for row in at_b.splitlines() if row.startswith("mcphub_tool_calls_total{")]
+    assert calls_at_b == ['mcphub_tool_calls_total{server="beta",status="200",tool="echo"} 1.0'], calls_at_b
 
 
 async def _count(hub: RunningHub, tool: str, status: int) -> float:
