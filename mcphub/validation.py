@@ -6,26 +6,32 @@ parsed; arguments are an object of strings that are valid Unicode (no lone surro
 numbers. What breaks a bound is a 422 naming it, so it never reaches a transport that cannot encode it.
 
 Then the tool's own schema, compiled once per tool version: any draft the schema names (2020-12 when it
-names none), `$ref`/`$defs`, recursion. A schema that is invalid as a schema leaves that tool's
-arguments to its server (`mcphub check` reports such schemas); that is a property of the schema, known
-before any call. A schema that cannot be applied to one input (it recurses without end, or reaches a
-`$ref` that resolves nowhere) makes that call a 422; the next call is checked again, so no input can
-switch validation off for anyone.
+names none), `$ref`/`$defs`, recursion. A `$ref` that resolves nowhere (another document, a missing
+definition) is open there, as schema.py writes it into the OpenAPI document; nothing is ever fetched. A
+schema that is invalid as a schema leaves that tool's arguments to its server (`mcphub check` reports
+such schemas); both are properties of the schema, known before any call. A schema that cannot be applied
+to one input (it recurses without end) makes that call a 422; the next call is checked again, so no
+input can switch validation off for anyone.
 """
 
 from __future__ import annotations
 
 import array
+import copy
 import itertools
 import json
 import logging
 import math
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import jsonschema
 import referencing.exceptions
 from jsonschema.protocols import Validator
 from mcp.types import Tool
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from mcphub.errors import ArgumentError, InvalidArguments, exception_line
 from mcphub.toolserver import Json
@@ -97,13 +103,73 @@ class ArgumentValidator:
         try:
             cls = jsonschema.validators.validator_for(tool.input_schema, default=jsonschema.Draft202012Validator)
             cls.check_schema(tool.input_schema)
-            validator = cls(tool.input_schema)
+            schema, dangling = _open_dangling_refs(tool.input_schema)
+            if dangling:
+                logger.warning("'%s' tool '%s': $ref %s in its input schema resolve nowhere; those parts are "
+                               "checked as open, as its OpenAPI document shows them", key[0], tool.name,
+                               ", ".join(map(repr, dangling)))
+            validator = cls(schema, registry=_NO_RETRIEVAL)
         except jsonschema.SchemaError as exc:
             logger.warning("'%s' tool '%s' has an invalid input schema (%s); arguments are passed unchecked",
                            key[0], tool.name, exc.message)
             validator = None
         self._validators[key] = validator
         return validator
+
+
+# Never fetch a $ref over the network (jsonschema would, with a blocking urlopen on the event loop, for any
+# input that reaches one): a reference outside the tool's own schema resolves nowhere.
+_NO_RETRIEVAL: Registry[Any] = Registry()
+# Keywords whose values are subschemas (one, a list, a map of them): where a $ref can sit.
+_ONE_SCHEMA = frozenset({"additionalProperties", "items", "contains", "propertyNames", "not", "if", "then", "else",
+                         "unevaluatedItems", "unevaluatedProperties", "additionalItems"})
+_SCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
+_SCHEMA_MAP = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+                         "dependencies"})
+
+
+def _open_dangling_refs(schema: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`schema` with every `$ref` that resolves nowhere (another document, a missing definition) removed,
+    so that part is open, as schema.py writes it into the OpenAPI document; and those refs. A schema
+    with an `$id` below its root is returned as it is (its refs have other bases; not guessed at)."""
+    nodes = list(_subschemas(schema))
+    if any("$id" in node for node in nodes[1:]):
+        return schema, []
+    root_id = schema.get("$id")
+    base = root_id if isinstance(root_id, str) else ""
+    resource: Resource[Any] = Resource.from_contents(schema, default_specification=DRAFT202012)
+    resolver = _NO_RETRIEVAL.with_resource(base, resource).resolver(base_uri=base)
+    dangling: list[str] = []
+    for node in nodes:
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                resolver.lookup(ref)
+            except referencing.exceptions.Unresolvable:
+                dangling.append(ref)
+    if not dangling:
+        return schema, []
+    opened = copy.deepcopy(schema)
+    for node in _subschemas(opened):
+        if node.get("$ref") in dangling:
+            del node["$ref"]
+    return opened, dangling
+
+
+def _subschemas(node: object) -> Iterator[dict[str, Any]]:
+    """Every subschema (object form) of a schema, following schema keywords only (not `const`, `default`)."""
+    if not isinstance(node, dict):
+        return
+    yield node
+    for key, value in node.items():
+        if key in _ONE_SCHEMA and isinstance(value, dict):
+            yield from _subschemas(value)
+        elif key in _SCHEMA_LIST and isinstance(value, list):
+            for item in value:
+                yield from _subschemas(item)
+        elif key in _SCHEMA_MAP and isinstance(value, dict):
+            for item in value.values():
+                yield from _subschemas(item)
 
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal (an unterminated one: no match)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 import httpx2
 import pytest
@@ -326,19 +327,23 @@ LOOP = {  # `x` loops through two $refs without consuming anything: any `x` recu
     "properties": {"x": {"$ref": "#/$defs/a"}, "n": {"type": "integer"}},
     "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
 }
-NOWHERE = {"type": "object", "properties": {"y": {"$ref": "#/$defs/missing"}, "n": {"type": "integer"}}}
+NOWHERE = {  # under a nested $id, a $ref the hub cannot open ahead of time: only the inputs that reach it fail
+    "type": "object",
+    "properties": {"y": {"$id": "https://schemas.example/y", "$ref": "#/$defs/missing"}, "n": {"type": "integer"}},
+}
 
 
 class _Schemas:
     """A low-level server whose tools have those schemas; each echoes its arguments."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: list[Tool] | None = None) -> None:
         self.calls = 0
+        self.tools = [Tool(name="tree", input_schema=NODE), Tool(name="loop", input_schema=LOOP),
+                      Tool(name="nowhere", input_schema=NOWHERE), *(extra or [])]
         self.server = Server("schemas", version="0.0.1", on_list_tools=self._list, on_call_tool=self._call)
 
     async def _list(self, ctx: ServerRequestContext[Any], params: Any) -> ListToolsResult:
-        return ListToolsResult(tools=[Tool(name="tree", input_schema=NODE), Tool(name="loop", input_schema=LOOP),
-                                      Tool(name="nowhere", input_schema=NOWHERE)])
+        return ListToolsResult(tools=self.tools)
 
     async def _call(self, ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
         self.calls += 1
@@ -392,13 +397,46 @@ async def test_no_input_turns_a_tools_validation_off_for_anyone() -> None:
     assert looped["message"] == ("the input schema of tool 'loop' cannot be applied to these arguments (checking them "
                                  "recursed without end: the schema refers to itself); the hub does not pass unchecked "
                                  "arguments on")
-    assert nowhere["message"] == ("the input schema of tool 'nowhere' cannot be applied to these arguments (a $ref in "
-                                  "the schema resolves nowhere: '/$defs/missing'); the hub does not pass unchecked "
-                                  "arguments on")
+    assert nowhere["message"].startswith("the input schema of tool 'nowhere' cannot be applied to these arguments "
+                                         "(a $ref in the schema resolves nowhere: "), nowhere
+    assert nowhere["message"].endswith("/$defs/missing'); the hub does not pass unchecked arguments on"), nowhere
     assert bad_tree["errors"][0]["loc"][:3] == ["body", "tree", "children"], bad_tree
     assert bad_loop["errors"][0]["loc"] == bad_nowhere["errors"][0]["loc"] == ["body", "n"], (bad_loop, bad_nowhere)
     assert calls_refused == 0  # none of those reached the server
     assert [r.status_code for r in fine] == [200, 200, 200], [r.text for r in fine]
+
+
+async def test_a_ref_that_resolves_nowhere_is_open_as_the_document_says_and_never_fetched() -> None:
+    # jsonschema would fetch `$ref: http://...` with a blocking urlopen (no timeout) on the event loop, for
+    # any input that reaches it; here the URL is a listener in this event loop, which such a fetch blocks:
+    # the whole hub would hang (measured: until pytest-timeout)
+    connected = anyio.Event()
+
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        connected.set()
+        await stream.aclose()
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, silent)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        dangling = {"type": "object", "properties": {
+            "remote": {"$ref": f"http://127.0.0.1:{port}/thing.json"},
+            "missing": {"$ref": "#/$defs/Missing"},
+            "n": {"type": "integer"},
+        }}
+        schemas = _Schemas(extra=[Tool(name="dangling", input_schema=dangling)])
+        async with schema_hub(schemas) as client:
+            with anyio.fail_after(WAIT):
+                fine = await client.post("/t/dangling", json={"remote": {"any": 1}, "missing": [2], "n": 3})
+                bad = await client.post("/t/dangling", json={"remote": 1, "n": "three"})
+            spec = (await client.get("/t/openapi.json")).json()
+        tg.cancel_scope.cancel()
+    assert fine.status_code == 200 and fine.json() == {"remote": {"any": 1}, "missing": [2], "n": 3}, fine.text
+    assert assert_error(bad, 422, "invalid_arguments")["errors"][0]["loc"] == ["body", "n"]
+    assert not connected.is_set()  # nothing was fetched
+    documented = json.dumps(spec["paths"]["/dangling"])
+    assert "mcphub dropped the unresolvable $ref" in documented  # what the document says: those parts are open
 
 
 # ---------------------------------------------------------------------------------------------- the fuzz
