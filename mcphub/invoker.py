@@ -28,12 +28,12 @@ from mcp.types import CallToolResult, Tool
 from mcphub import results
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
-from mcphub.errors import HubError, InvalidArguments, NotFound, ServerUnavailable, ToolCallFailed
+from mcphub.errors import HubError, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
 from mcphub.ratelimit import ConcurrencyLimiter, RateLimiter
 from mcphub.toolserver import CallContext, Json, ProgressFn, Relayed, State, ToolServer
-from mcphub.validation import ArgumentValidator
+from mcphub.validation import ArgumentValidator, parse_body, sendable
 
 logger = logging.getLogger(__name__)
 # The audit trail: one line per tool call (who, server/tool, status, duration; arguments only with
@@ -198,10 +198,9 @@ class Invoker:
             if call.body is not None:
                 arguments = parsed.value = _parse_body(call.body, call.server, call.tool)
             if server.hub is None:  # the hub that runs a mounted server validates its arguments
-                arguments = self._validator.check(call.server, server.version, tool,
-                                                  {} if arguments is None else arguments)
-            elif arguments is None:
-                arguments = {}
+                arguments = self._validator.check(call.server, server.version, tool, arguments)
+            else:  # but what this hub cannot send is refused here, for every server
+                arguments = sendable(arguments, server=call.server, tool=call.tool)
             context = CallContext(caller=call.principal.audit_name, authorization=call.authorization,
                                   progress=call.progress)
             try:
@@ -258,15 +257,7 @@ def _tool(server: ToolServer, name: str, principal: Principal) -> Tool:
 
 
 def _parse_body(raw: bytes, server: str, tool: str) -> Json:
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArguments(
-            f"request body is not valid JSON: {exc}", [{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
-            server=server, tool=tool,
-        ) from None
+    return parse_body(raw, server=server, tool=tool)  # bounded depth and size, before it is built
 
 
 def _error_type(body: Json) -> str:

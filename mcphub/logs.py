@@ -22,8 +22,9 @@ CONTINUATION = "\n    "  # a record's second and later lines (a traceback, a mul
 # session id): quiet by default so the hub's own lifecycle lines stay readable.
 NOISY = ("httpx2", "httpx", "httpcore2", "httpcore", "mcp", "uvicorn.access")
 
-# C0 and C1 controls and DEL; line and paragraph separators; bidi embeddings, overrides and isolates
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls and DEL; line and paragraph separators; bidi embeddings, overrides and isolates; lone
+# surrogates (no encoding can write them: a line holding one would be lost as a "Logging error")
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _escaped(match: re.Match[str]) -> str:

@@ -11,6 +11,9 @@ What differs:
 - The process is started by a `Spawn` callable handed the child's three fds: `exec_spawner` runs a
   command, `launcher.Launcher.spawn` forks a preloaded interpreter. Either way the child leads a
   session of its own (its pid is its process group) and this module stops it the same way.
+- Each message is encoded in the task that sends it (`outbound.py`): one that cannot be encoded fails
+  that send alone (a request's caller gets a 422), where an error in the writer would end the
+  connection for every caller.
 - Writes are coalesced: messages that queued up while the writer was busy go out in one write.
 - Lines are parsed as bytes, so invalid UTF-8 fails that one line, not the connection.
 
@@ -25,13 +28,16 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage  # the SDK's transport item type (fenced: tests/test_contracts.py)
 from mcp.types import jsonrpc_message_adapter
+
+from mcphub import outbound
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +84,31 @@ class _Exec:
         return self._popen.poll()  # reaps it once it has exited
 
 
-Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+class LineSender:
+    """The write stream a session gets: each message is encoded here, in the sender's task, and queued
+    for the writer as one line. A request that cannot be encoded raises `outbound.Unsendable`."""
+
+    def __init__(self, lines: MemoryObjectSendStream[bytes]) -> None:
+        self._lines = lines
+
+    async def send(self, item: SessionMessage, /) -> None:
+        line = outbound.encoded(item, outbound.stdio_line)
+        if line is not None:
+            await self._lines.send(line)
+
+    async def aclose(self) -> None:
+        await self._lines.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], LineSender]
 
 
 @asynccontextmanager
@@ -100,7 +130,7 @@ async def stdio_transport(spawn: Spawn, *, stderr: int) -> AsyncIterator[Streams
 
     # No awaits from here until the task group is entered: a cancellation in the gap would leak the child.
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-    write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
+    write_stream, write_reader = anyio.create_memory_object_stream[bytes](0)
     writer_done = anyio.Event()
 
     async def stdout_reader() -> None:
@@ -145,7 +175,7 @@ async def stdio_transport(spawn: Spawn, *, stderr: int) -> AsyncIterator[Streams
                             batch.append(write_reader.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
-                    await _write_all(stdin, b"".join([_encode(m) for m in batch]))
+                    await _write_all(stdin, b"".join(batch))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             # The server stopped reading (it exited, or closed stdin) but may be alive: end the read
             # stream so the session sees the connection end instead of a request hanging forever.
@@ -168,7 +198,7 @@ async def stdio_transport(spawn: Spawn, *, stderr: int) -> AsyncIterator[Streams
         tg.start_soon(stdout_reader)
         tg.start_soon(stdin_writer)
         try:
-            yield read_stream, write_stream
+            yield read_stream, LineSender(write_stream)
         finally:
             with anyio.CancelScope(shield=True):  # every wait inside is bounded
                 await shutdown()
@@ -181,10 +211,6 @@ def _parse_line(line: bytes) -> SessionMessage | Exception:
         return SessionMessage(jsonrpc_message_adapter.validate_json(line, by_name=False))
     except ValueError as exc:  # pydantic's ValidationError, invalid JSON or UTF-8 included
         return exc
-
-
-def _encode(message: SessionMessage) -> bytes:
-    return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
 
 
 async def _write_all(fd: int, data: bytes) -> None:

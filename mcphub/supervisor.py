@@ -643,17 +643,18 @@ def _describe(exc: BaseException, cfg: ServerConfig) -> str:
         return f"{getattr(cfg, 'url', '?')} answered HTTP {leaf.response.status_code}"
     if isinstance(leaf, MCPError):
         if leaf.code == CONNECTION_CLOSED:
-            return "the server closed the connection during start-up (see its stderr above)"
+            return "the server closed the connection during start-up; see its stderr in the hub's log"
         return f"MCP error {leaf.code}: {leaf.message}"
     return exception_line(leaf)
 
 
 def _with_tail(error: str | None, tail: collections.deque[str]) -> str | None:
-    """The error, with the child's last stderr line: usually the real reason a server died."""
-    if not tail:
+    """The error, pointing at the child's stderr when it wrote any: in the hub's log only, never in
+    `last_error`, which /readyz shows to anyone (a line may hold a caller's arguments)."""
+    if not tail or (error and "stderr" in error):
         return error
-    last = tail[-1][:300]
-    return f"{error}; stderr: {last}" if error else f"the server exited; stderr: {last}"
+    where = "see its stderr in the hub's log"
+    return f"{error}; {where}" if error else f"the server exited; {where}"
 
 
 def _redact(text: str) -> str:

@@ -33,6 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage  # the SDK's transport item type (fenced: tests/test_contracts.py)
 from mcp.types import INVALID_REQUEST, ErrorData, JSONRPCError, ToolListChangedNotification
 
+from mcphub import outbound
 from mcphub.config import HttpServer, ServerConfig, StdioServer
 from mcphub.errors import exception_line
 from mcphub.launcher import Launcher, LauncherUnavailable
@@ -169,13 +170,13 @@ async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator
                 headers=headers, timeout=timeout, auth=auth, proxy=cfg.proxy, follow_redirects=True
             )
 
-        yield sse_client(
+        yield _WithRead(sse_client(
             cfg.url,
             headers=dict(cfg.headers),
             timeout=HTTP_CONNECT_TIMEOUT,
             sse_read_timeout=HTTP_READ_TIMEOUT,
             httpx_client_factory=factory,
-        )
+        ), _ReadStream, _HttpWrite)
         return
 
     # Requests whose answer said "no such session": the SDK reports each to its caller as some error
@@ -205,7 +206,7 @@ async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator
         event_hooks={"response": [notice_lost_session]},
     ) as http:
         yield _WithRead(streamable_http_client(cfg.url, http_client=http),
-                        lambda read: _SessionGoneRead(read, stale, on_closed))
+                        lambda read: _SessionGoneRead(read, stale, on_closed), _HttpWrite)
 
 
 # Words that, next to "session", say a server no longer knows the session id it was sent. Measured:
@@ -320,16 +321,47 @@ class _ReadStream:
         return getattr(self._inner, name)
 
 
-class _WithRead:
-    """Wraps a transport context manager, passing the read stream it yields through `wrap`."""
+class _HttpWrite:
+    """An SDK HTTP transport's write stream, with each message test-encoded the way its post writer will
+    encode it, in the sender's task (see outbound.py): one that cannot be encoded fails that send alone,
+    instead of the writer's task and with it the connection."""
 
-    def __init__(self, transport: Transport, wrap: Callable[[_Receiver], _ReadStream]) -> None:
+    def __init__(self, inner: _Sender) -> None:
+        self._inner = inner
+
+    async def send(self, item: SessionMessage, /) -> None:
+        if outbound.encoded(item, outbound.http_body) is not None:
+            await self._inner.send(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._inner.__aexit__(exc_type, exc, tb)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _WithRead:
+    """Wraps a transport context manager, passing the read stream it yields through `wrap` (and the write
+    stream through `wrap_write`, when given)."""
+
+    def __init__(self, transport: Transport, wrap: Callable[[_Receiver], _ReadStream],
+                 wrap_write: Callable[[_Sender], _Sender] | None = None) -> None:
         self._transport = transport
         self._wrap = wrap
+        self._wrap_write = wrap_write
 
     async def __aenter__(self) -> tuple[_ReadStream, _Sender]:
         read, write = await self._transport.__aenter__()
-        return self._wrap(read), write
+        return self._wrap(read), write if self._wrap_write is None else self._wrap_write(write)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import logging
 import time
@@ -27,9 +28,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mcphub import auth as auth_module
-from mcphub.auth import Authenticator
+from mcphub.auth import ANONYMOUS, Authenticator
 from mcphub.config import AuthConfig, RateLimit
 from mcphub.errors import ConfigError, RateLimited, ServerUnavailable, Unauthorized
+from mcphub.invoker import Call
+from mcphub.logs import LineFormatter
 from mcphub.ratelimit import Limit, RateLimiter
 from tests.helpers import free_port, serve_in_thread
 from tests.hub import assert_error, config_of, core, running_hub, sample_server
@@ -485,6 +488,27 @@ async def test_log_arguments_adds_the_arguments_to_the_audit_line(caplog):
     async with running_hub({"hub": {"log_arguments": True}, "servers": {"sample": sample_server()}}) as hub:
         await hub.client.post("/sample/echo", json={"text": "asked for"})
     assert any(r.getMessage().endswith('{"text": "asked for"}') for r in caplog.records if r.name == "mcphub.access")
+
+
+async def test_an_argument_no_encoding_can_write_is_escaped_in_the_audit_line():
+    """A face that hands the invoker parsed arguments (MCP, runner, CLI) may pass a lone surrogate: the
+    audit line escapes it instead of being lost as a "Logging error" when the handler encodes it."""
+    written = io.BytesIO()
+    handler = logging.StreamHandler(io.TextIOWrapper(written, encoding="utf-8", write_through=True))
+    handler.setFormatter(LineFormatter("%(message)s"))
+    access = logging.getLogger("mcphub.access")
+    access.addHandler(handler)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        async with running_hub({"hub": {"log_arguments": True}, "servers": {"sample": sample_server()}}) as hub:
+            outcome = await core(hub).invoke(Call(ANONYMOUS, "sample", "echo", arguments={"text": "a\ud800b"}))
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    assert outcome.status == 422  # refused before sending (validation.sendable)
+    assert 'anonymous:anonymous sample/echo 422' in written.getvalue().decode()
+    assert '{"text": "a\\ud800b"}' in written.getvalue().decode()
 
 
 async def test_no_key_secret_or_token_appears_in_logs_error_bodies_readyz_or_metrics(caplog):

@@ -3,6 +3,8 @@ EOF, coalesced writes, and stopping a server that will not stop."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 import time
@@ -11,8 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp.shared.message import SessionMessage
-from mcp.types import JSONRPCNotification
+from mcp.types import JSONRPCNotification, JSONRPCRequest
 
+from mcphub.outbound import Unsendable
 from mcphub.stdio import FORCE_KILL_TIMEOUT, PROCESS_TERMINATION_TIMEOUT, exec_spawner, stdio_transport
 from tests.helpers import alive, wait_until
 
@@ -71,6 +74,50 @@ async def test_messages_queued_while_the_writer_is_busy_go_out_in_one_write(
     assert received.read_bytes().count(b"\n") == 51
     assert len(set(writes)) == 1, writes  # one pipe: the child's stdin
     assert len(writes) <= 6, f"{len(writes) - 1} write calls for 50 queued messages"
+
+
+def call(request_id: int, arguments: dict[str, object]) -> SessionMessage:
+    params = {"name": "echo", "arguments": arguments}
+    return SessionMessage(JSONRPCRequest(jsonrpc="2.0", id=request_id, method="tools/call", params=params))
+
+
+def nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_message_that_cannot_be_encoded_fails_its_own_send_and_the_connection_carries_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    received = tmp_path / "received"
+    code = f"import sys; open({str(received)!r}, 'wb').write(sys.stdin.buffer.read())"
+    caplog.set_level(logging.WARNING, logger="mcphub.outbound")
+    with open(os.devnull, "w") as devnull:
+        async with stdio_transport(python(code), stderr=devnull.fileno()) as (_read, write):
+            await write.send(notification(1))
+            with pytest.raises(Unsendable) as surrogate:  # the sender's own task: its caller gets the error
+                await write.send(call(2, {"text": "\ud800"}))
+            with pytest.raises(Unsendable) as deep:  # past what the SDK's serialiser nests (~250 levels)
+                await write.send(call(3, {"text": "x", "deep": nested(300)}))
+            bad_note = JSONRPCNotification(jsonrpc="2.0", method="notifications/message", params={"t": "\udfff"})
+            await write.send(SessionMessage(bad_note))  # the hub's own message: dropped and logged, not raised
+            await write.send(notification(4))  # the writer is still there
+            await write.send(call(5, {"text": "fine"}))
+    lines = [json.loads(line) for line in received.read_bytes().splitlines()]
+    assert [line.get("id", line.get("params")) for line in lines] == [{"n": 1}, {"n": 4}, 5], lines
+    assert surrogate.value.status_code == deep.value.status_code == 422
+    refused = "arguments of tool 'echo' cannot be sent to its server: "
+    assert surrogate.value.message == refused + ("a string holds a lone surrogate, which is not Unicode text and "
+                                                 "cannot be sent as UTF-8")
+    assert deep.value.message == refused + "they are nested too deeply to encode"
+    warned = "a 'tools/call' request could not be encoded for its MCP server (PydanticSerializationError); refused"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{warned} to its caller",
+        f"{warned} to its caller",
+        "dropped an outbound JSONRPCNotification that could not be encoded (PydanticSerializationError)",
+    ]
 
 
 async def test_a_server_that_ignores_eof_and_sigterm_is_killed_with_its_process_group(tmp_path: Path):

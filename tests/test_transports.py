@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from mcphub.outbound import Unsendable
 from tests.helpers import PYTHON, ServerProcess, free_port, serve_in_thread
 from tests.hub import assert_error, running_hub, sample_server
 
@@ -402,3 +403,40 @@ async def test_upstream_url_where_nothing_listens_leaves_the_hub_up_and_other_se
         assert response.status_code == 200, response.text
         assert response.json() == {"result": "still here"}
 
+
+
+# ------------------------------------------------------------------------------------ hostile arguments
+
+
+@pytest.mark.parametrize(
+    ("transport", "mode"), [("streamable-http", "auto"), ("streamable-http", "legacy"), ("sse", "auto")]
+)
+async def test_arguments_no_transport_can_encode_fail_that_call_alone_and_the_connection_carries_on(
+    upstreams: Any, transport: str, mode: str
+) -> None:
+    # Straight at the server handle, past the invoker's own check (validation.sendable): the transport's
+    # backstop. The SDK's HTTP writers encode in a task of their own, where the error would end the connection.
+    upstream = upstreams(transport)
+    await upstream.start()
+    async with running_hub({"servers": {"up": remote(upstream, mode=mode)}}) as hub:
+        handle = hub.supervisor.servers["up"]
+        first_pid = (await hub.client.post("/up/pid", json={})).json()
+        honest: list[httpx2.Response] = []
+
+        async def honest_call(n: int) -> None:
+            honest.append(await hub.client.post("/up/add", json={"a": n, "b": 1}))
+
+        with anyio.fail_after(PROMPT):
+            async with anyio.create_task_group() as tg:
+                for n in range(5):  # other callers' calls, in flight around the hostile one
+                    tg.start_soon(honest_call, n)
+                with pytest.raises(Unsendable) as refused:
+                    await handle.call_tool("add", {"a": 1, "b": "\ud800"})
+        assert refused.value.status_code == 422
+        assert refused.value.message == ("arguments of tool 'add' cannot be sent to its server: a string holds a "
+                                         "lone surrogate, which is not Unicode text and cannot be sent as UTF-8")
+        assert sorted(r.json()["total"] for r in honest) == [1, 2, 3, 4, 5], [r.text for r in honest]
+        response = await hub.client.post("/up/pid", json={})
+        assert response.status_code == 200 and response.json() == first_pid, response.text
+        status, body = await readiness(hub)
+        assert status == 200 and body["servers"]["up"]["restarts"] == 0, body

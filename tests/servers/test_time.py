@@ -218,6 +218,21 @@ async def test_bad_arguments_get_the_reference_error_texts() -> None:
     assert "target_timezone" in missing
 
 
+async def test_a_key_naming_a_directory_or_a_file_that_is_no_zone_is_unknown_without_a_path() -> None:
+    with anyio.fail_after(CALL_TIMEOUT):
+        async with time_server() as c:
+            directory = await _error(c, "get_current_time", {"timezone": "Europe"})
+            not_a_zone = await _error(
+                c, "convert_time", {"source_timezone": "UTC", "time": "10:00", "target_timezone": "zone.tab"}
+            )
+            too_long = await _error(c, "get_current_time", {"timezone": "x" * 300})
+            malformed = await _error(c, "get_current_time", {"timezone": "Europe/"})
+    assert directory == "Invalid timezone: 'No time zone found with key Europe'"
+    assert not_a_zone == "Invalid timezone: 'No time zone found with key zone.tab'"
+    assert too_long == f"Invalid timezone: 'No time zone found with key {'x' * 300}'"
+    assert malformed == "Invalid timezone: ZoneInfo keys must be normalized relative paths, got: Europe/"  # as the reference
+
+
 async def test_unknown_tool_is_a_jsonrpc_invalid_params_error() -> None:
     with anyio.fail_after(CALL_TIMEOUT):
         async with time_server() as c:

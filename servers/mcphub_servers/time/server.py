@@ -68,15 +68,24 @@ def _iana_keys() -> frozenset[str]:
 
 
 def _zone_or_error(name: str) -> ZoneInfo:
-    """The zone for an exact, case-sensitive IANA key; anything else is ValueError/KeyError/OSError.
+    """The zone for an exact, case-sensitive IANA key; anything else is ValueError/KeyError.
 
     zoneinfo resolves keys as file paths, so on a case-insensitive filesystem `europe/berlin` would load;
-    checking the database's own key list rejects it everywhere.
+    checking the database's own key list rejects it everywhere. A malformed key keeps zoneinfo's own
+    message (`ZoneInfo keys must be normalized relative paths, got: Europe/`), as the reference server's
+    does; but a key that names a directory or a file that is no zone (`Europe`, `zone.tab`) is simply not
+    found: zoneinfo's message for it would show the host's filesystem paths.
     """
-    zone = ZoneInfo(name)  # raises first, so paths and directories keep zoneinfo's own message
-    if name not in _iana_keys():
-        raise KeyError(f"No time zone found with key {name}")
-    return zone
+    if name in _iana_keys():
+        return ZoneInfo(name)
+    try:
+        ZoneInfo(name)
+    except ValueError as exc:
+        if "TZif" not in str(exc):  # `Invalid TZif file`: a file under the tz path that is not a zone
+            raise
+    except OSError:  # a directory, a name too long, a file it may not read: the message holds a path
+        pass
+    raise KeyError(f"No time zone found with key {name}")
 
 
 def _zone(name: str) -> ZoneInfo:
