@@ -294,16 +294,18 @@ def test_result_commands_log_only_warnings_to_stderr_unless_verbose(tmp_path: Pa
     assert verbose.stdout == quiet.stdout or command[0] != "call", _output(verbose)
 
 
-def test_a_failed_servers_stderr_stays_one_line_in_the_table_when_piped(tmp_path: Path) -> None:
+def test_a_failed_server_is_one_line_in_the_table_when_piped_and_its_stderr_goes_to_stderr_with_v(
+        tmp_path: Path) -> None:
     long_line = "x" * 300
     path = _config(tmp_path, {"servers": {"broken": {
         "transport": "stdio", "command": "python", "restart": {"policy": "never"},
         "args": ["-c", f"import sys; print('first line', file=sys.stderr); print('{long_line}', file=sys.stderr)"],
     }}})
-    result = mcphub("tools", "-c", str(path), env=_env(COLUMNS="80"))
+    result = mcphub("tools", "-c", str(path), "-v", env=_env(COLUMNS="80"))
     assert result.returncode == 1, _output(result)
     (row,) = [line for line in result.stdout.splitlines() if "broken" in line]
-    assert long_line in row, result.stdout
+    assert "see its stderr in the hub's log" in row, result.stdout  # last_error: the hub's words only (#17)
+    assert long_line not in result.stdout and long_line in result.stderr, _output(result)
     assert len([line for line in result.stdout.splitlines() if line.startswith("│")]) == 1, result.stdout
 
 
