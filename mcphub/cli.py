@@ -39,7 +39,7 @@ from mcphub.errors import ConfigError, HubError
 from mcphub.federation import RemoteMount
 from mcphub.invoker import Call
 from mcphub.launcher import Launcher
-from mcphub.logs import configure_logging
+from mcphub.logs import configure_logging, plural
 from mcphub.runner.api import backend_client, make_runner
 from mcphub.runner.messages import ToolCall, ToolResult
 from mcphub.runner.tools import HubTools
@@ -147,10 +147,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     """A command group without its subcommand (`mcphub keys`): its help, as a usage error."""
     parser.print_help(sys.stderr)
     return 2
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _console() -> Console:
@@ -302,10 +298,10 @@ def _check(args: argparse.Namespace) -> int:
         console.print(f"[red]✗[/red] {problem}", highlight=False)
     if problems or (warnings and args.strict):
         hint = "; -v shows each server's stderr" if problems and not args.verbose else ""
-        console.print(f"{path}: {_plural(len(problems), 'problem')}, {_plural(len(warnings), 'warning')}{hint}")
+        console.print(f"{path}: {plural(len(problems), 'problem')}, {plural(len(warnings), 'warning')}{hint}")
         return 1
-    note = f", {_plural(len(warnings), 'warning')}" if warnings else ""
-    console.print(f"[green]✓[/green] {path}: {_plural(len(config.servers), 'server')} ready, "
+    note = f", {plural(len(warnings), 'warning')}" if warnings else ""
+    console.print(f"[green]✓[/green] {path}: {plural(len(config.servers), 'server')} ready, "
                   f"schemas lint clean{note}")
     return 0
 

@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 from mcp.types import Tool
 
 from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout
+from mcphub.logs import plural
 from mcphub.toolserver import CallContext, Json, Relayed, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class RemoteMount:
             self.state, self.last_error = MountState.DEGRADED, "; ".join(problems)
         else:
             if self.state is not MountState.READY:
-                logger.info("remote hub '%s' reachable: %d servers", self.name, len(self.servers))
+                logger.info("remote hub '%s' reachable: %s", self.name, plural(len(self.servers), "server"))
             self.state, self.last_error = MountState.READY, None
 
     async def forward(

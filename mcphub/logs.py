@@ -75,3 +75,8 @@ def configure_logging(level: str = "info") -> None:
     # The SDK logs every non-JSON line a server prints to stdout at ERROR, with a traceback; the hub
     # reports those itself, once per burst and tagged with the server (transports._WatchedRead).
     logging.getLogger("mcp.client.stdio").setLevel(logging.CRITICAL)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 tool`, `2 tools`: counts in messages and log lines."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

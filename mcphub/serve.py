@@ -39,6 +39,7 @@ from mcphub.federation import RemoteMount
 from mcphub.guard import WILDCARD_ADDRESSES, Hosts
 from mcphub.invoker import Catalog, Invoker
 from mcphub.launcher import Launcher
+from mcphub.logs import plural
 from mcphub.mcp_face import McpFace
 from mcphub.supervisor import Connect, Supervisor
 from mcphub.toolserver import ToolServer
@@ -302,9 +303,9 @@ async def _serve(listeners: list[_Listener], lifetime: _Lifetime, options: Serve
             serving.start_soon(_serve_until_done, listener, serving.cancel_scope)
             site = listener.site
             base = f"http://{site.host}:{listener.sock.getsockname()[1]}{site.config.hub.root_path}"
-            logger.info("%s: %d servers (%d mounted hubs) on %s/ (OpenAPI: %s/openapi.json, docs: %s/docs; "
-                        "MCP: %s/mcp, one server: %s/{server}/mcp)", site.name, len(site.local), len(site.mounts),
-                        base, base, base, base, base)
+            logger.info("%s: %s (%s) on %s/ (OpenAPI: %s/openapi.json, docs: %s/docs; MCP: %s/mcp, one server: "
+                        "%s/{server}/mcp)", site.name, plural(len(site.local), "server"),
+                        plural(len(site.mounts), "mounted hub"), base, base, base, base, base)
 
 
 def listener_hosts(site: Site) -> Hosts:

@@ -43,6 +43,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from mcphub import transports
 from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout, exception_line
+from mcphub.logs import plural
 from mcphub.toolserver import CallContext, Json, ProgressFn, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
@@ -291,7 +292,8 @@ class Supervisor:
             started = time.monotonic()
             await self.apply(self._initial)
             ready = sum(1 for h in self.servers.values() if h.state is State.READY)
-            logger.info("%d of %d servers ready in %.2fs", ready, len(self.servers), time.monotonic() - started)
+            logger.info("%d of %s ready in %.2fs", ready, plural(len(self.servers), "server"),
+                        time.monotonic() - started)
             self._stack = stack.pop_all()
         return self
 
@@ -445,7 +447,7 @@ class Supervisor:
                     replica.state = State.READY
                     handle.last_error = None
                     handle._refresh_state()
-                    logger.info("'%s' ready: %d tools (%.2fs)", label, len(handle.tools), up_since - started)
+                    logger.info("'%s' ready: %s (%.2fs)", label, plural(len(handle.tools), "tool"), up_since - started)
                     if first:
                         reported()
                     async with anyio.create_task_group() as watchers:
@@ -489,7 +491,7 @@ class Supervisor:
         before = handle.version
         handle._set_tools(tools)
         if handle.version != before:
-            logger.info("'%s' tools changed: %d tools", label, len(handle.tools))
+            logger.info("'%s' tools changed: %s", label, plural(len(handle.tools), "tool"))
 
 
 class _Flag:
