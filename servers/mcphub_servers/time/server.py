@@ -16,17 +16,15 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo, available_timezones
 
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, ToolAnnotations
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcphub_servers import _cli
+from mcphub_servers import _cli, _protocol
 
 try:  # optional: without it the local zone defaults to UTC
     from tzlocal import get_localzone_name
@@ -148,25 +146,11 @@ def convert(source_name: str, hhmm: str, target_name: str, clock: Clock) -> Time
     )
 
 
-def _reject_unknown_tools(server: MCPServer) -> None:
-    """Answer a call to an unknown tool with JSON-RPC -32602, as the spec and mcp-server-time do
-    (`MCPServer` itself would answer with an `isError` result)."""
-
-    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.method == "tools/call" and ctx.params is not None:
-            name = ctx.params.get("name")
-            if isinstance(name, str) and name not in {tool.name for tool in await server.list_tools()}:
-                raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
-        return await call_next(ctx)
-
-    server.middleware.append(middleware)
-
-
 def create_server(local_tz: str, clock: Clock | None = None) -> MCPServer:
     """The server, with `local_tz` named in the argument descriptions and `clock` as the source of now."""
     now: Clock = clock or (lambda: datetime.now(UTC))
     server = MCPServer(SERVER_NAME, version=SERVER_VERSION, subscriptions=False)
-    _reject_unknown_tools(server)
+    _protocol.reject_unknown_tools(server)
 
     @server.tool(
         name="get_current_time",
