@@ -33,6 +33,8 @@ from mcphub.federation import LISTING_PATH, MountState, RemoteMount
 from mcphub.guard import Guard, Hosts
 from mcphub.hangup import HangUpWatch
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
+from mcphub.jobs import JobRunner
+from mcphub.jobs_http import JobsFace, wanted
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.runner.api import runner_routes
@@ -52,6 +54,7 @@ class _HttpFace:
         self.mounts = list(mounts)
         self._specs: dict[tuple[object, ...], dict[str, Json]] = {}
         self._specs_of: HubConfig | None = None  # the config the cached specs were built under
+        self.jobs = JobsFace(JobRunner(invoker))  # Prefer: respond-async, Accept: text/event-stream, /jobs
 
     # ------------------------------------------------------------------------------------ tool calls
 
@@ -62,8 +65,11 @@ class _HttpFace:
         authorization = request.headers.get("authorization")
         try:
             principal = await self.invoker.authenticate(authorization, server=server, tool=tool)
+            answer = wanted(request)
         except HubError as exc:
             return _error_response(exc)
+        if answer is not None:  # a job, or an event stream (mcphub/jobs_http.py)
+            return await self.jobs.call(request, Call(principal, server, tool, authorization=authorization), answer)
         outcome = None
         with anyio.CancelScope() as scope:
             hang_up = HangUpWatch(request.receive, scope, body_pending=True)
@@ -319,6 +325,9 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/{server}/openapi.json", server_spec, methods=["GET"]),
         Route("/{server}/docs", server_docs, methods=["GET"]),
         Route("/{server}/mcp", mcp, methods=["GET", "POST", "DELETE"]),  # (a tool named `mcp` is MCP-only)
+        Route("/jobs", hub.jobs.list, methods=["GET"]),
+        Route("/jobs/{job}", hub.jobs.get, methods=["GET"]),
+        Route("/jobs/{job}", hub.jobs.delete, methods=["DELETE"]),  # (a server 'jobs' keeps POST)
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
     # /v1/... before the /{server}/... patterns; without runner: (or until a reload adds one) they answer a
@@ -342,6 +351,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
     })
     app.state.invoker = invoker
     app.state.mcp = mcp
+    app.state.jobs = hub.jobs.runner  # runs jobs while `async with app.state.jobs.running()`
     app.router.redirect_slashes = False  # its redirect is built from the Host header; _not_found_handler hints instead
     return app
 
