@@ -133,6 +133,7 @@ class _HttpFace:
             operations, title=title, version=__version__, description=description,
             server_url=url, secured=self.invoker.auth.enabled,
         )
+        schema.add_async_answers(document, root=root)  # Prefer: respond-async, Accept: text/event-stream
         if len(self._specs) > MAX_CACHED_SPECS:
             self._specs.clear()
         self._specs[key] = document
@@ -306,6 +307,20 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
         return _guarded(page)
 
+    async def jobs_spec(request: Request) -> Response:
+        await invoker.auth.prepare(request.headers.get("authorization"))
+
+        def document() -> Response:
+            hub._docs_principal(request)  # public under hub.public_docs, like the other specs
+            return JSONResponse(schema.jobs_spec(version=__version__, server_url=request.scope.get("root_path") or "/",
+                                                 secured=invoker.auth.enabled))
+
+        return _guarded(document)
+
+    async def jobs_docs(request: Request) -> Response:
+        await invoker.auth.prepare(request.headers.get("authorization"))
+        return _guarded(lambda: _docs(hub, request, "/jobs/openapi.json", "mcphub: jobs"))
+
     async def asset(request: Request) -> Response:
         found = pages.asset(request.path_params["file"])
         return found or await _not_found_handler(request, Exception())
@@ -322,6 +337,8 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
         Route("/openapi.json", combined_spec, methods=["GET"]),
         Route("/docs", combined_docs, methods=["GET"]),
+        Route("/jobs/openapi.json", jobs_spec, methods=["GET"]),  # (before a server named 'jobs' would have it)
+        Route("/jobs/docs", jobs_docs, methods=["GET"]),
         Route("/{server}/openapi.json", server_spec, methods=["GET"]),
         Route("/{server}/docs", server_docs, methods=["GET"]),
         Route("/{server}/mcp", mcp, methods=["GET", "POST", "DELETE"]),  # (a tool named `mcp` is MCP-only)

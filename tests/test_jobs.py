@@ -12,9 +12,11 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from openapi_spec_validator import validate
 
 from mcphub.jobs import Job, JobStatus, MemoryJobStore, Progress
 from tests.hub import assert_error, running_hub, sample_server
+from tests.test_schema import in_document
 from tests.test_thirdparty import everything_server
 
 pytestmark = pytest.mark.anyio
@@ -311,3 +313,33 @@ async def test_an_event_stream_client_that_hangs_up_cancels_the_call(tmp_path: P
                 assert response.status_code == 200
                 await until(lambda: (tmp_path / "started-gone").exists())
         await until(lambda: (tmp_path / "cancelled-gone").exists())
+
+
+# ------------------------------------------------------------------------------------------- the specs
+
+
+async def test_the_specs_document_jobs_and_event_streams_without_adding_tools() -> None:
+    async with running_hub(config({"sample": sample()})) as hub:
+        for path, tool_path in (("/openapi.json", "/sample/count"), ("/sample/openapi.json", "/count")):
+            spec = (await hub.client.get(path)).json()
+            validate(spec)
+            operation = spec["paths"][tool_path]["post"]
+            assert "parameters" not in operation  # a converter would hand a Prefer parameter to the model
+            accepted = operation["responses"]["202"]
+            assert "Prefer: respond-async" in accepted["description"]
+            assert set(accepted["headers"]) == {"Location", "Preference-Applied"}
+            assert accepted["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Job"}
+            assert "text/event-stream" in operation["responses"]["200"]["content"]
+            assert all(p.startswith(tool_path.rsplit("/", 1)[0]) for p in spec["paths"])  # no /jobs tools
+
+        jobs = (await hub.client.get("/jobs/openapi.json")).json()
+        validate(jobs)
+        assert set(jobs["paths"]) == {"/jobs", "/jobs/{job}"}
+        assert set(jobs["paths"]["/jobs/{job}"]) == {"parameters", "get", "delete"}
+        assert "409" in jobs["paths"]["/jobs/{job}"]["delete"]["responses"]
+        started = await hub.client.post("/sample/count", json={"steps": 2}, headers=ASYNC)
+        done = await wait_for(hub, started.headers["location"], ended)
+        assert in_document(jobs, {"$ref": "#/components/schemas/Job"}).is_valid(done), done
+        assert in_document(jobs, {"$ref": "#/components/schemas/Job"}).is_valid(started.json())
+        page = await hub.client.get("/jobs/docs")
+        assert page.status_code == 200 and "/jobs/openapi.json" in page.text
