@@ -3,6 +3,7 @@ cancellation, ownership, expiry, a server dying under a job, and bad input. Ever
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -12,10 +13,14 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+import yaml
 from openapi_spec_validator import validate
+from rich.console import Console
 
+from mcphub.cli_progress import progress_shown
 from mcphub.jobs import Job, JobStatus, MemoryJobStore, Progress
 from tests.hub import assert_error, running_hub, sample_server
+from tests.test_cli import mcphub
 from tests.test_schema import in_document
 from tests.test_thirdparty import everything_server
 
@@ -343,3 +348,28 @@ async def test_the_specs_document_jobs_and_event_streams_without_adding_tools() 
         assert in_document(jobs, {"$ref": "#/components/schemas/Job"}).is_valid(started.json())
         page = await hub.client.get("/jobs/docs")
         assert page.status_code == 200 and "/jobs/openapi.json" in page.text
+
+
+# ------------------------------------------------------------------------------------- `mcphub call`
+
+
+def test_mcphub_call_shows_the_progress_a_tool_reports_on_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump({"servers": {"sample": sample_server()}}), encoding="utf-8")
+    result = mcphub("call", "-c", str(path), "sample", "count", "--args", '{"steps": 3}')
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"result": "counted 3"}
+    lines = [line for line in result.stderr.splitlines() if line.startswith("progress:")]
+    assert lines == ["progress: 1/3 step 1", "progress: 2/3 step 2", "progress: 3/3 step 3"], result.stderr
+
+
+async def test_the_progress_bar_on_a_terminal_shows_the_step_and_its_message() -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    with progress_shown("sample/count", console) as progress:
+        await progress(1, 4, "fetching")
+        await progress(0.5, 4, "late and lower: dropped")
+        await progress.settled()
+        assert progress.latest == Progress(1, 4, "fetching")
+    assert "sample/count fetching" in screen.getvalue() and "1/4" in screen.getvalue()
+    assert "dropped" not in screen.getvalue()
