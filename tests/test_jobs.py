@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +121,19 @@ async def test_a_long_call_as_an_event_stream_sends_its_progress_then_its_result
         assert arrived[-1] - arrived[0] > 1.0, "the events came as they happened, not all at the end"
 
 
+async def test_a_long_job_deleted_at_one_and_a_half_seconds_is_cancelled_within_a_second() -> None:
+    async with running_hub(config({"every": everything_server(timeout=1)})) as hub:
+        started = await hub.client.post(f"/every/{LONG}", json=LONG_ARGS, headers=ASYNC)
+        location = started.headers["location"]
+        await anyio.sleep(1.5)  # the point itself: past the server's 1 s timeout, mid-operation
+        asked = time.monotonic()
+        deleted = await hub.client.delete(location, headers=ALICE)
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["status"] == "cancelled" and time.monotonic() - asked < 1.0, deleted.json()
+        assert deleted.json()["progress"]["progress"] == 1, deleted.json()  # one step of three was reported
+        assert (await hub.client.get(location, headers=ALICE)).json()["status"] == "cancelled"
+
+
 # -------------------------------------------------------------------------------- the sample server (in-process)
 
 
@@ -185,6 +200,19 @@ async def test_a_server_that_dies_under_a_job_fails_it_promptly_with_a_503() -> 
         assert time.monotonic() - began < 10
         assert done["status"] == "failed" and done["status_code"] == 503, done
         assert done["error"]["type"] == "server_unavailable" and done["error"]["server"] == "sample", done
+
+
+async def test_a_server_process_killed_under_a_job_fails_it_promptly_with_a_503() -> None:
+    async with running_hub(config({"sample": sample_server(timeout=1)}), in_process=False) as hub:
+        pid = (await hub.client.post("/sample/pid", json={}, headers=ALICE)).json()["result"]
+        started = await hub.client.post("/sample/sleep", json={"seconds": 60}, headers=ASYNC)
+        location = started.headers["location"]
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        done = await wait_for(hub, location, ended, within=10)
+        assert time.monotonic() - killed_at < 5
+        assert done["status"] == "failed" and done["status_code"] == 503, done
+        assert done["error"]["type"] == "server_unavailable", done
 
 
 async def test_hundreds_of_concurrent_jobs_each_end_with_their_own_result() -> None:
