@@ -172,16 +172,17 @@ class _EventStream(Response):
                 (b"x-accel-buffering", b"no")]})  # nginx: pass each event on as it comes
             async with events:
                 while True:
-                    with anyio.move_on_after(KEEPALIVE) as idle:
+                    progress: Progress | None = None
+                    with anyio.move_on_after(KEEPALIVE):
                         try:
                             progress = await events.receive()
                         except anyio.EndOfStream:
                             break
-                        await _event(send, "progress", {"progress": progress.progress, "total": progress.total,
-                                                        "message": progress.message})
-                    if idle.cancelled_caught:
-                        await send({"type": "http.response.body", "body": b": still running\n\n",
-                                    "more_body": True})
+                    if progress is None:  # nothing for a while: a comment line keeps proxies from cutting it
+                        await send({"type": "http.response.body", "body": b": still running\n\n", "more_body": True})
+                        continue
+                    await _event(send, "progress", {"progress": progress.progress, "total": progress.total,
+                                                    "message": progress.message})
             outcome = answered[0] if answered else None
             if outcome is None:  # (run ended without an answer: cancelled; nothing more to say)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -19,6 +19,7 @@ import yaml
 from openapi_spec_validator import validate
 from rich.console import Console
 
+from mcphub import jobs_http
 from mcphub.cli_progress import progress_shown
 from mcphub.jobs import Job, JobStatus, MemoryJobStore, Progress
 from tests.hub import assert_error, running_hub, sample_server
@@ -336,6 +337,19 @@ async def test_the_memory_store_keeps_jobs_as_plain_data_and_forgets_them_after_
     now[0] = 1010.0
     assert await store.get(job.id) is None
     assert await store.owned_by("key:alice") == []
+
+
+async def test_an_event_stream_keeps_an_idle_connection_alive_and_ends_with_the_error_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs_http, "KEEPALIVE", 0.1)
+    async with running_hub(config({"sample": sample(job_timeout=1)}), listen=True) as hub:
+        response = await hub.client.post("/sample/sleep", json={"seconds": 30}, headers=STREAM)
+        assert response.status_code == 200
+        assert ": still running" in response.text
+        events = events_of(response.text)
+        assert [name for name, _ in events] == ["error"], response.text
+        assert events[0][1]["status_code"] == 504 and events[0][1]["error"]["type"] == "timeout", events
+        assert "within 1s" in events[0][1]["error"]["message"]
 
 
 async def test_an_event_stream_client_that_hangs_up_cancels_the_call(tmp_path: Path) -> None:
