@@ -22,7 +22,7 @@ from rich.console import Console
 from mcphub import jobs_http
 from mcphub.cli_progress import progress_shown
 from mcphub.jobs import Job, JobStatus, MemoryJobStore, Progress
-from tests.hub import assert_error, running_hub, sample_server
+from tests.hub import assert_error, core, running_hub, sample_server
 from tests.test_cli import mcphub
 from tests.test_schema import in_document
 from tests.test_thirdparty import everything_server
@@ -276,6 +276,18 @@ async def test_shutdown_fails_the_jobs_still_running() -> None:
     job = await runner.store.get(job_id)
     assert job is not None and job.status is JobStatus.FAILED and job.status_code == 503, job
     assert "shutting down" in job.error["message"], job
+
+
+async def test_a_hub_told_to_stop_fails_its_running_jobs_at_once() -> None:
+    async with running_hub(config({"sample": sample()})) as hub:
+        started = await hub.client.post("/sample/sleep", json={"seconds": 30}, headers=ASYNC)
+        core(hub).shut_down()  # what serve does on SIGTERM, before uvicorn's grace period
+        done = await wait_for(hub, started.headers["location"], ended, within=5)
+        assert done["status"] == "failed" and done["status_code"] == 503, done
+        assert "shutting down" in done["error"]["message"], done
+        refused = await hub.client.post("/sample/sleep", json={"seconds": 30}, headers=ASYNC)
+        assert_error(refused, 503, "server_unavailable")
+        assert (await hub.client.get("/jobs", headers=ALICE)).json()["jobs"] == [done]
 
 
 # --------------------------------------------------------------------------------------------- bad input
