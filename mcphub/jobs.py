@@ -47,6 +47,7 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex: unguessable, and safe in 
 PROGRESS_SETTLE = 1.0  # seconds a finished call waits for its last progress notifications (each is a task)
 SHUTDOWN_WRITE = 2.0  # seconds to record "hub shutting down" on the jobs still running
 RUNNING_RETRY_AFTER = 5  # seconds a caller over jobs.max_running_per_key is told to wait
+MAX_FINISHED = 10_000  # finished jobs one process keeps (memory); past it, those closest to expiry go first
 SHUTTING_DOWN = "the hub is shutting down; the job was stopped (start it again once the hub is back)"
 
 
@@ -148,8 +149,9 @@ class JobStore(Protocol):
 class MemoryJobStore:
     """The jobs of one hub process, in memory. Expired jobs are dropped as any method runs."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, max_finished: int = MAX_FINISHED) -> None:
         self._clock = clock
+        self._max_finished = max_finished
         self._jobs: dict[str, Job] = {}
         self._expiring: list[tuple[float, str]] = []  # (expires, id), a heap
 
@@ -167,6 +169,9 @@ class MemoryJobStore:
         self._jobs[job.id] = job
         if job.expires is not None:
             heapq.heappush(self._expiring, (job.expires, job.id))
+            while len(self._expiring) > self._max_finished:
+                _, dropped = heapq.heappop(self._expiring)
+                self._jobs.pop(dropped, None)
 
     async def delete(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)

@@ -364,6 +364,15 @@ async def test_an_event_stream_keeps_an_idle_connection_alive_and_ends_with_the_
         assert "within 1s" in events[0][1]["error"]["message"]
 
 
+async def test_the_memory_store_keeps_at_most_its_limit_of_finished_jobs() -> None:
+    store = MemoryJobStore(clock=lambda: 0.0, max_finished=2)
+    for n, expires in enumerate((30.0, 10.0, 20.0)):
+        job = Job(f"{n:032x}", "key:alice", "s", "t", JobStatus.RUNNING, 0.0, 0.0)
+        assert await store.create(job, max_running=5)
+        await store.update(Job(job.id, job.owner, "s", "t", JobStatus.SUCCEEDED, 0.0, 1.0, expires=expires))
+    assert [job.expires for job in await store.owned_by("key:alice")] == [30.0, 20.0]
+
+
 async def test_an_event_stream_client_that_hangs_up_cancels_the_call(tmp_path: Path) -> None:
     async with running_hub(config({"sample": sample(tmp_path)}), listen=True) as hub:
         async with httpx2.AsyncClient(base_url=hub.url, timeout=10) as client:
