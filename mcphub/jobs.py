@@ -38,7 +38,7 @@ from anyio.abc import TaskGroup
 
 from mcphub.auth import Principal
 from mcphub.errors import BadRequest, HubError, NotFound, RateLimited, ServerUnavailable
-from mcphub.invoker import Call, Invoker, Outcome
+from mcphub.invoker import SHUTDOWN_RETRY_AFTER, Call, Invoker, Outcome
 from mcphub.toolserver import Json
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class JobRunner:
         group = self._group
         principal = call.principal
         if group is None:
-            return Outcome.failed(ServerUnavailable("the hub is shutting down; retry shortly", retry_after=5,
+            return Outcome.failed(ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
                                                     server=call.server, tool=call.tool))
         now = self._clock()
         job = Job(uuid.uuid4().hex, principal.audit_name, call.server, call.tool, JobStatus.RUNNING, now, now)
@@ -291,7 +291,7 @@ class JobRunner:
         if not reached:
             await self.store.delete(job.id)
             return answered[0] if answered else Outcome.failed(
-                ServerUnavailable(SHUTTING_DOWN, retry_after=5, server=call.server, tool=call.tool))
+                ServerUnavailable(SHUTTING_DOWN, retry_after=SHUTDOWN_RETRY_AFTER, server=call.server, tool=call.tool))
         logger.debug("job %s: %s/%s for %s", job.id, job.server, job.tool, job.owner)
         return await self.store.get(job.id) or job
 
@@ -330,7 +330,7 @@ class JobRunner:
         if outcome is None and cancelled:
             status, code, result, error = JobStatus.CANCELLED, None, None, None
         elif outcome is None:  # the hub stopped under it
-            error_ = ServerUnavailable(SHUTTING_DOWN, retry_after=5, server=job.server, tool=job.tool)
+            error_ = ServerUnavailable(SHUTTING_DOWN, retry_after=SHUTDOWN_RETRY_AFTER, server=job.server, tool=job.tool)
             status, code, result, error = JobStatus.FAILED, error_.status_code, None, error_.body()["error"]
         elif 200 <= outcome.status < 300:
             status, code, result, error = JobStatus.SUCCEEDED, outcome.status, outcome.body, None
