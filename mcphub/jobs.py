@@ -264,8 +264,9 @@ class JobRunner:
         group = self._group
         principal = call.principal
         if group is None:
-            return Outcome.failed(ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER,
-                                                    server=call.server, tool=call.tool))
+            return Outcome.failed(ServerUnavailable("the hub is shutting down; retry shortly",
+                                                    retry_after=SHUTDOWN_RETRY_AFTER, server=call.server,
+                                                    tool=call.tool))
         now = self._clock()
         job = Job(uuid.uuid4().hex, principal.audit_name, call.server, call.tool, JobStatus.RUNNING, now, now)
         limit = self.invoker.config.jobs.max_running_per_key
@@ -330,7 +331,8 @@ class JobRunner:
         if outcome is None and cancelled:
             status, code, result, error = JobStatus.CANCELLED, None, None, None
         elif outcome is None:  # the hub stopped under it
-            error_ = ServerUnavailable(SHUTTING_DOWN, retry_after=SHUTDOWN_RETRY_AFTER, server=job.server, tool=job.tool)
+            error_ = ServerUnavailable(SHUTTING_DOWN, retry_after=SHUTDOWN_RETRY_AFTER, server=job.server,
+                                       tool=job.tool)
             status, code, result, error = JobStatus.FAILED, error_.status_code, None, error_.body()["error"]
         elif 200 <= outcome.status < 300:
             status, code, result, error = JobStatus.SUCCEEDED, outcome.status, outcome.body, None
