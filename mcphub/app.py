@@ -33,6 +33,8 @@ from mcphub.federation import LISTING_PATH, MountState, RemoteMount
 from mcphub.guard import Guard, Hosts
 from mcphub.hangup import HangUpWatch
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
+from mcphub.jobs import JobRunner
+from mcphub.jobs_http import JobsFace, wanted
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.runner.api import runner_routes
@@ -52,6 +54,7 @@ class _HttpFace:
         self.mounts = list(mounts)
         self._specs: dict[tuple[object, ...], dict[str, Json]] = {}
         self._specs_of: HubConfig | None = None  # the config the cached specs were built under
+        self.jobs = JobsFace(JobRunner(invoker))  # Prefer: respond-async, Accept: text/event-stream, /jobs
 
     # ------------------------------------------------------------------------------------ tool calls
 
@@ -62,8 +65,11 @@ class _HttpFace:
         authorization = request.headers.get("authorization")
         try:
             principal = await self.invoker.authenticate(authorization, server=server, tool=tool)
+            answer = wanted(request)
         except HubError as exc:
             return _error_response(exc)
+        if answer is not None:  # a job, or an event stream (mcphub/jobs_http.py)
+            return await self.jobs.call(request, Call(principal, server, tool, authorization=authorization), answer)
         outcome = None
         with anyio.CancelScope() as scope:
             hang_up = HangUpWatch(request.receive, scope, body_pending=True)
@@ -127,6 +133,7 @@ class _HttpFace:
             operations, title=title, version=__version__, description=description,
             server_url=url, secured=self.invoker.auth.enabled,
         )
+        schema.add_async_answers(document, root=root)  # Prefer: respond-async, Accept: text/event-stream
         if len(self._specs) > MAX_CACHED_SPECS:
             self._specs.clear()
         self._specs[key] = document
@@ -300,6 +307,20 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
         return _guarded(page)
 
+    async def jobs_spec(request: Request) -> Response:
+        await invoker.auth.prepare(request.headers.get("authorization"))
+
+        def document() -> Response:
+            hub._docs_principal(request)  # public under hub.public_docs, like the other specs
+            return JSONResponse(schema.jobs_spec(version=__version__, server_url=request.scope.get("root_path") or "/",
+                                                 secured=invoker.auth.enabled))
+
+        return _guarded(document)
+
+    async def jobs_docs(request: Request) -> Response:
+        await invoker.auth.prepare(request.headers.get("authorization"))
+        return _guarded(lambda: _docs(hub, request, "/jobs/openapi.json", "mcphub: jobs"))
+
     async def asset(request: Request) -> Response:
         found = pages.asset(request.path_params["file"])
         return found or await _not_found_handler(request, Exception())
@@ -316,9 +337,14 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
         Route("/openapi.json", combined_spec, methods=["GET"]),
         Route("/docs", combined_docs, methods=["GET"]),
+        Route("/jobs/openapi.json", jobs_spec, methods=["GET"]),  # (before a server named 'jobs' would have it)
+        Route("/jobs/docs", jobs_docs, methods=["GET"]),
         Route("/{server}/openapi.json", server_spec, methods=["GET"]),
         Route("/{server}/docs", server_docs, methods=["GET"]),
         Route("/{server}/mcp", mcp, methods=["GET", "POST", "DELETE"]),  # (a tool named `mcp` is MCP-only)
+        Route("/jobs", hub.jobs.list, methods=["GET"]),
+        Route("/jobs/{job}", hub.jobs.get, methods=["GET"]),
+        Route("/jobs/{job}", hub.jobs.delete, methods=["DELETE"]),  # (a server 'jobs' keeps POST)
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
     # /v1/... before the /{server}/... patterns; without runner: (or until a reload adds one) they answer a
@@ -342,6 +368,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
     })
     app.state.invoker = invoker
     app.state.mcp = mcp
+    app.state.jobs = hub.jobs.runner  # runs jobs while `async with app.state.jobs.running()`
     app.router.redirect_slashes = False  # its redirect is built from the Host header; _not_found_handler hints instead
     return app
 

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from mcphub import __version__, schema
 from mcphub.auth import Principal
+from mcphub.cli_progress import progress_shown
 from mcphub.config import (
     DEFAULT_CONFIG_NAME,
     HubConfig,
@@ -413,8 +414,10 @@ def _call(args: argparse.Namespace) -> int:
                 output["error"] = (f"{path}: no server named {args.server!r}, here or on a mounted hub "
                                    f"(servers: {', '.join(mounted) or 'none reachable'})")
                 return
-            outcome = await invoker.invoke(Call(CLI_PRINCIPAL, args.server, args.tool, arguments,
-                                                authorization=_cli_authorization()))
+            with progress_shown(f"{args.server}/{args.tool}") as progress:  # on stderr (mcphub/cli_progress.py)
+                outcome = await invoker.invoke(Call(CLI_PRINCIPAL, args.server, args.tool, arguments,
+                                                    authorization=_cli_authorization(), progress=progress))
+                await progress.settled()
             output["status"], output["body"] = outcome.status, outcome.body
 
     anyio.run(run)

@@ -198,6 +198,8 @@ class RestartPolicy(_Model):
 class _ServerBase(_Model):
     timeout: float = Field(60.0, gt=0)  # seconds per call → 504
     tool_timeouts: dict[str, float] = Field(default_factory=dict)
+    job_timeout: float = Field(3600.0, gt=0)  # seconds per call run as a job or an event stream (mcphub/jobs.py)
+    tool_job_timeouts: dict[str, float] = Field(default_factory=dict)
     tools: ToolFilter = Field(default_factory=ToolFilter)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     replicas: int = Field(1, ge=1, le=32)
@@ -213,6 +215,9 @@ class _ServerBase(_Model):
 
     def timeout_for(self, tool: str) -> float:
         return self.tool_timeouts.get(tool, self.timeout)
+
+    def job_timeout_for(self, tool: str) -> float:
+        return self.tool_job_timeouts.get(tool, self.job_timeout)
 
     @field_validator("proxy")
     @classmethod
@@ -303,8 +308,16 @@ class RunnerConfig(_Model):
     num_ctx: int | None = Field(None, ge=256)  # ollama: context window sent as options.num_ctx
 
 
+class JobsConfig(_Model):
+    """Calls run as jobs (`Prefer: respond-async`; mcphub/jobs.py)."""
+
+    ttl: float = Field(3600.0, gt=0)  # seconds a finished job stays readable; then 404
+    max_running_per_key: int = Field(32, ge=1)  # running jobs per caller (key, token subject); more → 429
+
+
 class HubConfig(_Model):
     hub: HubSettings = Field(default_factory=HubSettings)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     instances: dict[str, InstanceConfig] = Field(default_factory=dict)

@@ -62,6 +62,8 @@ class Call:
     read_body: Callable[[], Awaitable[bytes]] | None = None  # the body, read once the call may go ahead
     face: str = "http"  # which face took the call: a metrics label
     progress: ProgressFn | None = None  # where the server's progress notifications go (the MCP face)
+    timeout: float | None = None  # seconds, instead of the server's `timeout` (jobs: its `job_timeout`)
+    on_call: Callable[[], None] | None = None  # told once the call goes to the server (jobs answer 202 then)
 
 
 @dataclass(slots=True)
@@ -202,7 +204,9 @@ class Invoker:
             else:  # but what this hub cannot send is refused here, for every server
                 arguments = sendable(arguments, server=call.server, tool=call.tool)
             context = CallContext(caller=call.principal.audit_name, authorization=call.authorization,
-                                  progress=call.progress)
+                                  progress=call.progress, timeout=call.timeout)
+            if call.on_call is not None:
+                call.on_call()
             try:
                 answer = await server.call(call.tool, arguments, context)
             except MCPError as exc:

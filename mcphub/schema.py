@@ -467,3 +467,113 @@ def _format(ptr: Pointer) -> str:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LENGTH]
+
+
+# ------------------------------------------------------------------------------- jobs and streams (#13)
+# Documented as responses only: a converter (Open WebUI, LangChain) turns every parameter, headers
+# included, into an argument the model fills in, and every operation into a tool; so `Prefer` is named
+# in the 202's description, not declared as a parameter, and the /jobs paths have a document of their own.
+
+JOB_COMPONENT = "Job"
+JOB_ACCEPTED = (
+    "Sent with the header `Prefer: respond-async`: the call runs as a job (under the server's job_timeout). "
+    "Location is the job's URL: GET it for its status, progress and result; DELETE it to cancel. "
+    "See {root}/jobs/docs."
+)
+EVENT_STREAM_DESCRIPTION = (
+    "Sent with the header `Accept: text/event-stream`: server-sent events, `progress` "
+    '({"progress", "total", "message"}) as the server reports it, then one `result` (the body above) or '
+    '`error` ({"status_code", "error"}). Hanging up cancels the call.'
+)
+
+
+def job_schema() -> dict[str, Any]:
+    """A job as GET /jobs/{id} answers it."""
+    progress = _object(["progress"], progress={"type": "number"}, total={"type": ["number", "null"]},
+                       message={"type": ["string", "null"]})
+    progress["type"] = ["object", "null"]
+    return _object(
+        ["id", "server", "tool", "status", "progress", "created", "updated"],
+        id={"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        server=_STRING,
+        tool=_STRING,
+        status={"type": "string", "enum": ["running", "succeeded", "failed", "cancelled"]},
+        progress=progress,
+        created={"type": "string", "format": "date-time"},
+        updated={"type": "string", "format": "date-time"},
+        status_code={"type": "integer", "description": "Once ended: the status the synchronous call would have had."},
+        result={"description": "Once succeeded: the body the synchronous call would have answered."},
+        error={**ERROR_SCHEMA["properties"]["error"],  # type: ignore[index]
+               "description": "Once failed: the error the synchronous call would have answered."},
+    )
+
+
+def add_async_answers(document: dict[str, Any], *, root: str = "") -> dict[str, Any]:
+    """Document, on every tool operation of `document`, the job (202) and event-stream answers."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas[JOB_COMPONENT] = job_schema()
+    for methods in document.get("paths", {}).values():
+        operation = methods.get("post")
+        if operation is None:
+            continue
+        ok = operation["responses"]["200"]
+        ok.setdefault("content", {})["text/event-stream"] = {
+            "schema": {"type": "string", "description": EVENT_STREAM_DESCRIPTION}}
+        ok["description"] += " " + EVENT_STREAM_DESCRIPTION
+        operation["responses"]["202"] = {
+            "description": JOB_ACCEPTED.format(root=root),
+            "headers": {
+                "Location": {"description": "The job's URL.", "schema": _STRING},
+                "Preference-Applied": {"description": "respond-async", "schema": _STRING},
+            },
+            "content": {"application/json": {"schema": {"$ref": _COMPONENTS + JOB_COMPONENT}}},
+        }
+    return document
+
+
+def jobs_spec(*, version: str, server_url: str, secured: bool) -> dict[str, Any]:
+    """The OpenAPI document of /jobs: a caller's jobs, one job, cancelling one."""
+    job_ref = {"$ref": _COMPONENTS + JOB_COMPONENT}
+    error_ref = {"content": {"application/json": {"schema": {"$ref": _COMPONENTS + ERROR_COMPONENT}}}}
+    job_id = {"name": "job", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}, "description": "The job's id."}
+
+    def answers(ok: str, **errors: str) -> dict[str, Any]:
+        found: dict[str, Any] = {"200": {"description": ok, "content": {"application/json": {"schema": job_ref}}}}
+        found["401"] = {"description": "No credential, or a bad one.", **error_ref}
+        for status, text in errors.items():
+            found[status.lstrip("_")] = {"description": text, **error_ref}
+        return found
+
+    listed = _object(["jobs"], jobs={"type": "array", "items": job_ref})
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "mcphub: jobs", "version": version, "description": (
+            "Tool calls run as jobs: POST /{server}/{tool} with `Prefer: respond-async` answers 202 with the "
+            "job and its Location. A job is seen only by the credential that started it, and is kept "
+            "jobs.ttl seconds after it ends.")},
+        "servers": [{"url": server_url}],
+        "paths": {
+            "/jobs": {"get": {
+                "operationId": "jobs_list", "summary": "The caller's jobs",
+                "responses": {"200": {"description": "Running jobs and those ended within jobs.ttl, oldest first.",
+                                      "content": {"application/json": {"schema": listed}}},
+                              "401": {"description": "No credential, or a bad one.", **error_ref}}}},
+            "/jobs/{job}": {
+                "parameters": [job_id],
+                "get": {"operationId": "jobs_get", "summary": "One job: status, progress, result or error",
+                        "responses": answers("The job.", _400="Not a job id.",
+                                             _404="No such job for this credential (or it expired).")},
+                "delete": {"operationId": "jobs_cancel",
+                           "summary": "Cancel a running job (the server is sent notifications/cancelled)",
+                           "responses": answers("The job, cancelled.", _400="Not a job id.",
+                                                _404="No such job for this credential (or it expired).",
+                                                _409="The job has already ended.")},
+            },
+        },
+        "components": {"schemas": {JOB_COMPONENT: job_schema(), ERROR_COMPONENT: copy.deepcopy(ERROR_SCHEMA)}},
+    }
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc

@@ -38,6 +38,7 @@ from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
 from mcphub.guard import WILDCARD_ADDRESSES, Hosts
 from mcphub.invoker import Catalog, Invoker
+from mcphub.jobs import JobRunner
 from mcphub.launcher import Launcher
 from mcphub.logs import plural
 from mcphub.mcp_face import McpFace
@@ -242,6 +243,7 @@ class _Listener:
     server: _Server
     sock: socket.socket
     mcp: McpFace
+    jobs: JobRunner
 
 
 class _Lifetime:
@@ -288,6 +290,7 @@ async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | N
                     async with contextlib.AsyncExitStack() as faces:
                         for listener in listeners:
                             await faces.enter_async_context(listener.mcp.running())
+                            await faces.enter_async_context(listener.jobs.running())
                         await _serve(listeners, lifetime, options, config, hub.supervisor)
             signals.cancel_scope.cancel()
     logger.info("stopped")
@@ -318,7 +321,7 @@ def listener_hosts(site: Site) -> Hosts:
 def _listener(site: Site, invoker: Invoker, sock: socket.socket) -> _Listener:
     app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts, hosts=listener_hosts(site))
     server = _Server(uvicorn_config(app, invoker, host=site.host, port=site.port, root_path=site.config.hub.root_path))
-    return _Listener(site, invoker, server, sock, app.state.mcp)
+    return _Listener(site, invoker, server, sock, app.state.mcp, app.state.jobs)
 
 
 def uvicorn_config(app: ASGIApp, invoker: Invoker, *, host: str, port: int, root_path: str = "") -> uvicorn.Config:

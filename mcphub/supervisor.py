@@ -118,7 +118,8 @@ class ServerHandle:
         return ()
 
     async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> CallToolResult:
-        return await self.call_tool(tool, arguments, caller=context.caller, progress=context.progress)
+        return await self.call_tool(tool, arguments, caller=context.caller, progress=context.progress,
+                                    timeout=context.timeout)
 
     def unavailable(self, tool: str | None, reason: str | None = None) -> ServerUnavailable:
         return unavailable(self, tool, reason, retry_after=self.retry_after())

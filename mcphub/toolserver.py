@@ -67,11 +67,13 @@ class CallContext:
     `caller` is the principal's audit name (`key:NAME`, `jwt:SUBJECT`): a local server sees it only
     where its config says `forward_identity`. `authorization` is the caller's own header: sent only to a
     mounted sibling hub that shares this hub's auth, never to an MCP server. `progress`: where the
-    server's `notifications/progress` for this call go (None: the caller asked for none)."""
+    server's `notifications/progress` for this call go (None: the caller asked for none). `timeout`:
+    seconds this call may take, instead of the server's own `timeout` (a job's `job_timeout`)."""
 
     caller: str
     authorization: str | None = None
     progress: ProgressFn | None = None
+    timeout: float | None = None
 
 
 Answer: TypeAlias = CallToolResult | Relayed

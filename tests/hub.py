@@ -218,7 +218,7 @@ async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[
     connector: Callable[..., Any] = connect if in_process else transports.connect
     async with Supervisor(config, connect=connector) as supervisor:  # bounded by each server's connect_timeout
         app = make_app(supervisor, config, api_keys, backend)
-        async with app.state.mcp.running():
+        async with app.state.mcp.running(), app.state.jobs.running():
             async with _serving(app, config, listen, headers) as hub:
                 yield RunningHub(hub.url, hub.client, supervisor, app, hub.transport)
 
@@ -258,6 +258,7 @@ async def running_instances(raw: dict[str, Any] | str | HubConfig, *, instance: 
         for site, invoker in zip(sites, hub.invokers, strict=True):
             app = create_app(invoker, hub_id=site.hub_id, mounts=site.mounts)
             await stack.enter_async_context(app.state.mcp.running())
+            await stack.enter_async_context(app.state.jobs.running())
             url = await stack.enter_async_context(_listening(app, site.config, port=site.port))
             client = await stack.enter_async_context(httpx2.AsyncClient(base_url=url, timeout=30))
             hubs[site.name] = RunningHub(url, client, hub.supervisor, app)

@@ -1,0 +1,381 @@
+"""Calls that outlast a timeout: jobs, their store and their runner.
+
+A job is one tool call run in the hub's own lifetime rather than a request's: the HTTP face starts one
+for `POST /{server}/{tool}` with `Prefer: respond-async` (202 + Location), and the caller polls
+`GET /jobs/{id}`, lists `GET /jobs`, or cancels with `DELETE /jobs/{id}`. The call itself is the
+invoker's like any other (scope, limits, validation, metrics, audit), with the server's `job_timeout`
+instead of its `timeout`, and its progress notifications kept on the job.
+
+    JobStore    where jobs are kept: a Protocol; `MemoryJobStore` here, a shared store can replace it.
+                A `Job` is plain data (`to_json` / `from_json`), so a store can keep it anywhere.
+    JobRunner   starts, reads, lists and cancels jobs for one invoker; runs them in a task group
+                entered with `async with runner.running()` (the hub's lifetime, like the MCP face)
+
+A job belongs to the principal that started it (its audit name): anyone else gets the 404 an unknown id
+gets. A call refused before it reaches the server (404, 403, 422, 429) is answered at once, as the
+synchronous call would be, and leaves no job. No job stays running forever: `job_timeout` bounds the
+call, a server that dies under it answers 503 (the job fails with that error), and shutdown fails every
+running job ("hub shutting down").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import heapq
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from mcphub.auth import Principal
+from mcphub.errors import BadRequest, HubError, NotFound, RateLimited, ServerUnavailable
+from mcphub.invoker import SHUTDOWN_RETRY_AFTER, Call, Invoker, Outcome
+from mcphub.toolserver import Json
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex: unguessable, and safe in a URL and a log line
+PROGRESS_SETTLE = 1.0  # seconds a finished call waits for its last progress notifications (each is a task)
+SHUTDOWN_WRITE = 2.0  # seconds to record "hub shutting down" on the jobs still running
+RUNNING_RETRY_AFTER = 5  # seconds a caller over jobs.max_running_per_key is told to wait
+MAX_FINISHED = 10_000  # finished jobs one process keeps (memory); past it, those closest to expiry go first
+SHUTTING_DOWN = "the hub is shutting down; the job was stopped (start it again once the hub is back)"
+
+
+class JobStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobConflict(HubError):
+    """409: the job cannot do what was asked (cancel a job that has ended)."""
+
+    status_code = 409
+    type = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    progress: float
+    total: float | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job's state: plain, serialisable data. `status_code` (once finished): the status the synchronous
+    call would have answered; `result` its body (2xx), `error` its error detail (the one error shape's
+    `error` object). `expires`: when a finished job is forgotten (epoch seconds)."""
+
+    id: str
+    owner: str  # the principal's audit name (`key:NAME`, `jwt:SUBJECT`)
+    server: str
+    tool: str
+    status: JobStatus
+    created: float  # epoch seconds
+    updated: float
+    progress: Progress | None = None
+    status_code: int | None = None
+    result: Json = None
+    error: Json = None
+    expires: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not JobStatus.RUNNING
+
+    def to_json(self) -> dict[str, Json]:
+        """Everything a store keeps, as JSON."""
+        data = dataclasses.asdict(self)
+        data["status"] = str(self.status)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Json]) -> Job:
+        progress = data.get("progress")
+        return cls(**{**data, "status": JobStatus(data["status"]),
+                      "progress": Progress(**progress) if progress is not None else None})
+
+    def view(self) -> dict[str, Json]:
+        """What a caller sees (GET /jobs/{id}, the 202 body)."""
+        body: dict[str, Json] = {
+            "id": self.id, "server": self.server, "tool": self.tool, "status": str(self.status),
+            "progress": dataclasses.asdict(self.progress) if self.progress is not None else None,
+            "created": _timestamp(self.created), "updated": _timestamp(self.updated),
+        }
+        if self.status_code is not None:
+            body["status_code"] = self.status_code
+        if self.status is JobStatus.SUCCEEDED:
+            body["result"] = self.result
+        elif self.error is not None:
+            body["error"] = self.error
+        return body
+
+
+def _timestamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobStore(Protocol):
+    """Where jobs are kept. Finished jobs are gone (None, not listed) once past their `expires`."""
+
+    async def create(self, job: Job, max_running: int) -> bool:
+        """Keep a new running job, unless its owner has `max_running` running already (then False):
+        one step, so two starts cannot both take the last place."""
+        ...
+
+    async def update(self, job: Job) -> None: ...
+
+    async def delete(self, job_id: str) -> None: ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def owned_by(self, owner: str) -> list[Job]:
+        """`owner`'s jobs, oldest first."""
+        ...
+
+
+class MemoryJobStore:
+    """The jobs of one hub process, in memory. Expired jobs are dropped as any method runs."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_finished: int = MAX_FINISHED) -> None:
+        self._clock = clock
+        self._max_finished = max_finished
+        self._jobs: dict[str, Job] = {}
+        self._expiring: list[tuple[float, str]] = []  # (expires, id), a heap
+
+    async def create(self, job: Job, max_running: int) -> bool:
+        self._expire()
+        running = sum(1 for each in self._jobs.values() if each.owner == job.owner and not each.finished)
+        if running >= max_running:
+            return False
+        self._jobs[job.id] = job
+        return True
+
+    async def update(self, job: Job) -> None:
+        if job.id not in self._jobs:  # deleted, or expired meanwhile
+            return
+        self._jobs[job.id] = job
+        if job.expires is not None:
+            heapq.heappush(self._expiring, (job.expires, job.id))
+            while len(self._expiring) > self._max_finished:
+                _, dropped = heapq.heappop(self._expiring)
+                self._jobs.pop(dropped, None)
+
+    async def delete(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    async def get(self, job_id: str) -> Job | None:
+        self._expire()
+        return self._jobs.get(job_id)
+
+    async def owned_by(self, owner: str) -> list[Job]:
+        self._expire()
+        return sorted((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.created)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        while self._expiring and self._expiring[0][0] <= now:
+            _, job_id = heapq.heappop(self._expiring)
+            job = self._jobs.get(job_id)
+            if job is not None and job.expires is not None and job.expires <= now:
+                del self._jobs[job_id]
+
+
+class ProgressSink:
+    """Receives a call's progress notifications and passes each on (`deliver`), one at a time. The SDK
+    hands each to a task of its own, so they may run out of order and after the call's answer:
+    `settled()` waits (bounded) for the last ones. Progress is absolute and only grows (MCP), so one
+    that arrives late and lower is dropped."""
+
+    def __init__(self, deliver: Callable[[Progress], Awaitable[None]]) -> None:
+        self.latest: Progress | None = None
+        self._deliver = deliver
+        self._pending = 0
+        self._idle = anyio.Event()
+        self._lock = anyio.Lock()
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self._pending += 1
+        try:
+            async with self._lock:
+                if self.latest is None or progress >= self.latest.progress:
+                    self.latest = Progress(progress, total, message)
+                    await self._deliver(self.latest)
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+
+    async def settled(self) -> None:
+        await anyio.lowlevel.checkpoint()  # callbacks already started run first
+        with anyio.move_on_after(PROGRESS_SETTLE):
+            while self._pending:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+
+
+def job_timeout(invoker: Invoker, server: str, tool: str) -> float | None:
+    """`server`'s job_timeout for `tool` (None for a mounted server: its own hub bounds the call)."""
+    config = invoker.config.servers.get(server)
+    return config.job_timeout_for(tool) if config is not None else None
+
+
+class JobRunner:
+    """The jobs of one invoker: started into a task group that lives as long as `running()`."""
+
+    def __init__(self, invoker: Invoker, store: JobStore | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.invoker = invoker
+        self.store: JobStore = store if store is not None else MemoryJobStore(clock)
+        self._clock = clock
+        self._group: TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}  # the running jobs of this process
+        self._cancelled: set[str] = set()  # cancelled by DELETE (not by shutdown)
+        self._ended: dict[str, anyio.Event] = {}  # set once a running job's end is recorded
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[JobRunner]:
+        """Run jobs until the block ends; then every job still running fails ("hub shutting down")."""
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield self
+            finally:
+                self._group = None
+                group.cancel_scope.cancel()  # each job records its own end (shielded, bounded)
+
+    # -------------------------------------------------------------------------------------- start
+
+    async def start(self, call: Call) -> Job | Outcome:
+        """Start `call` as a job: the job once the call has gone to the server, or the call's own answer
+        when it was refused before that (no job is left then)."""
+        group = self._group
+        principal = call.principal
+        if group is None:
+            return Outcome.failed(ServerUnavailable("the hub is shutting down; retry shortly",
+                                                    retry_after=SHUTDOWN_RETRY_AFTER, server=call.server,
+                                                    tool=call.tool))
+        now = self._clock()
+        job = Job(uuid.uuid4().hex, principal.audit_name, call.server, call.tool, JobStatus.RUNNING, now, now)
+        limit = self.invoker.config.jobs.max_running_per_key
+        if not await self.store.create(job, limit):
+            return Outcome.failed(RateLimited(
+                f"credential '{principal.name}' has {limit} jobs running (jobs.max_running_per_key); wait for "
+                "one to finish or cancel one (DELETE /jobs/{id})", retry_after=RUNNING_RETRY_AFTER,
+                server=call.server, tool=call.tool))
+        admitted = anyio.Event()
+        answered: list[Outcome] = []  # the call's answer, when it came before the call reached the server
+        reached = False
+
+        def on_call() -> None:
+            nonlocal reached
+            reached = True
+            admitted.set()
+
+        sink = ProgressSink(lambda progress: self._progress(job.id, progress))
+        call = dataclasses.replace(call, timeout=job_timeout(self.invoker, call.server, call.tool),
+                                   progress=sink, on_call=on_call)
+        group.start_soon(self._run, job, call, sink, admitted, answered)
+        await admitted.wait()
+        if not reached:
+            await self.store.delete(job.id)
+            return answered[0] if answered else Outcome.failed(
+                ServerUnavailable(SHUTTING_DOWN, retry_after=SHUTDOWN_RETRY_AFTER, server=call.server, tool=call.tool))
+        logger.debug("job %s: %s/%s for %s", job.id, job.server, job.tool, job.owner)
+        return await self.store.get(job.id) or job
+
+    async def _run(self, job: Job, call: Call, sink: ProgressSink, admitted: anyio.Event,
+                   answered: list[Outcome]) -> None:
+        outcome: Outcome | None = None
+        scope = self._scopes[job.id] = anyio.CancelScope()
+        ended = self._ended[job.id] = anyio.Event()
+        try:
+            with scope:
+                outcome = await self.invoker.invoke(call)
+                await sink.settled()
+        finally:
+            self._scopes.pop(job.id, None)
+            cancelled = job.id in self._cancelled
+            self._cancelled.discard(job.id)
+            if outcome is not None and not admitted.is_set():
+                answered.append(outcome)  # refused before the server: the start answers it, no job
+            admitted.set()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE):
+                await self._finish(job.id, outcome, sink.latest, cancelled)
+            self._ended.pop(job.id, None)
+            ended.set()
+
+    async def _progress(self, job_id: str, progress: Progress) -> None:
+        job = await self.store.get(job_id)
+        if job is not None and not job.finished:
+            await self.store.update(dataclasses.replace(job, progress=progress, updated=self._clock()))
+
+    async def _finish(self, job_id: str, outcome: Outcome | None, progress: Progress | None,
+                      cancelled: bool) -> None:
+        job = await self.store.get(job_id)
+        if job is None:  # refused before the server (deleted), or expired
+            return
+        now = self._clock()
+        if outcome is None and cancelled:
+            status, code, result, error = JobStatus.CANCELLED, None, None, None
+        elif outcome is None:  # the hub stopped under it
+            error_ = ServerUnavailable(SHUTTING_DOWN, retry_after=SHUTDOWN_RETRY_AFTER, server=job.server,
+                                       tool=job.tool)
+            status, code, result, error = JobStatus.FAILED, error_.status_code, None, error_.body()["error"]
+        elif 200 <= outcome.status < 300:
+            status, code, result, error = JobStatus.SUCCEEDED, outcome.status, outcome.body, None
+        else:
+            body = outcome.body
+            detail = body.get("error", body) if isinstance(body, dict) else body
+            status, code, result, error = JobStatus.FAILED, outcome.status, None, detail
+        ttl = self.invoker.config.jobs.ttl
+        await self.store.update(dataclasses.replace(
+            job, status=status, status_code=code, result=result, error=error, updated=now, expires=now + ttl,
+            progress=progress or job.progress))
+        logger.debug("job %s: %s (%s)", job_id, status, code)
+
+    # ------------------------------------------------------------------------------- read, cancel
+
+    async def get(self, principal: Principal, job_id: str) -> Job:
+        """`principal`'s job `job_id`; BadRequest for what cannot be a job id, NotFound for any other's."""
+        if not JOB_ID.match(job_id):
+            shown = job_id if len(job_id) <= 64 else job_id[:64] + "..."
+            raise BadRequest(f"'{shown}' is not a job id: a job id is 32 lowercase hex digits, as in the "
+                             "Location header of the 202 that started the job")
+        job = await self.store.get(job_id)
+        if job is None or job.owner != principal.audit_name:
+            ttl = self.invoker.config.jobs.ttl
+            raise NotFound(f"no job '{job_id}' (a job is seen only by the credential that started it, and "
+                           f"is kept {ttl:g}s after it ends: jobs.ttl). See GET /jobs.")
+        return job
+
+    async def owned_by(self, principal: Principal) -> list[Job]:
+        return await self.store.owned_by(principal.audit_name)
+
+    async def cancel(self, principal: Principal, job_id: str) -> Job:
+        """Cancel a running job (the server is sent notifications/cancelled); the job as it ended."""
+        job = await self.get(principal, job_id)
+        if job.finished:
+            raise JobConflict(f"job '{job_id}' has already ended ({job.status}): there is nothing to cancel",
+                              server=job.server, tool=job.tool)
+        scope, ended = self._scopes.get(job_id), self._ended.get(job_id)
+        if scope is None or ended is None:  # running in another hub process (a shared store): not ours
+            raise JobConflict(f"job '{job_id}' runs in another hub process; cancel it there",
+                              server=job.server, tool=job.tool)
+        self._cancelled.add(job_id)
+        scope.cancel()
+        with anyio.move_on_after(SHUTDOWN_WRITE + 1):  # the job's task records its end at its next turn
+            await ended.wait()
+        return await self.store.get(job_id) or dataclasses.replace(job, status=JobStatus.CANCELLED)
