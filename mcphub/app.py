@@ -32,6 +32,7 @@ from mcphub.auth import Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
+from mcphub.http_resources import resource_routes
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
@@ -94,7 +95,7 @@ class _HttpFace:
         if self._specs_of is not self.invoker.config:  # a reload: keys, scopes or descriptions may differ
             self._specs.clear()
             self._specs_of = self.invoker.config
-        key = (server, root, principal, tuple((s.name, s.version) for s in chosen))
+        key = (server, root, principal, tuple((s.name, s.version, s.declares()) for s in chosen))
         cached = self._specs.get(key)
         if cached is not None:
             return cached
@@ -118,6 +119,9 @@ class _HttpFace:
             operations, title=title, version=__version__, description=description,
             server_url=url, secured=self.invoker.auth.enabled,
         )
+        if server is not None and (principal is None or principal.tools is None):  # resources and prompts
+            declared = chosen[0].declares()
+            schema.add_resource_operations(document, resources="resources" in declared, prompts="prompts" in declared)
         if len(self._specs) > MAX_CACHED_SPECS:
             self._specs.clear()
         self._specs[key] = document
@@ -259,6 +263,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/{server}/openapi.json", server_spec, methods=["GET"]),
         Route("/{server}/docs", server_docs, methods=["GET"]),
         Route("/{server}/mcp", mcp, methods=["GET", "POST", "DELETE"]),  # (a tool named `mcp` is MCP-only)
+        *resource_routes(invoker),  # GET /{server}/resources..., /{server}/prompts...
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
     if invoker.config.runner is not None:  # /v1/... before the /{server}/... patterns

@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 import httpx2
 from anyio.abc import TaskStatus
-from mcp.types import Tool
+from mcp.types import GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool
 
-from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout
+from mcphub.errors import BadUpstreamResponse, NotFound, ServerUnavailable, ToolTimeout
 from mcphub.toolserver import CallContext, Json, Relayed, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,32 @@ class RemoteServer:
 
     async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> Relayed:
         return await self.mount.forward(self, tool, arguments, authorization=context.authorization)
+
+    # Resources and prompts of a mounted server are not relayed (yet): its hub serves them on its own
+    # `/{server}/mcp` and `GET /{server}/resources|prompts`. Here the lists are empty, and a read or get
+    # names where to go instead.
+
+    def declares(self) -> frozenset[str]:
+        return frozenset()
+
+    async def list_resources(self) -> list[Resource]:
+        return []
+
+    async def list_resource_templates(self) -> list[ResourceTemplate]:
+        return []
+
+    async def list_prompts(self) -> list[Prompt]:
+        return []
+
+    async def read_resource(self, uri: str, context: CallContext) -> ReadResourceResult:
+        raise self._not_relayed("resources")
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None, context: CallContext) -> GetPromptResult:
+        raise self._not_relayed("prompts")
+
+    def _not_relayed(self, kind: str) -> NotFound:
+        return NotFound(f"{kind} of server '{self.name}' are not relayed from its hub '{self.hub}' (mounted servers "
+                        f"serve tools only here); ask that hub ({self.mount.url}) directly", server=self.name)
 
 
 class MountState(enum.StrEnum):
