@@ -46,9 +46,9 @@ from mcp.types import (
     Prompt,
     ReadResourceRequestParams,
     ReadResourceResult,
+    RequestId,
     Resource,
     ResourceTemplate,
-    RequestId,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
