@@ -32,7 +32,7 @@ from mcphub.auth import Principal
 from mcphub.config import HubConfig
 from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
-from mcphub.http_resources import resource_routes
+from mcphub.http_resources import offered, resource_routes
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
@@ -81,7 +81,7 @@ class _HttpFace:
 
     # ---------------------------------------------------------------------------------- documents
 
-    def spec(self, request: Request, server: str | None) -> dict[str, Json]:
+    def spec(self, request: Request, server: str | None, offers: frozenset[str] = frozenset()) -> dict[str, Json]:
         principal = self._docs_principal(request)
         root = request.scope.get("root_path", "")
         if server is not None:
@@ -95,7 +95,7 @@ class _HttpFace:
         if self._specs_of is not self.invoker.config:  # a reload: keys, scopes or descriptions may differ
             self._specs.clear()
             self._specs_of = self.invoker.config
-        key = (server, root, principal, tuple((s.name, s.version, s.declares()) for s in chosen))
+        key = (server, root, principal, offers, tuple((s.name, s.version) for s in chosen))
         cached = self._specs.get(key)
         if cached is not None:
             return cached
@@ -119,9 +119,8 @@ class _HttpFace:
             operations, title=title, version=__version__, description=description,
             server_url=url, secured=self.invoker.auth.enabled,
         )
-        if server is not None and (principal is None or principal.tools is None):  # resources and prompts
-            declared = chosen[0].declares()
-            schema.add_resource_operations(document, resources="resources" in declared, prompts="prompts" in declared)
+        if offers and (principal is None or principal.tools is None):  # a server's resources and prompts
+            schema.add_resource_operations(document, resources="resources" in offers, prompts="prompts" in offers)
         if len(self._specs) > MAX_CACHED_SPECS:
             self._specs.clear()
         self._specs[key] = document
@@ -233,7 +232,8 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
     async def server_spec(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))
-        return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"])))
+        offers = await offered(invoker, request.path_params["server"])
+        return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"], offers)))
 
     async def combined_docs(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))

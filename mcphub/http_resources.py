@@ -13,6 +13,10 @@ a read or get is declined (an HTTP caller has no channel to answer it).
 
 from __future__ import annotations
 
+import logging
+
+import anyio
+from mcp import MCPError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +24,11 @@ from starlette.routing import Route
 from mcphub import resources
 from mcphub.errors import HubError, InvalidArguments
 from mcphub.invoker import Ask, Invoker, Outcome
+from mcphub.toolserver import State
+
+logger = logging.getLogger(__name__)
+
+OFFER_TIMEOUT = 2.0  # seconds a spec waits to learn whether a server has resources or prompts (else: none shown)
 
 
 def resource_routes(invoker: Invoker) -> list[Route]:
@@ -76,3 +85,23 @@ def _respond(outcome: Outcome | Response) -> Response:
 
 def _error(exc: HubError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+
+async def offered(invoker: Invoker, name: str) -> frozenset[str]:
+    """Which of `resources` and `prompts` the server `name` has (non-empty lists) now, for its spec: a
+    server that declares the capability with nothing behind it (every Python SDK server does) gets no
+    routes in its spec, so that a client turning each operation into a tool (Open WebUI) sees none."""
+    server = invoker.servers().get(name)
+    if server is None or server.state is not State.READY or not server.declares():
+        return frozenset()
+    found: set[str] = set()
+    with anyio.move_on_after(OFFER_TIMEOUT):
+        try:
+            if "resources" in server.declares() and (
+                    await server.list_resources() or await server.list_resource_templates()):
+                found.add("resources")
+            if "prompts" in server.declares() and await server.list_prompts():
+                found.add("prompts")
+        except (HubError, MCPError) as exc:
+            logger.debug("resources/prompts of '%s' not shown in its spec: %s", name, exc)
+    return frozenset(found)

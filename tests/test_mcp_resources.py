@@ -40,7 +40,7 @@ from openapi_spec_validator import validate
 from mcphub import resources
 from mcphub.backchannel import ServerRequests
 from mcphub.resources import RESOURCE_NOT_FOUND
-from tests.hub import RunningHub, assert_error, running_hub, sample_server
+from tests.hub import RunningHub, assert_error, module_server, running_hub, sample_server
 
 pytestmark = pytest.mark.anyio
 
@@ -321,6 +321,18 @@ async def test_the_server_spec_documents_the_routes_for_what_the_server_declares
     assert list(narrow["paths"]) == ["/echo", "/add"]  # a key limited to tools: tools only
     combined = (await hub.client.get("/openapi.json", headers=bearer(FULL_KEY))).json()
     assert not any("/resources" in path or "/prompts" in path for path in combined["paths"])
+
+
+async def test_a_server_with_no_resources_or_prompts_lists_none_and_its_spec_shows_no_routes_for_them():
+    """The Python SDK's servers declare both capabilities whether or not they have any; a client that
+    makes a tool of every operation (Open WebUI) must not get four empty ones per server."""
+    async with running_hub({"servers": {"procinfo": module_server("procinfo")}}) as hub:
+        spec = (await hub.client.get("/procinfo/openapi.json")).json()
+        assert not any(path.startswith(("/resources", "/prompts")) for path in spec["paths"]), list(spec["paths"])
+        listed = await hub.client.get("/procinfo/resources")
+        assert listed.status_code == 200 and listed.json() == {"resources": [], "resourceTemplates": []}
+        prompts = await hub.client.get("/procinfo/prompts")
+        assert prompts.status_code == 200 and prompts.json() == {"prompts": []}
 
 
 async def test_a_get_on_a_tool_path_still_says_tools_are_called_with_post(hub: RunningHub):
