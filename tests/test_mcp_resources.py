@@ -23,6 +23,7 @@ from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
 from mcp.types import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     CallToolResult,
     CreateMessageRequestParams,
@@ -30,8 +31,12 @@ from mcp.types import (
     ElicitRequestFormParams,
     ElicitRequestParams,
     ElicitResult,
+    ListPromptsResult,
+    ListResourcesResult,
     ListToolsResult,
     PaginatedRequestParams,
+    Prompt,
+    Resource,
     TextContent,
     TextResourceContents,
 )
@@ -40,7 +45,7 @@ from openapi_spec_validator import validate
 from mcphub import resources
 from mcphub.backchannel import ServerRequests
 from mcphub.resources import RESOURCE_NOT_FOUND
-from tests.hub import RunningHub, assert_error, module_server, running_hub, sample_server
+from tests.hub import RunningHub, assert_error, module_server, running_hub, running_instances, sample_server
 
 pytestmark = pytest.mark.anyio
 
@@ -397,6 +402,63 @@ async def test_a_server_asking_outside_any_call_is_declined():
     assert answer == ElicitResult(action="decline")
 
 
+# ---------------------------------------------------------------------- down, and rate limited
+
+
+async def test_a_server_that_is_down_is_503_on_http_an_mcp_error_on_its_endpoint_and_left_out_of_mcp():
+    raw = {"servers": {"ok": sample_server(),
+                       "down": sample_server(env={"SAMPLE_START": "fail"}, restart={"initial_delay": 30})}}
+    async with running_hub(raw, listen=True) as hub:
+        response = await hub.client.get("/down/resources")
+        error = assert_error(response, 503, "server_unavailable")
+        assert error["message"].startswith("MCP server 'down' is not available") and response.headers["Retry-After"]
+        async with mcp_client(f"{hub.url}/down/mcp", key=None) as client:
+            with pytest.raises(MCPError) as caught:
+                await client.list_prompts()
+            assert caught.value.code == INTERNAL_ERROR and "MCP server 'down' is not available" in caught.value.message
+        async with mcp_client(f"{hub.url}/mcp", key=None) as client:
+            assert [p.name for p in (await client.list_prompts()).prompts] == ["ok_greet"]
+
+
+async def test_reads_and_gets_count_against_the_key_s_rate_limit_and_lists_do_not():
+    raw = {"auth": {"api_keys": [{"name": "slow", "key": FULL_KEY, "rate_limit": {"requests": 2, "per": 3600}}]},
+           "servers": {"sample": sample_server()}}
+    async with running_hub(raw) as hub:
+        for _ in range(3):
+            assert (await hub.client.get("/sample/prompts", headers=bearer(FULL_KEY))).status_code == 200
+        for path in ("/sample/resources/read?uri=memo://one", "/sample/prompts/greet?who=x"):
+            assert (await hub.client.get(path, headers=bearer(FULL_KEY))).status_code == 200
+        response = await hub.client.get("/sample/resources/read?uri=memo://one", headers=bearer(FULL_KEY))
+        assert_error(response, 429, "rate_limited")
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+# ------------------------------------------------------------------------------ mounted servers
+
+
+async def test_a_mounted_server_serves_tools_only_its_resources_and_prompts_are_not_relayed():
+    async with running_hub({"servers": {"beta": sample_server()}}, listen=True) as other:
+        raw = {"hub": {"mount": ["b"]}, "servers": {"alpha": sample_server()}, "remotes": {"b": {"url": other.url}}}
+        async with running_instances(raw) as hubs:
+            hub = hubs["hub"]
+            with anyio.fail_after(WAIT):
+                while "beta" not in (await hub.client.get("/readyz")).json()["servers"]:
+                    await anyio.sleep(0.05)
+            listed = await hub.client.get("/beta/resources")
+            assert listed.status_code == 200 and listed.json() == {"resources": [], "resourceTemplates": []}
+            error = assert_error(await hub.client.get("/beta/resources/read", params={"uri": "memo://one"}),
+                                 404, "not_found")
+            assert error["message"] == (f"resources of server 'beta' are not relayed from its hub 'b' (mounted "
+                                        f"servers serve tools only here); ask that hub ({other.url}) directly")
+            assert_error(await hub.client.get("/beta/prompts/greet", params={"who": "x"}), 404, "not_found")
+            async with mcp_client(f"{hub.url}/mcp", key=None) as client:
+                assert [r.uri for r in (await client.list_resources()).resources] == ["mcphub://alpha/memo://one"]
+                with pytest.raises(MCPError) as caught:
+                    await client.read_resource("mcphub://beta/memo://one")
+                assert caught.value.code == RESOURCE_NOT_FOUND and "not relayed" in caught.value.message
+                assert "tools do" in text_of(await client.call_tool("beta_echo", {"text": "tools do"}))
+
+
 # ------------------------------------------------------------------------- a server without them
 
 
@@ -409,6 +471,20 @@ async def test_a_server_that_declares_neither_has_empty_lists():
         assert await resources.list_resources(client) == []
         assert await resources.list_resource_templates(client) == []
         assert await resources.list_prompts(client) == []
+
+
+async def test_every_page_of_a_list_is_collected_and_a_looping_cursor_is_bounded():
+    async def list_resources(ctx: Any, params: PaginatedRequestParams | None) -> ListResourcesResult:
+        page = int(params.cursor) if params and params.cursor else 0
+        following = str(page + 1) if page < 2 else None
+        return ListResourcesResult(resources=[Resource(name=f"r{page}", uri=f"memo://{page}")], next_cursor=following)
+
+    async def list_prompts(ctx: Any, params: PaginatedRequestParams | None) -> ListPromptsResult:
+        return ListPromptsResult(prompts=[Prompt(name="again")], next_cursor="again")  # never ends
+
+    async with Client(Server("paged", on_list_resources=list_resources, on_list_prompts=list_prompts)) as client:
+        assert [r.uri for r in await resources.list_resources(client)] == ["memo://0", "memo://1", "memo://2"]
+        assert len(await resources.list_prompts(client)) == resources.MAX_LIST_PAGES
 
 
 # --------------------------------------------------------------------------------- server-everything
