@@ -264,6 +264,9 @@ class ServerHandle:
             if exc.code == CONNECTION_CLOSED:
                 self._lost(replica)
                 raise self.unavailable(None, "the connection to the server closed during the request") from None
+            if exc.code in (INVALID_REQUEST, REQUEST_TIMEOUT) and _is_session_gone(exc.message):
+                self._lost(replica)  # reconnects; unlike a call, a list or read is not resent here
+                raise self.unavailable(None, "the server dropped the session; it is being reconnected") from None
             if exc.code == REQUEST_TIMEOUT:
                 raise ToolTimeout(f"server '{self.name}' did not answer {method} within {timeout:g}s",
                                   server=self.name) from None

@@ -46,6 +46,7 @@ from mcphub import resources
 from mcphub.backchannel import ServerRequests
 from mcphub.resources import RESOURCE_NOT_FOUND
 from tests.hub import RunningHub, assert_error, module_server, running_hub, running_instances, sample_server
+from tests.test_transports import Upstream, remote
 
 pytestmark = pytest.mark.anyio
 
@@ -431,6 +432,27 @@ async def test_reads_and_gets_count_against_the_key_s_rate_limit_and_lists_do_no
         response = await hub.client.get("/sample/resources/read?uri=memo://one", headers=bearer(FULL_KEY))
         assert_error(response, 429, "rate_limited")
         assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_a_session_the_restarted_server_no_longer_knows_is_503_then_replaced(tmp_path: Path):
+    """Real processes on purpose: an HTTP upstream (2025 sessions) killed and started again on its port
+    answers the hub's next request "Session not found"; for a list that is a 503 (not the server's
+    own error), and the hub reconnects."""
+    upstream = Upstream("streamable-http", tmp_path / "upstream.log")
+    try:
+        await upstream.start()
+        async with running_hub({"servers": {"up": remote(upstream, mode="legacy")}}) as hub:
+            assert (await hub.client.get("/up/prompts")).json() == {"prompts": []}
+            upstream.kill()
+            await upstream.start()  # back on the same port before the hub has noticed anything
+            response = await hub.client.get("/up/prompts")
+            if response.status_code != 200:  # unless the SDK's GET stream noticed the new process first
+                assert_error(response, 503, "server_unavailable")
+            with anyio.fail_after(WAIT * 2):
+                while (await hub.client.get("/up/prompts")).status_code != 200:
+                    await anyio.sleep(0.1)
+    finally:
+        upstream.kill()
 
 
 # ------------------------------------------------------------------------------ mounted servers
