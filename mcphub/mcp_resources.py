@@ -120,6 +120,8 @@ class McpResources:
             if outcome.error_type == "forbidden":  # a key limited to tools: nothing to see
                 return {}
             return {None: _answer(outcome, method)}
+        if principal.tools is not None:  # limited to tools: none to see (and no refusal per server to audit)
+            return {}
         names = [n for n in self.invoker.servers() if principal.may_use_server(n)]
         found: dict[str, list[Any]] = {}
 
