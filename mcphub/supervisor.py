@@ -31,7 +31,6 @@ from mcp.types import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     REQUEST_TIMEOUT,
-    CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
     GetPromptResult,
@@ -44,7 +43,7 @@ from mcp.types import (
     Tool,
 )
 
-from mcphub import resources, transports
+from mcphub import backchannel, resources, transports
 from mcphub.backchannel import ServerRequests
 from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, NotFound, ServerUnavailable, ToolTimeout, exception_line
@@ -165,15 +164,13 @@ class ServerHandle:
         assert client is not None
         params = CallToolRequestParams(name=tool, arguments=arguments, meta=meta) if meta else \
             CallToolRequestParams(name=tool, arguments=arguments)
-        request = CallToolRequest(params=params)
         replica.in_flight += 1
         try:
             with anyio.fail_after(timeout + CALL_GRACE), replica.requests.during(back_channel):
                 # send_request, not Client.call_tool: results pass through verbatim, without the SDK
                 # rejecting structured content that disagrees with the tool's own outputSchema.
-                return await client.session.send_request(
-                    request, CallToolResult, request_read_timeout_seconds=timeout, progress_callback=progress
-                )
+                return await backchannel.call_tool(client.session, params, timeout=timeout, progress=progress,
+                                                   back_channel=back_channel)
         except MCPError as exc:
             if exc.code in (INVALID_REQUEST, REQUEST_TIMEOUT) and _is_session_gone(exc.message):
                 self._lost(replica)  # (TypeScript servers answer -32001, the timeout code, for this)

@@ -397,6 +397,28 @@ async def test_elicitation_is_declined_when_another_call_shares_the_connection(h
         assert text_of(await client.call_tool("ask_name", {})) == "hello Ann"
 
 
+async def test_a_2026_server_asks_in_its_answer_and_the_hub_relays_it_to_that_call_s_client(hub: RunningHub):
+    """`second` speaks 2026-07-28 to the hub: a resolver's elicitation comes back as the call's own
+    answer (InputRequiredResult), tied to its call, so it is relayed even with other calls in flight."""
+    replica = hub.supervisor.servers["second"].replicas[0]
+
+    async def sleep() -> None:
+        await hub.client.post("/second/sleep", json={"seconds": 30}, headers=bearer(FULL_KEY))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleep)
+        with anyio.fail_after(WAIT):
+            while replica.in_flight == 0:
+                await anyio.sleep(0.01)
+        async with mcp_client(f"{hub.url}/second/mcp", mode="legacy", **ANSWERING) as client:
+            assert text_of(await client.call_tool("ask_name_resolved", {})) == "hello Ann"
+        tg.cancel_scope.cancel()
+    async with mcp_client(f"{hub.url}/mcp", mode="auto", **ANSWERING) as client:  # no back-channel: declined
+        assert text_of(await client.call_tool("second_ask_name_resolved", {})) == "elicitation decline"
+    response = await hub.client.post("/second/ask_name_resolved", json={}, headers=bearer(FULL_KEY))
+    assert response.status_code == 200 and response.json() == {"result": "elicitation decline"}
+
+
 async def test_a_server_asking_outside_any_call_is_declined():
     params = ElicitRequestFormParams(message="?", requested_schema={"type": "object", "properties": {}})
     answer = await ServerRequests("lonely").elicitation(None, params)  # type: ignore[arg-type]

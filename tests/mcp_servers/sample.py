@@ -12,7 +12,8 @@ start-up), SAMPLE_TOOLS=extra (one more tool, to test tool-list changes on resta
 
 Besides tools: a resource `memo://one`, a resource template `memo://notes/{name}`, a prompt `greet`
 (argument `who`, required; `style`, optional), and tools that ask their client: `ask_name` (elicitation)
-and `ask_model` (sampling), each answering with what came back.
+and `ask_model` (sampling), each answering with what came back, and `ask_name_resolved` (elicitation by
+a resolver: a 2026-07-28 client gets it as an `InputRequiredResult` answer, a 2025 one as a request).
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from mcp import MCPError
-from mcp.server.mcpserver import Audio, Context, Image, MCPServer
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Audio,
+    Context,
+    Elicit,
+    ElicitationResult,
+    Image,
+    MCPServer,
+    Resolve,
+)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.message import ServerMessageMetadata
 from mcp.types import (
@@ -61,6 +71,11 @@ class Sum(BaseModel):
 
 class Name(BaseModel):
     name: str
+
+
+def who_asks() -> Elicit[Name]:
+    """The resolver of `ask_name_resolved` (module level: tool annotations are evaluated by name)."""
+    return Elicit("What is your name?", Name)
 
 
 def build(
@@ -230,6 +245,10 @@ def build(
             return f"sampling refused: {exc.message}"
         content = reply.content
         return f"model says: {content.text}" if isinstance(content, TextContent) else "model says something else"
+
+    @mcp.tool(description="Ask the client for a name through a resolver; answer with what came back.")
+    def ask_name_resolved(name: Annotated[ElicitationResult[Name], Resolve(who_asks)]) -> str:
+        return f"hello {name.data.name}" if isinstance(name, AcceptedElicitation) else f"elicitation {name.action}"
 
     if tools == "extra":
 
