@@ -232,7 +232,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
     async def server_spec(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))
-        offers = await offered(invoker, request.path_params["server"])
+        offers = await offered(invoker, request.path_params["server"], request.headers.get("authorization"))
         return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"], offers)))
 
     async def combined_docs(request: Request) -> Response:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from mcphub import resources
 from mcphub.errors import HubError, InvalidArguments
 from mcphub.invoker import Ask, Invoker, Outcome
-from mcphub.toolserver import State
+from mcphub.toolserver import CallContext, State
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _error(exc: HubError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
 
-async def offered(invoker: Invoker, name: str) -> frozenset[str]:
+async def offered(invoker: Invoker, name: str, authorization: str | None = None) -> frozenset[str]:
     """Which of `resources` and `prompts` the server `name` has (non-empty lists) now, for its spec: a
     server that declares the capability with nothing behind it (every Python SDK server does) gets no
     routes in its spec, so that a client turning each operation into a tool (Open WebUI) sees none."""
@@ -95,12 +95,13 @@ async def offered(invoker: Invoker, name: str) -> frozenset[str]:
     if server is None or server.state is not State.READY or not server.declares():
         return frozenset()
     found: set[str] = set()
+    context = CallContext(caller="openapi", authorization=authorization)  # a mounted hub needs the credential
     with anyio.move_on_after(OFFER_TIMEOUT):
         try:
             if "resources" in server.declares() and (
-                    await server.list_resources() or await server.list_resource_templates()):
+                    await server.list_resources(context) or await server.list_resource_templates(context)):
                 found.add("resources")
-            if "prompts" in server.declares() and await server.list_prompts():
+            if "prompts" in server.declares() and await server.list_prompts(context):
                 found.add("prompts")
         except (HubError, MCPError) as exc:
             logger.debug("resources/prompts of '%s' not shown in its spec: %s", name, exc)

@@ -256,15 +256,15 @@ class Invoker:
                                      tool=ask.method)
             try:
                 if ask.method == "resources/list":
-                    answer = await server.list_resources()
+                    answer = await server.list_resources(context)
                 elif ask.method == "resources/templates/list":
-                    answer = await server.list_resource_templates()
+                    answer = await server.list_resource_templates(context)
                 elif ask.method == "prompts/list":
-                    answer = await server.list_prompts()
+                    answer = await server.list_prompts(context)
                 elif ask.method == "resources/read":
                     answer = await server.read_resource(target, context)
                 else:
-                    prompts = {p.name: p for p in await server.list_prompts()}
+                    prompts = {p.name: p for p in await server.list_prompts(context)}
                     if target not in prompts:
                         raise NotFound(f"server '{ask.server}' has no prompt '{target}' "
                                        f"(prompts: {', '.join(sorted(prompts)) or 'none'})", server=ask.server)

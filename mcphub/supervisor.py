@@ -221,13 +221,13 @@ class ServerHandle:
                 return resources.declared(replica.client)
         return frozenset()
 
-    async def list_resources(self) -> list[Resource]:
+    async def list_resources(self, context: CallContext | None = None) -> list[Resource]:
         return await self._ask("resources/list", resources.list_resources)
 
-    async def list_resource_templates(self) -> list[ResourceTemplate]:
+    async def list_resource_templates(self, context: CallContext | None = None) -> list[ResourceTemplate]:
         return await self._ask("resources/templates/list", resources.list_resource_templates)
 
-    async def list_prompts(self) -> list[Prompt]:
+    async def list_prompts(self, context: CallContext | None = None) -> list[Prompt]:
         return await self._ask("prompts/list", resources.list_prompts)
 
     async def read_resource(self, uri: str, context: CallContext) -> ReadResourceResult:

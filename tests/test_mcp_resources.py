@@ -480,7 +480,7 @@ async def test_a_session_the_restarted_server_no_longer_knows_is_503_then_replac
 # ------------------------------------------------------------------------------ mounted servers
 
 
-async def test_a_mounted_server_serves_tools_only_its_resources_and_prompts_are_not_relayed():
+async def test_a_mounted_server_s_resources_and_prompts_are_relayed_from_its_hub_errors_unchanged():
     async with running_hub({"servers": {"beta": sample_server()}}, listen=True) as other:
         raw = {"hub": {"mount": ["b"]}, "servers": {"alpha": sample_server()}, "remotes": {"b": {"url": other.url}}}
         async with running_instances(raw) as hubs:
@@ -488,19 +488,27 @@ async def test_a_mounted_server_serves_tools_only_its_resources_and_prompts_are_
             with anyio.fail_after(WAIT):
                 while "beta" not in (await hub.client.get("/readyz")).json()["servers"]:
                     await anyio.sleep(0.05)
-            listed = await hub.client.get("/beta/resources")
-            assert listed.status_code == 200 and listed.json() == {"resources": [], "resourceTemplates": []}
-            error = assert_error(await hub.client.get("/beta/resources/read", params={"uri": "memo://one"}),
-                                 404, "not_found")
-            assert error["message"] == (f"resources of server 'beta' are not relayed from its hub 'b' (mounted "
-                                        f"servers serve tools only here); ask that hub ({other.url}) directly")
-            assert_error(await hub.client.get("/beta/prompts/greet", params={"who": "x"}), 404, "not_found")
+            for path in ("/beta/resources", "/beta/prompts", "/beta/resources/read?uri=memo://notes/q",
+                         "/beta/prompts/greet?who=Ed"):
+                relayed, direct = await hub.client.get(path), await other.client.get(path)
+                assert relayed.status_code == 200 and relayed.json() == direct.json(), (path, relayed.text)
+            missing = await hub.client.get("/beta/resources/read", params={"uri": "memo://nope"})
+            assert missing.status_code == 404
+            assert missing.json() == (await other.client.get("/beta/resources/read?uri=memo://nope")).json()
+            error = assert_error(await hub.client.get("/beta/prompts/greet"), 422, "invalid_arguments")
+            assert error["message"] == "prompt 'greet' of server 'beta' needs the argument 'who'"
+            spec = (await hub.client.get("/beta/openapi.json")).json()
+            assert {"/resources", "/resources/read", "/prompts", "/prompts/{name}"} <= set(spec["paths"])
             async with mcp_client(f"{hub.url}/mcp", key=None) as client:
-                assert [r.uri for r in (await client.list_resources()).resources] == ["mcphub://alpha/memo://one"]
+                uris = [r.uri for r in (await client.list_resources()).resources]
+                assert uris == ["mcphub://alpha/memo://one", "mcphub://beta/memo://one"]
+                read = await client.read_resource("mcphub://beta/memo://notes/q")
+                assert read.contents[0].uri == "mcphub://beta/memo://notes/q" and only_text(read.contents) == "note q"
+                got = await client.get_prompt("beta_greet", {"who": "Ed"})
+                assert got.messages[0].content == TextContent(type="text", text="Hello, Ed!")
                 with pytest.raises(MCPError) as caught:
-                    await client.read_resource("mcphub://beta/memo://one")
-                assert caught.value.code == RESOURCE_NOT_FOUND and "not relayed" in caught.value.message
-                assert "tools do" in text_of(await client.call_tool("beta_echo", {"text": "tools do"}))
+                    await client.read_resource("mcphub://beta/memo://nope")
+                assert caught.value.code == RESOURCE_NOT_FOUND and "memo://nope" in caught.value.message
 
 
 # ------------------------------------------------------------------------- a server without them
