@@ -10,6 +10,8 @@ The hub listens on 127.0.0.1 (uvicorn); the sample servers run in-process, `samp
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -56,6 +58,8 @@ SECOND_KEY = "mcp-res-second-key-0123456789"  # every tool of `second`, nothing 
 MODES = ["auto", "legacy"]
 WAIT = 10.0  # seconds for a condition to come true
 EVERYTHING = Path(__file__).resolve().parent.parent / ".tp/npm/node_modules/.bin/mcp-server-everything"
+TS_SDK = Path(__file__).resolve().parent.parent / ".tp/npm/node_modules/@modelcontextprotocol/sdk"
+TS_CLIENT = Path(__file__).resolve().parent / "ts/resources_client.mjs"
 
 
 @pytest.fixture(scope="module")
@@ -537,6 +541,27 @@ async def test_every_page_of_a_list_is_collected_and_a_looping_cursor_is_bounded
     async with Client(Server("paged", on_list_resources=list_resources, on_list_prompts=list_prompts)) as client:
         assert [r.uri for r in await resources.list_resources(client)] == ["memo://0", "memo://1", "memo://2"]
         assert len(await resources.list_prompts(client)) == resources.MAX_LIST_PAGES
+
+
+# ------------------------------------------------------------------------ the TypeScript client
+
+
+@pytest.mark.parametrize("path,tool", [("/sample/mcp", "ask_name"), ("/mcp", "sample_ask_name")])
+async def test_the_typescript_sdk_client_lists_reads_gets_and_answers_an_elicitation(
+        hub: RunningHub, path: str, tool: str):
+    if not TS_SDK.exists() or shutil.which("node") is None:
+        pytest.skip("node or @modelcontextprotocol/sdk is not installed; run .ci/install-thirdparty")
+    with anyio.fail_after(60):
+        done = await anyio.run_process(["node", str(TS_CLIENT), f"{hub.url}{path}", FULL_KEY, tool], check=False,
+                                       env={**os.environ, "MCP_SDK": str(TS_SDK)})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    seen = json.loads(done.stdout)
+    prefix, name = ("", "greet") if path != "/mcp" else ("mcphub://sample/", "sample_greet")
+    assert seen["resources"][0] == f"{prefix}memo://one" and seen["read"] == ["memo one"]
+    assert f"{prefix}memo://notes/{{name}}" in seen["templates"]
+    assert seen["prompts"][0] == name and seen["got"] == ["Hello, Tess!"]
+    assert seen["unknown"] == INVALID_PARAMS  # the sample server's own answer for an unknown resource
+    assert seen["elicited"] == ["hello Tess"]
 
 
 # --------------------------------------------------------------------------------- server-everything
