@@ -32,6 +32,7 @@ from mcphub.errors import HubError, MountLoop, Unauthorized, error_body
 from mcphub.federation import LISTING_PATH, MountState, RemoteMount
 from mcphub.guard import Guard, Hosts
 from mcphub.hangup import HangUpWatch
+from mcphub.http_resources import offered, resource_routes
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.jobs import JobRunner
 from mcphub.jobs_http import JobsFace, wanted
@@ -95,7 +96,7 @@ class _HttpFace:
 
     # ---------------------------------------------------------------------------------- documents
 
-    def spec(self, request: Request, server: str | None) -> dict[str, Json]:
+    def spec(self, request: Request, server: str | None, offers: frozenset[str] = frozenset()) -> dict[str, Json]:
         principal = self._docs_principal(request)
         root = request.scope.get("root_path", "")
         if server is not None:
@@ -109,7 +110,7 @@ class _HttpFace:
         if self._specs_of is not self.invoker.config:  # a reload: keys, scopes or descriptions may differ
             self._specs.clear()
             self._specs_of = self.invoker.config
-        key = (server, root, principal, tuple((s.name, s.version) for s in chosen))
+        key = (server, root, principal, offers, tuple((s.name, s.version) for s in chosen))
         cached = self._specs.get(key)
         if cached is not None:
             return cached
@@ -133,6 +134,8 @@ class _HttpFace:
             operations, title=title, version=__version__, description=description,
             server_url=url, secured=self.invoker.auth.enabled,
         )
+        if offers and (principal is None or principal.tools is None):  # a server's resources and prompts
+            schema.add_resource_operations(document, resources="resources" in offers, prompts="prompts" in offers)
         schema.add_async_answers(document, root=root)  # Prefer: respond-async, Accept: text/event-stream
         if len(self._specs) > MAX_CACHED_SPECS:
             self._specs.clear()
@@ -288,7 +291,8 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
     async def server_spec(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))
-        return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"])))
+        offers = await offered(invoker, request.path_params["server"], request.headers.get("authorization"))
+        return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"], offers)))
 
     async def combined_docs(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))
@@ -345,6 +349,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route("/jobs", hub.jobs.list, methods=["GET"]),
         Route("/jobs/{job}", hub.jobs.get, methods=["GET"]),
         Route("/jobs/{job}", hub.jobs.delete, methods=["DELETE"]),  # (a server 'jobs' keeps POST)
+        *resource_routes(invoker),  # GET /{server}/resources..., /{server}/prompts...
         Route("/{server}/{tool}", hub.call, methods=["POST"]),
     ]
     # /v1/... before the /{server}/... patterns; without runner: (or until a reload adds one) they answer a

@@ -15,14 +15,15 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+from urllib.parse import quote
 
 import anyio
 import httpx2
 from anyio.abc import TaskStatus
-from mcp.types import Tool
+from mcp.types import GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool
 
-from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout
+from mcphub.errors import BadUpstreamResponse, ErrorBody, HubError, ServerUnavailable, ToolTimeout
 from mcphub.logs import plural
 from mcphub.toolserver import CallContext, Json, Relayed, State, same_tools, unavailable
 
@@ -63,6 +64,34 @@ class RemoteServer:
 
     async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> Relayed:
         return await self.mount.forward(self, tool, arguments, authorization=context.authorization)
+
+    # Resources and prompts: asked of the other hub's HTTP routes (`GET /{server}/resources`, ...), with
+    # the credential a call would carry; its errors pass on with their status and body. (Whether it has
+    # any is not in its listing: a mounted server is taken to declare both.) A server's elicitation during
+    # a read or get is declined there: the other hub's HTTP face has no back-channel.
+
+    def declares(self) -> frozenset[str]:
+        return frozenset({"resources", "prompts"})
+
+    async def list_resources(self, context: CallContext | None = None) -> list[Resource]:
+        body = await self.mount.fetch(self, "resources", {}, context)
+        return [Resource.model_validate(r, by_name=False) for r in _items(body, "resources")]
+
+    async def list_resource_templates(self, context: CallContext | None = None) -> list[ResourceTemplate]:
+        body = await self.mount.fetch(self, "resources", {}, context)
+        return [ResourceTemplate.model_validate(r, by_name=False) for r in _items(body, "resourceTemplates")]
+
+    async def list_prompts(self, context: CallContext | None = None) -> list[Prompt]:
+        body = await self.mount.fetch(self, "prompts", {}, context)
+        return [Prompt.model_validate(p, by_name=False) for p in _items(body, "prompts")]
+
+    async def read_resource(self, uri: str, context: CallContext) -> ReadResourceResult:
+        return ReadResourceResult.model_validate(await self.mount.fetch(self, "resources/read", {"uri": uri}, context),
+                                                 by_name=False)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None, context: CallContext) -> GetPromptResult:
+        body = await self.mount.fetch(self, f"prompts/{quote(name, safe='')}", arguments or {}, context)
+        return GetPromptResult.model_validate(body, by_name=False)
 
 
 class MountState(enum.StrEnum):
@@ -215,6 +244,32 @@ class RemoteMount:
                 logger.info("remote hub '%s' reachable: %s", self.name, plural(len(self.servers), "server"))
             self.state, self.last_error = MountState.READY, None
 
+    async def fetch(self, server: RemoteServer, path: str, params: Mapping[str, str],
+                    context: CallContext | None) -> Json:
+        """GET `{url}/{server}/{path}` (a resources/prompts route): its JSON body, or its error raised as a
+        `RelayedError` (status and body unchanged)."""
+        if self._client is None:
+            raise server.unavailable(None, "not connected yet")
+        what = f"{path} of server '{server.name}'"
+        try:
+            response = await self._client.get(f"{self.url}/{server.name}/{path}", params=dict(params),
+                                              headers=self._headers(context.authorization if context else None))
+        except httpx2.TimeoutException:
+            raise ToolTimeout(f"hub '{self.name}' did not answer {what} within {self.timeout:g}s",
+                              server=server.name) from None
+        except httpx2.HTTPError as exc:
+            self._poll_now.set()
+            raise server.unavailable(None, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise BadUpstreamResponse(f"hub '{self.name}' answered {what} with HTTP {response.status_code} and a "
+                                      "body that is not JSON", server=server.name) from None
+        if response.status_code != 200:
+            headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
+            raise RelayedError(response.status_code, body, headers, server=server.name)
+        return body
+
     async def forward(
         self, server: RemoteServer, tool: str, arguments: Any, *, authorization: str | None
     ) -> Relayed:
@@ -245,6 +300,46 @@ class RemoteMount:
 
 class _ListingError(Exception):
     pass
+
+
+class RelayedError(HubError):
+    """Another hub's error answer to a resources/prompts request, passed on with its status and body."""
+
+    def __init__(self, status: int, body: Json, headers: Mapping[str, str], *, server: str) -> None:
+        super().__init__(_body_message(body) or f"HTTP {status}", server=server)
+        self.status_code = status
+        self.type = _body_type(body) or "bad_gateway"
+        self._body = body
+        self._headers = dict(headers)
+
+    def body(self) -> ErrorBody:
+        if isinstance(self._body, dict) and isinstance(self._body.get("error"), dict):
+            return cast(ErrorBody, self._body)
+        return super().body()
+
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)
+
+
+def _body_message(body: Json) -> str | None:
+    try:
+        return str(body["error"]["message"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _body_type(body: Json) -> str | None:
+    try:
+        return str(body["error"]["type"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _items(body: Json, key: str) -> list[Json]:
+    items = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise BadUpstreamResponse(f"a mounted hub's answer has no '{key}' list")
+    return items
 
 
 def _error_message(response: httpx2.Response) -> str:

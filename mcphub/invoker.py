@@ -25,14 +25,14 @@ import anyio
 from mcp import MCPError
 from mcp.types import CallToolResult, Tool
 
-from mcphub import results
+from mcphub import resources, results
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
-from mcphub.errors import HubError, NotFound, ServerUnavailable, ToolCallFailed
+from mcphub.errors import Forbidden, HubError, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
 from mcphub.ratelimit import ConcurrencyLimiter, RateLimiter
-from mcphub.toolserver import CallContext, Json, ProgressFn, Relayed, State, ToolServer
+from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, Relayed, State, ToolServer
 from mcphub.validation import ArgumentValidator, parse_body, sendable
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,23 @@ class Call:
     progress: ProgressFn | None = None  # where the server's progress notifications go (the MCP face)
     timeout: float | None = None  # seconds, instead of the server's `timeout` (jobs: its `job_timeout`)
     on_call: Callable[[], None] | None = None  # told once the call goes to the server (jobs answer 202 then)
+    back_channel: BackChannel | None = None  # where the server's elicitation/sampling requests go (MCP face)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A request for a server's resources or prompts (`Invoker.ask`): `uri` for resources/read, `name`
+    and `arguments` for prompts/get."""
+
+    principal: Principal
+    server: str
+    method: resources.Method
+    uri: str | None = None
+    name: str | None = None
+    arguments: dict[str, str] | None = None
+    authorization: str | None = None
+    face: str = "http"
+    back_channel: BackChannel | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +91,7 @@ class Outcome:
     result: CallToolResult | None = None  # a local server's own result (its `isError` ones too)
     error_type: str | None = None
     mcp_error: MCPError | None = None  # the server's own JSON-RPC error answer (the MCP face passes it on)
+    answer: resources.Answer | None = None  # a resources/prompts request's answer (`Invoker.ask`)
 
     @classmethod
     def failed(cls, error: HubError, result: CallToolResult | None = None,
@@ -204,7 +222,7 @@ class Invoker:
             else:  # but what this hub cannot send is refused here, for every server
                 arguments = sendable(arguments, server=call.server, tool=call.tool)
             context = CallContext(caller=call.principal.audit_name, authorization=call.authorization,
-                                  progress=call.progress, timeout=call.timeout)
+                                  progress=call.progress, timeout=call.timeout, back_channel=call.back_channel)
             if call.on_call is not None:
                 call.on_call()
             try:
@@ -223,6 +241,66 @@ class Invoker:
         except ToolCallFailed as exc:
             return Outcome.failed(exc, answer)
 
+    # ------------------------------------------------------------------------ resources and prompts
+
+    async def ask(self, ask: Ask) -> Outcome:
+        """A resources/prompts request, on the same path as a call: scope (see resources.py for who may),
+        rate limit (reads and gets; lists are free, like tools/list), metrics and the audit line (the
+        method where a tool name would be; the URI or prompt only with hub.log_arguments)."""
+        started = time.perf_counter()
+        servers = self.servers()
+        call = Call(ask.principal, ask.server, ask.method, face=ask.face)  # what _record reads
+        shown: Json = {k: v for k, v in (("uri", ask.uri), ("name", ask.name), ("arguments", ask.arguments))
+                       if v is not None}
+        try:
+            outcome = await self._ask(ask, servers)
+        except anyio.get_cancelled_exc_class():
+            self._record(call, servers, shown, CLIENT_CLOSED, None, started, "client closed")
+            raise
+        self._record(call, servers, shown, outcome.status, outcome.error_type, started)
+        return outcome
+
+    async def _ask(self, ask: Ask, servers: Mapping[str, ToolServer]) -> Outcome:
+        target = ask.uri or ask.name or ""
+        answer: resources.Answer
+        try:
+            if self._closing:
+                raise ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER)
+            server = self.server(ask.server, servers)
+            ask.principal.check(ask.server)
+            if ask.principal.tools is not None:
+                raise Forbidden(f"credential '{ask.principal.name}' is limited to some tools: it may not use "
+                                f"resources or prompts of server '{ask.server}'", server=ask.server)
+            context = CallContext(caller=ask.principal.audit_name, authorization=ask.authorization,
+                                  back_channel=ask.back_channel)
+            if ask.method in ("resources/read", "prompts/get"):
+                self.limiter.acquire(self.auth.limits_for(ask.principal, ask.server), server=ask.server,
+                                     tool=ask.method)
+            try:
+                if ask.method == "resources/list":
+                    answer = await server.list_resources(context)
+                elif ask.method == "resources/templates/list":
+                    answer = await server.list_resource_templates(context)
+                elif ask.method == "prompts/list":
+                    answer = await server.list_prompts(context)
+                elif ask.method == "resources/read":
+                    answer = await server.read_resource(target, context)
+                else:
+                    prompts = {p.name: p for p in await server.list_prompts(context)}
+                    if target not in prompts:
+                        raise NotFound(f"server '{ask.server}' has no prompt '{target}' "
+                                       f"(prompts: {', '.join(sorted(prompts)) or 'none'})", server=ask.server)
+                    resources.check_prompt_arguments(prompts[target], ask.arguments or {}, server=ask.server)
+                    answer = await server.get_prompt(target, ask.arguments, context)
+            except MCPError as exc:
+                error = resources.from_mcp_error(exc, ask.method, server=ask.server, target=target)
+                return Outcome.failed(error, mcp_error=exc)
+        except HubError as exc:
+            if exc.server is None:
+                exc.server = ask.server
+            return Outcome.failed(exc)
+        return Outcome(200, resources.to_body(ask.method, answer), answer=answer)
+
     # ------------------------------------------------------------------------------ metrics, audit
 
     def _record(self, call: Call, servers: Mapping[str, ToolServer], arguments: Json, status: int,
@@ -230,7 +308,8 @@ class Invoker:
         elapsed = time.perf_counter() - started
         server = servers.get(call.server)
         if server is not None:  # bounded label values: configured servers and their tools only
-            self.metrics.observe(call.server, call.tool if call.tool in server.tools else "(unknown)", status,
+            label = call.tool if call.tool in server.tools or call.tool in resources.METHODS else "(unknown)"
+            self.metrics.observe(call.server, label, status,
                                  elapsed, error_type, face=call.face)
         who = call.principal.audit_name
         shown_server, shown_tool = printable(call.server), printable(call.tool)  # one line, whatever the path held

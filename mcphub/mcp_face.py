@@ -16,6 +16,9 @@ How the hub's failures look to an MCP client: an unknown (or forbidden) tool is 
 -32602, as the reference servers answer it; a server that is down, a timeout, a rate limit or bad
 arguments are a tool result with `isError` and the hub's reason, so a model can read it and go on.
 
+Resources, resource templates and prompts of every upstream, and a server's elicitation and sampling
+requests during a call: mcp_resources.py (names on `/mcp`: `{server}_{prompt}`, `mcphub://{server}/{uri}`).
+
 (Fenced: the SDK's `StreamableHTTPSessionManager`, `ServerRequestContext.request` and the runner's use
 of `Server.create_initialization_options()`; tests/test_contracts.py lists them.)
 """
@@ -61,6 +64,7 @@ from mcphub.auth import Principal
 from mcphub.errors import HubError, error_body
 from mcphub.hangup import HangUpWatch
 from mcphub.invoker import Call, Invoker, Outcome
+from mcphub.mcp_resources import McpResources, back_channel
 from mcphub.toolserver import Json, ToolServer
 
 logger = logging.getLogger(__name__)
@@ -112,7 +116,8 @@ class McpFace:
     def __init__(self, invoker: Invoker) -> None:
         self.invoker = invoker
         self._server = _HubServer("mcphub", version=__version__, on_list_tools=self._list_tools,
-                                  on_call_tool=self._call_tool, get_tool_input_schema=self._input_schema)
+                                  on_call_tool=self._call_tool, get_tool_input_schema=self._input_schema,
+                                  **McpResources(invoker, _caller).handlers())
         # 2025 sessions, and 2026 requests that need a stream (a progress token, a subscription)
         self._streaming = StreamableHTTPSessionManager(self._server, session_idle_timeout=SESSION_IDLE_TIMEOUT)
         # every other 2026 request: answered as plain JSON, without the SDK's second task and stream per
@@ -292,7 +297,7 @@ class McpFace:
         authorization = request.headers.get("authorization") if isinstance(request, Request) else None
         outcome = await self.invoker.invoke(Call(principal, target.server, target.tool,
                                                  arguments=params.arguments or {}, authorization=authorization,
-                                                 face=FACE, progress=progress))
+                                                 face=FACE, progress=progress, back_channel=back_channel(ctx)))
         if progress is not None:
             await progress.settled()
         return _to_result(outcome)

@@ -577,3 +577,58 @@ def jobs_spec(*, version: str, server_url: str, secured: bool) -> dict[str, Any]
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
     return doc
+
+
+# ------------------------------------------------------------------ resources and prompts (HTTP face)
+
+_MCP_OBJECT = {"type": "object", "description": "MCP's own wire form (camelCase), as the server gave it."}
+RESOURCE_ERRORS = {
+    401: "No credentials, or bad ones.",
+    403: "The credential may not use this server, or is limited to some tools (those see no resources or prompts).",
+    404: "Unknown server, resource or prompt.",
+    422: "A required query parameter or prompt argument is missing.",
+    503: "The MCP server is down or restarting; retry after Retry-After seconds.",
+    504: "The server did not answer in time.",
+}
+
+
+def add_resource_operations(doc: dict[str, Any], *, resources: bool, prompts: bool) -> None:
+    """Add a server's resource and prompt routes (`GET /resources`, `/resources/read?uri=`, `/prompts`,
+    `/prompts/{name}?arg=value`) to its document `doc`, for the kinds the server declares. Their
+    operationIds get a `_mcp` suffix where a tool already has the name."""
+    taken = {op.get("operationId") for item in doc["paths"].values() for op in item.values()}
+
+    def add(path: str, opid: str, summary: str, description: str, parameters: list[dict[str, Any]],
+            response: dict[str, Any]) -> None:
+        errors = {str(status): {"description": text, "content": {"application/json": {
+            "schema": {"$ref": f"{_COMPONENTS}{ERROR_COMPONENT}"}}}} for status, text in RESOURCE_ERRORS.items()}
+        operation = {
+            "operationId": f"{opid}_mcp" if opid in taken else opid,
+            "summary": summary,
+            "description": description,
+            "parameters": parameters,
+            "responses": {"200": {"description": summary, "content": {"application/json": {"schema": response}}},
+                          **errors},
+        }
+        doc["paths"].setdefault(path, {})["get"] = operation
+
+    def listing(key: str) -> dict[str, Any]:
+        return _object([key], **{key: {"type": "array", "items": _MCP_OBJECT}})
+
+    if resources:
+        add("/resources", "list_resources", "List the server's resources and resource templates",
+            "Every resource and resource template the MCP server lists (all pages).", [],
+            _object(["resources", "resourceTemplates"], resources={"type": "array", "items": _MCP_OBJECT},
+                    resourceTemplates={"type": "array", "items": _MCP_OBJECT}))
+        add("/resources/read", "read_resource", "Read a resource",
+            "The contents of the resource at `uri` (a listed URI, or one a template expands to).",
+            [{"name": "uri", "in": "query", "required": True, "schema": _STRING,
+              "description": "The resource's URI, as the server lists it."}],
+            _object(["contents"], contents={"type": "array", "items": _MCP_OBJECT}))
+    if prompts:
+        add("/prompts", "list_prompts", "List the server's prompts",
+            "Every prompt the MCP server lists (all pages), with its arguments.", [], listing("prompts"))
+        add("/prompts/{name}", "get_prompt", "Get a prompt's messages",
+            "The prompt's messages, its arguments given as query parameters (`?who=Ann&style=formal`).",
+            [{"name": "name", "in": "path", "required": True, "schema": _STRING, "description": "The prompt's name."}],
+            _object(["messages"], description=_STRING, messages={"type": "array", "items": _MCP_OBJECT}))

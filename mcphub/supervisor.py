@@ -16,10 +16,10 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 import httpx2
@@ -31,20 +31,25 @@ from mcp.types import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     REQUEST_TIMEOUT,
-    CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
+    GetPromptResult,
     PaginatedRequestParams,
+    Prompt,
+    ReadResourceResult,
     RequestParamsMeta,
+    Resource,
+    ResourceTemplate,
     Tool,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from mcphub import transports
+from mcphub import backchannel, resources, transports
+from mcphub.backchannel import ServerRequests
 from mcphub.config import HttpServer, HubConfig, ServerConfig
-from mcphub.errors import BadUpstreamResponse, ServerUnavailable, ToolTimeout, exception_line
+from mcphub.errors import BadUpstreamResponse, NotFound, ServerUnavailable, ToolTimeout, exception_line
 from mcphub.logs import plural
-from mcphub.toolserver import CallContext, Json, ProgressFn, State, same_tools, unavailable
+from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ DRAIN_POLL = 0.01  # seconds between looks at a draining connection's calls in f
 SDK_BARE_HTTP_ERROR = "Server returned an error response"  # the SDK's text for an HTTP error without a JSON-RPC body
 
 Connect = Callable[..., AbstractAsyncContextManager[Client]]
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -70,6 +76,7 @@ class _Replica:
     in_flight: int = 0
     closed: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    requests: ServerRequests = field(default_factory=lambda: ServerRequests("?"))  # elicitation/sampling
 
 
 @dataclass(eq=False)
@@ -119,7 +126,7 @@ class ServerHandle:
 
     async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> CallToolResult:
         return await self.call_tool(tool, arguments, caller=context.caller, progress=context.progress,
-                                    timeout=context.timeout)
+                                    timeout=context.timeout, back_channel=context.back_channel)
 
     def unavailable(self, tool: str | None, reason: str | None = None) -> ServerUnavailable:
         return unavailable(self, tool, reason, retry_after=self.retry_after())
@@ -128,7 +135,7 @@ class ServerHandle:
 
     async def call_tool(
         self, tool: str, arguments: dict[str, Any], *, timeout: float | None = None, caller: str | None = None,
-        progress: ProgressFn | None = None,
+        progress: ProgressFn | None = None, back_channel: BackChannel | None = None,
     ) -> CallToolResult:
         """Call a tool on the least busy ready replica.
 
@@ -140,34 +147,32 @@ class ServerHandle:
         meta = cast(RequestParamsMeta, {self.config.forward_identity: caller}) \
             if self.config.forward_identity and caller else None
         try:
-            return await self._call_once(tool, arguments, timeout, meta, progress)
+            return await self._call_once(tool, arguments, timeout, meta, progress, back_channel)
         except _SessionExpired:
             # The server refused the request before running it: re-initialise and send it once more.
             with anyio.move_on_after(REREADY_WAIT):
                 await self._wait_ready()
             try:
-                return await self._call_once(tool, arguments, timeout, meta, progress)
+                return await self._call_once(tool, arguments, timeout, meta, progress, back_channel)
             except _SessionExpired:
                 raise self.unavailable(tool, "the server dropped the session again") from None
 
     async def _call_once(
         self, tool: str, arguments: dict[str, Any], timeout: float, meta: RequestParamsMeta | None,
-        progress: ProgressFn | None,
+        progress: ProgressFn | None, back_channel: BackChannel | None = None,
     ) -> CallToolResult:
         replica = self._pick()
         client = replica.client
         assert client is not None
         params = CallToolRequestParams(name=tool, arguments=arguments, meta=meta) if meta else \
             CallToolRequestParams(name=tool, arguments=arguments)
-        request = CallToolRequest(params=params)
         replica.in_flight += 1
         try:
-            with anyio.fail_after(timeout + CALL_GRACE):
+            with anyio.fail_after(timeout + CALL_GRACE), replica.requests.during(back_channel):
                 # send_request, not Client.call_tool: results pass through verbatim, without the SDK
                 # rejecting structured content that disagrees with the tool's own outputSchema.
-                return await client.session.send_request(
-                    request, CallToolResult, request_read_timeout_seconds=timeout, progress_callback=progress
-                )
+                return await backchannel.call_tool(client.session, params, timeout=timeout, progress=progress,
+                                                   back_channel=back_channel)
         except MCPError as exc:
             if exc.code in (INVALID_REQUEST, REQUEST_TIMEOUT) and _is_session_gone(exc.message):
                 self._lost(replica)  # (TypeScript servers answer -32001, the timeout code, for this)
@@ -207,6 +212,73 @@ class ServerHandle:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.TransportError) as exc:
             self._lost(replica)
             raise self.unavailable(tool, f"connection lost ({exception_line(exc)})") from None
+        finally:
+            replica.in_flight -= 1
+
+    # ------------------------------------------------------------------- resources and prompts
+
+    def declares(self) -> frozenset[str]:
+        for replica in self.replicas:
+            if replica.state is State.READY and replica.client is not None:
+                return resources.declared(replica.client)
+        return frozenset()
+
+    async def list_resources(self, context: CallContext | None = None) -> list[Resource]:
+        return await self._ask("resources/list", resources.list_resources)
+
+    async def list_resource_templates(self, context: CallContext | None = None) -> list[ResourceTemplate]:
+        return await self._ask("resources/templates/list", resources.list_resource_templates)
+
+    async def list_prompts(self, context: CallContext | None = None) -> list[Prompt]:
+        return await self._ask("prompts/list", resources.list_prompts)
+
+    async def read_resource(self, uri: str, context: CallContext) -> ReadResourceResult:
+        async def read(client: Client) -> ReadResourceResult:
+            return await client.session.read_resource(uri)
+
+        return await self._ask("resources/read", read, context.back_channel)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None, context: CallContext) -> GetPromptResult:
+        async def get(client: Client) -> GetPromptResult:
+            return await client.session.get_prompt(name, arguments)
+
+        return await self._ask("prompts/get", get, context.back_channel)
+
+    async def _ask(self, method: resources.Method, request: Callable[[Client], Awaitable[T]],
+                   back_channel: BackChannel | None = None) -> T:
+        """One resources/prompts request on the least busy ready replica, failures mapped as for calls."""
+        replica = self._pick()
+        client = replica.client
+        assert client is not None
+        if method in ("resources/read", "prompts/get") and not resources.declares(client, method):
+            kind = method.partition("/")[0]
+            raise NotFound(f"server '{self.name}' has no {kind} (it does not declare the capability)",
+                           server=self.name)
+        timeout = self.config.timeout
+        replica.in_flight += 1
+        try:
+            with anyio.fail_after(timeout), replica.requests.during(back_channel):
+                return await request(client)
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self._lost(replica)
+                raise self.unavailable(None, "the connection to the server closed during the request") from None
+            if exc.code in (INVALID_REQUEST, REQUEST_TIMEOUT) and _is_session_gone(exc.message):
+                self._lost(replica)  # reconnects; unlike a call, a list or read is not resent here
+                raise self.unavailable(None, "the server dropped the session; it is being reconnected") from None
+            if exc.code == REQUEST_TIMEOUT:
+                raise ToolTimeout(f"server '{self.name}' did not answer {method} within {timeout:g}s",
+                                  server=self.name) from None
+            raise
+        except TimeoutError:
+            raise ToolTimeout(f"server '{self.name}' did not answer {method} within {timeout:g}s",
+                              server=self.name) from None
+        except (pydantic.ValidationError, ValueError, RuntimeError) as exc:
+            raise BadUpstreamResponse(f"server '{self.name}' answered {method} with something that is not a valid "
+                                      f"MCP result ({exception_line(exc)})", server=self.name) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, httpx2.TransportError) as exc:
+            self._lost(replica)
+            raise self.unavailable(None, f"connection lost ({exception_line(exc)})") from None
         finally:
             replica.in_flight -= 1
 
@@ -327,7 +399,7 @@ class Supervisor:
     async def _start(self, name: str, cfg: ServerConfig) -> None:
         assert self._tg is not None
         handle = ServerHandle(name=name, config=cfg)
-        handle.replicas = [_Replica(index=i) for i in range(cfg.replicas)]
+        handle.replicas = [_Replica(index=i, requests=ServerRequests(name)) for i in range(cfg.replicas)]
         self.servers[name] = handle
         logger.info("starting '%s' (%s%s)", name, transports.describe(cfg),
                     f", {cfg.replicas} replicas" if cfg.replicas > 1 else "")
@@ -439,7 +511,7 @@ class Supervisor:
             with anyio.CancelScope(deadline=started + cfg.connect_timeout) as scope:
                 changed = _Flag()
                 async with self._connect(handle.name, cfg, on_closed=replica.closed.set, stderr_tail=tail,
-                                         on_tools_changed=changed.set) as client:
+                                         on_tools_changed=changed.set, server_requests=replica.requests) as client:
                     tools = await _list_tools(client)
                     scope.deadline = math.inf
                     up_since = anyio.current_time()

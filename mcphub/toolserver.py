@@ -12,6 +12,11 @@ the way an HTTP client never asks which transport it was given.
                  answer from a mounted hub, which passes through unchanged
     unavailable  the ServerUnavailable error to raise for it, with its state and last error
 
+Resources and prompts (the MCP face and `GET /{server}/resources|prompts`), each a request to the
+server: `list_resources`, `list_resource_templates`, `list_prompts` (every page, bounded; empty for a
+server that does not declare the capability), `read_resource`, `get_prompt`. A server's requests to
+its client (elicitation, sampling) during a call go to the call's `CallContext.back_channel`.
+
 Imports nothing from mcphub but errors (a leaf, like errors.py).
 """
 
@@ -22,7 +27,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
-from mcp.types import CallToolResult, Tool
+from mcp.types import (
+    CallToolResult,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    CreateMessageResultWithTools,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    GetPromptResult,
+    Prompt,
+    ReadResourceResult,
+    Resource,
+    ResourceTemplate,
+    Tool,
+)
 
 from mcphub.errors import ServerUnavailable
 
@@ -60,6 +79,17 @@ class ProgressFn(Protocol):
     async def __call__(self, progress: float, total: float | None, message: str | None) -> None: ...
 
 
+class BackChannel(Protocol):
+    """Where a server's own requests during a call go: the MCP-face client that made the call (over its
+    session), which declared it can answer them. A call without one has these requests declined."""
+
+    async def elicit(self, params: ElicitRequestParams) -> ElicitResult | ErrorData: ...
+
+    async def sample(
+        self, params: CreateMessageRequestParams
+    ) -> CreateMessageResult | CreateMessageResultWithTools | ErrorData: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Who a call is for, as far as a server may know it.
@@ -68,12 +98,15 @@ class CallContext:
     where its config says `forward_identity`. `authorization` is the caller's own header: sent only to a
     mounted sibling hub that shares this hub's auth, never to an MCP server. `progress`: where the
     server's `notifications/progress` for this call go (None: the caller asked for none). `timeout`:
-    seconds this call may take, instead of the server's own `timeout` (a job's `job_timeout`)."""
+    seconds this call may take, instead of the server's own `timeout` (a job's `job_timeout`).
+    `back_channel`: where the server's elicitation and sampling requests during the call go (None:
+    declined)."""
 
     caller: str
     authorization: str | None = None
     progress: ProgressFn | None = None
     timeout: float | None = None
+    back_channel: BackChannel | None = None
 
 
 Answer: TypeAlias = CallToolResult | Relayed
@@ -132,6 +165,25 @@ class ToolServer(Protocol):
         """Run `tool`. Returns the server's own answer (an `isError` result included). Raises
         `mcp.MCPError` for the server's JSON-RPC error answer (the tool's own error, e.g. -32602), and a
         HubError (ServerUnavailable, ToolTimeout, BadUpstreamResponse) when there is no answer."""
+        ...
+
+    # Resources and prompts: the server's own answers. Raise `mcp.MCPError` for the server's JSON-RPC
+    # error (an unknown resource), a HubError when there is no answer (as `call`), or for a mounted
+    # server the other hub's error (its status and body, passed on unchanged).
+
+    def declares(self) -> frozenset[str]:
+        """Which of `resources` and `prompts` the server says it has (its connection's capabilities now)."""
+        ...
+
+    async def list_resources(self, context: CallContext) -> list[Resource]: ...
+
+    async def list_resource_templates(self, context: CallContext) -> list[ResourceTemplate]: ...
+
+    async def read_resource(self, uri: str, context: CallContext) -> ReadResourceResult: ...
+
+    async def list_prompts(self, context: CallContext) -> list[Prompt]: ...
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None, context: CallContext) -> GetPromptResult:
         ...
 
 

@@ -34,6 +34,7 @@ from mcp.shared.message import SessionMessage  # the SDK's transport item type (
 from mcp.types import INVALID_REQUEST, ErrorData, JSONRPCError, ToolListChangedNotification
 
 from mcphub import outbound
+from mcphub.backchannel import ServerRequests
 from mcphub.config import HttpServer, ServerConfig, StdioServer
 from mcphub.errors import exception_line
 from mcphub.launcher import Launcher, LauncherUnavailable
@@ -84,6 +85,7 @@ async def connect(
     stderr_tail: collections.deque[str] | None = None,
     on_tools_changed: Callable[[], None] | None = None,
     launcher: Launcher | None = None,
+    server_requests: ServerRequests | None = None,
 ) -> AsyncIterator[Client]:
     """Open one MCP connection and yield an initialised `Client`.
 
@@ -93,19 +95,28 @@ async def connect(
     A stdio child's last stderr lines are appended to `stderr_tail` (to explain a failed start).
     `on_tools_changed` is called when a (2025-era) server sends notifications/tools/list_changed.
     `launcher`: where `python -m MODULE` stdio servers are forked from, when it can (see `launchable`).
+    `server_requests`: where the server's elicitation and sampling requests go (see backchannel.py).
     """
     handler = _NotificationHandler(on_tools_changed)
+    callbacks = client_callbacks(server_requests)
     if isinstance(cfg, StdioServer):
         async with _stderr_pipe(name, stderr_tail) as errlog:
             stdio = stdio_transport(_spawner(cfg, launcher), stderr=errlog.fileno())
             async with Client(_watched(stdio, on_closed, name), mode=cfg.mode, cache=None,
-                              message_handler=handler) as client:
+                              message_handler=handler, **callbacks) as client:
                 yield client
         return
     async with _http_transport(cfg, on_closed) as transport:
         async with Client(_watched(transport, on_closed, name), mode=cfg.mode, cache=None,
-                          message_handler=handler) as client:
+                          message_handler=handler, **callbacks) as client:
             yield client
+
+
+def client_callbacks(server_requests: ServerRequests | None) -> dict[str, Any]:
+    """The `Client` keywords that declare elicitation and sampling and route them to `server_requests`."""
+    if server_requests is None:
+        return {}
+    return {"elicitation_callback": server_requests.elicitation, "sampling_callback": server_requests.sampling}
 
 
 class _NotificationHandler:

@@ -123,7 +123,8 @@ async def connect(
     async with _in_memory(name, cfg, factory, stderr_tail) as streams:
         # the transport wrappers stdio connections get: EOF calls on_closed, notifications reach on_tools_changed
         async with Client(transports._watched(_Ready(streams), on_closed, name), mode=cfg.mode, cache=None,
-                          message_handler=transports._NotificationHandler(on_tools_changed)) as client:
+                          message_handler=transports._NotificationHandler(on_tools_changed),
+                          **transports.client_callbacks(options.get("server_requests"))) as client:
             yield client
 
 

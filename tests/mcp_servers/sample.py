@@ -9,6 +9,11 @@ Two ways to run the same server code:
 Env: SAMPLE_START=fail|hang (refuse or stall before serving), SAMPLE_MARKERS=<dir> (tools drop files
 there: `started-<tag>` when a sleep starts, `cancelled-<tag>` when it is cancelled, `pid-<pid>` at
 start-up), SAMPLE_TOOLS=extra (one more tool, to test tool-list changes on restart).
+
+Besides tools: a resource `memo://one`, a resource template `memo://notes/{name}`, a prompt `greet`
+(argument `who`, required; `style`, optional), and tools that ask their client: `ask_name` (elicitation)
+and `ask_model` (sampling), each answering with what came back, and `ask_name_resolved` (elicitation by
+a resolver: a 2026-07-28 client gets it as an `InputRequiredResult` answer, a 2025 one as a request).
 """
 
 from __future__ import annotations
@@ -24,9 +29,29 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from mcp import MCPError
-from mcp.server.mcpserver import Audio, Context, Image, MCPServer
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Audio,
+    Context,
+    Elicit,
+    ElicitationResult,
+    Image,
+    MCPServer,
+    Resolve,
+)
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, EmbeddedResource, ResourceLink, TextContent, TextResourceContents
+from mcp.shared.message import ServerMessageMetadata
+from mcp.types import (
+    CallToolResult,
+    CreateMessageRequest,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    EmbeddedResource,
+    ResourceLink,
+    SamplingMessage,
+    TextContent,
+    TextResourceContents,
+)
 from pydantic import BaseModel, Field
 
 PNG = base64.b64decode(
@@ -42,6 +67,15 @@ class RefusedToStart(Exception):
 class Sum(BaseModel):
     total: int
     operands: list[int]
+
+
+class Name(BaseModel):
+    name: str
+
+
+def who_asks() -> Elicit[Name]:
+    """The resolver of `ask_name_resolved` (module level: tool annotations are evaluated by name)."""
+    return Elicit("What is your name?", Name)
 
 
 def build(
@@ -177,6 +211,44 @@ def build(
     def shout(text: str) -> str:
         print(text, file=sys.stderr, flush=True)
         return "ok"
+
+    @mcp.resource("memo://one", name="one", description="The first memo.", mime_type="text/plain")
+    def memo_one() -> str:
+        return "memo one"
+
+    @mcp.resource("memo://notes/{name}", name="note", description="A note by name.", mime_type="text/plain")
+    def note(name: str) -> str:
+        return f"note {name}"
+
+    @mcp.prompt(description="Greet someone.")
+    def greet(who: str, style: str = "plain") -> str:
+        return f"Hello, {who}!" if style == "plain" else f"Dear {who}, greetings."
+
+    @mcp.tool(description="Ask the client for a name (elicitation); answer with what came back.")
+    async def ask_name(ctx: Context) -> str:
+        try:
+            answer = await ctx.elicit("What is your name?", Name)
+        except MCPError as exc:  # the client refused, or (2026) there is no channel to ask on
+            return f"elicitation refused: {exc.message}"
+        if answer.action == "accept":
+            return f"hello {answer.data.name}"
+        return f"elicitation {answer.action}"
+
+    @mcp.tool(description="Ask the client's model (sampling); answer with its text.")
+    async def ask_model(prompt: str, ctx: Context) -> str:
+        message = SamplingMessage(role="user", content=TextContent(type="text", text=prompt))
+        request = CreateMessageRequest(params=CreateMessageRequestParams(messages=[message], max_tokens=50))
+        try:  # (session.create_message warns that sampling is deprecated in 2026-07-28)
+            reply = await ctx.session.send_request(request, CreateMessageResult,
+                                                   metadata=ServerMessageMetadata(related_request_id=ctx.request_id))
+        except MCPError as exc:
+            return f"sampling refused: {exc.message}"
+        content = reply.content
+        return f"model says: {content.text}" if isinstance(content, TextContent) else "model says something else"
+
+    @mcp.tool(description="Ask the client for a name through a resolver; answer with what came back.")
+    def ask_name_resolved(name: Annotated[ElicitationResult[Name], Resolve(who_asks)]) -> str:
+        return f"hello {name.data.name}" if isinstance(name, AcceptedElicitation) else f"elicitation {name.action}"
 
     if tools == "extra":
 
