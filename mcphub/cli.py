@@ -457,7 +457,8 @@ def _chat(args: argparse.Namespace) -> int:
         async with running(servers, sites) as hub:
             wanted = set(runner_config.servers)  # the listener that serves most of them (instances: one each)
             invoker = max(hub.invokers, key=lambda inv: len(wanted & set(inv.servers())) if "*" not in wanted else 0)
-            tools = HubTools(invoker, CLI_PRINCIPAL, runner_config.servers, authorization=_cli_authorization())
+            tools = HubTools(invoker, CLI_PRINCIPAL, runner_config.servers, authorization=_cli_authorization(),
+                             on_progress=out.progress)
             async with backend_client(runner_config) as client:
                 runner = make_runner(runner_config, tools, client, model=args.model)
                 messages: list[dict[str, Any]] = []
@@ -496,7 +497,8 @@ def _read_prompt() -> str | None:
 
 
 class _ChatPrinter:
-    """`[tool] {arguments}` when a call starts, `[tool] -> short result` when it ends, then the answer."""
+    """`[tool] {arguments}` when a call starts, `[tool] ... 2/3 message` as it reports progress, `[tool] ->
+    short result` when it ends, then the answer."""
 
     RESULT_CHARS = 200
 
@@ -511,6 +513,10 @@ class _ChatPrinter:
 
     async def call(self, call: ToolCall) -> None:
         self._line(f"[{call.name}] {json.dumps(call.arguments, ensure_ascii=False)}")
+
+    async def progress(self, name: str, progress: float, total: float | None, message: str | None) -> None:
+        done = f"{progress:g}" + (f"/{total:g}" if total is not None else "")
+        self._line(f"[{name}] ... {done} {message or ''}".rstrip())
 
     async def result(self, result: ToolResult) -> None:
         short = " ".join(result.text.split())

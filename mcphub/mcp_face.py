@@ -65,13 +65,12 @@ from mcphub.errors import HubError, error_body
 from mcphub.hangup import HangUpWatch
 from mcphub.invoker import Call, Invoker, Outcome
 from mcphub.mcp_resources import McpResources, back_channel
-from mcphub.toolserver import Json, ToolServer
+from mcphub.toolserver import Json, ProgressRelay, ToolServer
 
 logger = logging.getLogger(__name__)
 
 FACE = "mcp"  # the metrics label of calls that came through this face
 SESSION_IDLE_TIMEOUT = 30 * 60.0  # seconds a 2025 session may sit unused before it is closed (the SDK's default)
-PROGRESS_SETTLE = 1.0  # seconds a call's answer waits for its last progress notifications to go out
 LIST_CHANGED_POLL = 1.0  # seconds between looks for changed tool lists (to tell session clients)
 MAX_LISTENERS = 10_000  # 2025 sessions remembered for list_changed (the SDK's own session limit)
 METADATA_PATH = "/.well-known/oauth-protected-resource"  # RFC 9728
@@ -292,7 +291,7 @@ class McpFace:
             target = found
         progress = None
         if ctx.meta is not None and ctx.meta.get("progress_token") is not None:
-            progress = _Progress(ctx.session)
+            progress = ProgressRelay(ctx.session.report_progress)
         request = ctx.request
         authorization = request.headers.get("authorization") if isinstance(request, Request) else None
         outcome = await self.invoker.invoke(Call(principal, target.server, target.tool,
@@ -325,34 +324,6 @@ class McpFace:
 
     def _fingerprint(self) -> dict[str, tuple[int, str]]:
         return {name: (s.version, str(s.state)) for name, s in self.invoker.servers().items()}
-
-
-class _Progress:
-    """Passes the server's progress notifications on to the client, in order. The SDK hands each one to a
-    task of its own, started before the call's answer is processed; the answer waits for those tasks
-    (`settled`), or the last notifications would arrive after it, on a stream already closed."""
-
-    def __init__(self, session: ServerSession) -> None:
-        self._session = session
-        self._pending = 0
-        self._idle = anyio.Event()
-        self._lock = anyio.Lock()  # one at a time, in the order they arrived
-
-    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
-        self._pending += 1
-        try:
-            async with self._lock:
-                await self._session.report_progress(progress, total, message)
-        finally:
-            self._pending -= 1
-            if self._pending == 0:
-                self._idle.set()
-
-    async def settled(self) -> None:
-        with anyio.move_on_after(PROGRESS_SETTLE):
-            while self._pending:
-                self._idle = anyio.Event()
-                await self._idle.wait()
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
+import anyio
 from mcp.types import (
     CallToolResult,
     CreateMessageRequestParams,
@@ -88,6 +89,38 @@ class BackChannel(Protocol):
     async def sample(
         self, params: CreateMessageRequestParams
     ) -> CreateMessageResult | CreateMessageResultWithTools | ErrorData: ...
+
+
+PROGRESS_SETTLE = 1.0  # seconds a call's answer waits for its last progress notifications to be passed on
+
+
+class ProgressRelay:
+    """Passes a call's progress notifications on to `forward`, in order, and lets the call's answer wait
+    for the last of them (`settled`). The SDK hands each notification to a task of its own, started before
+    the answer is processed: without the wait, the last ones would arrive after the answer (an MCP client's
+    stream is closed by then; a chat would print them after the result)."""
+
+    def __init__(self, forward: ProgressFn) -> None:
+        self._forward = forward
+        self._pending = 0
+        self._idle = anyio.Event()
+        self._lock = anyio.Lock()  # one at a time, in the order they arrived
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self._pending += 1
+        try:
+            async with self._lock:
+                await self._forward(progress, total, message)
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+
+    async def settled(self) -> None:
+        with anyio.move_on_after(PROGRESS_SETTLE):
+            while self._pending:
+                self._idle = anyio.Event()
+                await self._idle.wait()
 
 
 @dataclass(frozen=True, slots=True)

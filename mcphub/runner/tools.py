@@ -5,7 +5,7 @@
 servers in `runner.servers` (mounted ones included) that the caller's credential may call, named
 `{server}_{tool}` (sanitised as in the combined OpenAPI document), each called through the hub's one
 call path, the `Invoker`: the same scope check, rate limit, argument validation, metrics and audit
-line as `POST /{server}/{tool}`, with no HTTP hop.
+line as `POST /{server}/{tool}`, with no HTTP hop; bounded by each server's `job_timeout`, as a job.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from mcp.types import Tool
 from mcphub import schema
 from mcphub.auth import Principal
 from mcphub.invoker import Call, Invoker
+from mcphub.jobs import job_timeout
+from mcphub.toolserver import ProgressRelay
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ class ToolCaller(Protocol):
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome: ...
 
 
+class ToolProgress(Protocol):
+    """Where a chat's tool progress goes: the tool's name, then what the server reported."""
+
+    async def __call__(self, name: str, progress: float, total: float | None, message: str | None) -> None: ...
+
+
 class HubTools:
     """The tools of `servers` (`*`: all) that `principal` may call, through `invoker`.
 
@@ -47,10 +55,11 @@ class HubTools:
     shares this hub's auth (and to nothing else)."""
 
     def __init__(self, invoker: Invoker, principal: Principal, servers: Iterable[str], *,
-                 authorization: str | None = None) -> None:
+                 authorization: str | None = None, on_progress: ToolProgress | None = None) -> None:
         self._invoker = invoker
         self._principal = principal
         self._authorization = authorization
+        self._on_progress = on_progress
         wanted = set(servers)
         self._routes: dict[str, tuple[str, str]] = {}
         self._definitions: list[dict[str, Any]] = []
@@ -75,9 +84,23 @@ class HubTools:
         return name in self._routes
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+        """Under the server's `job_timeout`, not its `timeout`: a slow tool mid-chat is waited for as a job
+        would be, not cut off with a 504. Progress notifications go to `on_progress`, in order, before the
+        call's outcome."""
         server, tool = self._routes[name]
+        progress = None
+        if self._on_progress is not None:
+            forward = self._on_progress
+
+            async def forwarded(progress: float, total: float | None, message: str | None) -> None:
+                await forward(name, progress, total, message)
+
+            progress = ProgressRelay(forwarded)
         outcome = await self._invoker.invoke(Call(self._principal, server, tool, arguments,
-                                                  authorization=self._authorization))
+                                                  authorization=self._authorization, progress=progress,
+                                                  timeout=job_timeout(self._invoker, server, tool)))
+        if progress is not None:
+            await progress.settled()
         if outcome.status == 200:
             return ToolOutcome(True, outcome.body)
         return ToolOutcome(False, _error_text(outcome.status, outcome.body))
