@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 FACE = "mcp"  # the metrics label of calls that came through this face
 SESSION_IDLE_TIMEOUT = 30 * 60.0  # seconds a 2025 session may sit unused before it is closed (the SDK's default)
 LIST_CHANGED_POLL = 1.0  # seconds between looks for changed tool lists (to tell session clients)
+MAX_CACHED_SCHEMAS = 10_000  # tools whose input schema was looked at for `x-mcp-header` annotations
 MAX_LISTENERS = 10_000  # 2025 sessions remembered for list_changed (the SDK's own session limit)
 METADATA_PATH = "/.well-known/oauth-protected-resource"  # RFC 9728
 # who is calling and through which endpoint, for the SDK's schema lookup (it runs in the request's task)
@@ -127,6 +128,7 @@ class McpFace:
         # 2025 sessions that listed tools (by session id): how to reach them, the view and who (list_changed)
         self._listeners: dict[str, _Listener] = {}
         self._names: dict[tuple[object, ...], dict[str, _Target]] = {}
+        self._annotated: dict[tuple[str, int, str], bool] = {}  # (server, version, tool) → has Mcp-Param headers
 
     # ------------------------------------------------------------------------------------ lifetime
 
@@ -247,8 +249,17 @@ class McpFace:
         target = _Target(view, name) if view is not None else self._combined_names(servers).get(name)
         if target is None or target.server not in servers or not principal.may_call(target.server, target.tool):
             return None
-        tool = servers[target.server].tools.get(target.tool)
-        return None if tool is None else tool.input_schema
+        server = servers[target.server]
+        tool = server.tools.get(target.tool)
+        if tool is None:
+            return None
+        key = (target.server, server.version, target.tool)
+        annotated = self._annotated.get(key)
+        if annotated is None:  # a schema without `x-mcp-header` has nothing to check: skip the SDK's walk
+            if len(self._annotated) > MAX_CACHED_SCHEMAS:
+                self._annotated.clear()
+            annotated = self._annotated[key] = "x-mcp-header" in json.dumps(tool.input_schema)
+        return tool.input_schema if annotated else None
 
     def _visible(self, principal: Principal, view: str | None) -> list[Tool]:
         servers = self._servers(view)

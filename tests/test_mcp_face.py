@@ -134,6 +134,25 @@ async def test_a_timeout_and_a_rate_limit_are_tool_errors_with_the_hub_s_reason(
         assert limited.is_error and "rate limit" in text_of(limited) and "retry after" in text_of(limited)
 
 
+@pytest.mark.parametrize("path,name", [("/sample/mcp", "routed"), ("/mcp", "sample_routed")])
+async def test_a_2026_request_whose_mcp_param_header_disagrees_with_its_argument_is_refused(
+        hub: RunningHub, path: str, name: str):
+    def call(region_header: str) -> dict[str, Any]:
+        return {"json": {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+                    "name": name, "arguments": {"region": "eu"},
+                    "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                              "io.modelcontextprotocol/clientCapabilities": {}}}},
+                "headers": {"Authorization": f"Bearer {FULL_KEY}", "MCP-Protocol-Version": "2026-07-28",
+                            "Accept": "application/json, text/event-stream", "Mcp-Method": "tools/call",
+                            "Mcp-Name": name, "Mcp-Param-Region": region_header}}
+
+    agreed = await hub.client.post(path, **call("eu"))
+    assert agreed.status_code == 200 and agreed.json()["result"]["content"][0]["text"] == "eu", agreed.text
+    refused = await hub.client.post(path, **call("us"))
+    assert refused.status_code == 400, refused.text
+    assert "Mcp-Param-Region" in refused.json()["error"]["message"], refused.text
+
+
 async def test_the_server_s_own_json_rpc_error_passes_through(hub: RunningHub):
     async with mcp_client(f"{hub.url}/sample/mcp") as client:
         with pytest.raises(MCPError) as caught:

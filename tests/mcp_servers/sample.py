@@ -143,6 +143,10 @@ def build(
             raise
         return f"slept {seconds}"
 
+    @mcp.tool(description="Echo the region, which a 2026 client also sends as the header Mcp-Param-Region.")
+    def routed(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return region
+
     @mcp.tool(description="Report progress `steps` times (i of steps, message 'step i'), then answer.")
     async def count(steps: int, ctx: Context) -> str:
         for i in range(1, steps + 1):
