@@ -28,12 +28,12 @@ from mcp.types import CallToolResult, Tool
 from mcphub import resources, results
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
-from mcphub.errors import Forbidden, HubError, NotFound, ServerUnavailable, ToolCallFailed
+from mcphub.errors import BadUpstreamResponse, Forbidden, HubError, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
 from mcphub.ratelimit import ConcurrencyLimiter, RateLimiter
 from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, Relayed, State, ToolServer
-from mcphub.validation import ArgumentValidator, parse_body, sendable
+from mcphub.validation import ArgumentValidator, parse_body, sendable, unsendable
 
 logger = logging.getLogger(__name__)
 # The audit trail: one line per tool call (who, server/tool, status, duration; arguments only with
@@ -235,11 +235,18 @@ class Invoker:
             return Outcome.failed(exc)
         if isinstance(answer, Relayed):  # another hub's answer passes through unchanged
             error_type = _error_type(answer.body) if answer.status >= 400 else None
-            return Outcome(answer.status, answer.body, answer.headers, error_type=error_type)
-        try:
-            return Outcome(200, results.to_body(answer, server=call.server, tool=call.tool), result=answer)
-        except ToolCallFailed as exc:
-            return Outcome.failed(exc, answer)
+            outcome = Outcome(answer.status, answer.body, answer.headers, error_type=error_type)
+        else:
+            try:
+                outcome = Outcome(200, results.to_body(answer, server=call.server, tool=call.tool), result=answer)
+            except ToolCallFailed as exc:
+                outcome = Outcome.failed(exc, answer)
+        fault = unsendable(outcome.body)  # found here, so that metrics and audit say what the caller gets
+        if fault is not None:
+            return Outcome.failed(BadUpstreamResponse(
+                f"server '{call.server}' answered tool '{call.tool}' with something that cannot be sent on as "
+                f"JSON: {fault}", server=call.server, tool=call.tool))
+        return outcome
 
     # ------------------------------------------------------------------------ resources and prompts
 

@@ -231,6 +231,26 @@ def sendable(arguments: Json, *, server: str, tool: str) -> dict[str, Json]:
     return arguments
 
 
+def unsendable(value: Json) -> str | None:
+    """Why `value` (a server's answer, any size or depth) cannot be sent on as JSON, or None: a string or
+    key holding a lone surrogate, or a number that is not finite. Answers are not bounded like arguments."""
+    stack: list[Json] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str) and not _is_text(key):
+                    return "a key holds a lone surrogate, which is not Unicode text"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not _is_text(item):
+            return "a string holds a lone surrogate, which is not Unicode text"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"a number is not finite ({item})"
+    return None
+
+
 def _check_structure(raw: bytes, *, server: str, tool: str) -> None:
     """Depth and value count of a JSON text, from its bytes alone (exact for well-formed JSON; a
     malformed text is left to the parser to name)."""

@@ -531,3 +531,37 @@ async def test_fuzzed_argument_values_get_a_documented_status_and_cost_no_one_el
     # nothing hostile got as far as a transport: the hub refused it before anything was sent
     assert not [r.getMessage() for r in caplog.records if r.name == "mcphub.outbound"]
     await unharmed.check()
+
+
+async def test_an_answer_that_cannot_be_sent_on_is_a_502_and_recorded_as_one(caplog: pytest.LogCaptureFixture):
+    """A server answering text with a lone surrogate (in-process, so no JSON parser drops it on the way; a
+    mounted hub's JSON can carry one too): the caller gets 502 in the one error shape, and the metrics and
+    the audit line say 502, not the 200 the server's answer looked like."""
+    caplog.set_level(logging.INFO, logger="mcphub.access")
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=[Tool(name=n, input_schema={"type": "object"}) for n in ("odd", "fine")])
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
+        return CallToolResult(content=[TextContent(type="text", text="a\ud800b" if params.name == "odd" else "ok")])
+
+    server = Server("odd", version="0.0.1", on_list_tools=list_tools, on_call_tool=call_tool)
+
+    @asynccontextmanager
+    async def connect(name: str, cfg: ServerConfig, **_: Any) -> AsyncIterator[Client]:
+        async with Client(server, cache=None) as client:
+            yield client
+
+    config = config_of({"servers": {"g": sample_server()}})
+    async with Supervisor(config, connect=connect) as supervisor:
+        transport = httpx2.ASGITransport(app=make_app(supervisor, config))
+        async with httpx2.AsyncClient(base_url=IN_PROCESS_BASE_URL, transport=transport) as client:
+            response = await client.post("/g/odd", json={})
+            metrics = (await client.get("/metrics")).text
+            fine = await client.post("/g/fine", json={})
+    error = assert_error(response, 502, "bad_gateway")
+    assert error["message"] == ("server 'g' answered tool 'odd' with something that cannot be sent on as JSON: a "
+                                "string holds a lone surrogate, which is not Unicode text")
+    assert 'mcphub_tool_calls_total{face="http",server="g",status="502",tool="odd"} 1.0' in metrics
+    assert fine.status_code == 200 and fine.json() == "ok"
+    assert any(r.getMessage().startswith("anonymous:anonymous g/odd 502") for r in caplog.records)
