@@ -131,6 +131,7 @@ class Guard:
                 raise UnsupportedMediaType(
                     f"the request body must be JSON sent with 'Content-Type: application/json' (got {got})")
         except HubError as exc:
+            self.invoker.metrics.refused.labels(str(exc.status_code)).inc()
             access_logger.info("- %s %s %d (%s)", scope["method"], printable(scope["path"]), exc.status_code, exc.type,
                                extra={"audit": {"principal": None, "method": scope["method"],
                                                 "path": scope["path"], "status": exc.status_code}})

@@ -47,6 +47,10 @@ class HubMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.refused = Counter(
+            "mcphub_requests_refused", "Requests refused before routing (Host, Origin, Content-Type), by status",
+            ["status"], registry=self.registry,
+        )
         self.registry.register(_ServerCollector(servers))
 
     def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None,

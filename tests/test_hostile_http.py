@@ -79,6 +79,8 @@ async def test_a_body_not_declared_application_json_is_415_and_never_reaches_the
         got = f"'{content_type}'" if content_type else "none"
         assert error["message"] == ("the request body must be JSON sent with 'Content-Type: application/json' "
                                     f"(got {got})")
+        metrics = (await hub.client.get("/metrics")).text  # counted as sent, though no tool was called
+        assert 'mcphub_requests_refused_total{status="415"} 1.0' in metrics
 
 
 async def test_json_with_a_charset_and_an_empty_post_without_a_content_type_are_accepted():
