@@ -148,9 +148,10 @@ def build(
         return region
 
     @mcp.tool(description="Report progress `steps` times (i of steps, message 'step i'), then answer.")
-    async def count(steps: int, ctx: Context) -> str:
-        for i in range(1, steps + 1):
+    async def count(steps: Annotated[int, Field(ge=0, le=100)], ctx: Context) -> str:  # (bounded: the fuzz
+        for i in range(1, steps + 1):                                                 # sends huge numbers)
             await ctx.report_progress(i, steps, f"step {i}")
+            await anyio.sleep(0)  # a no-op report (no progress token) does not yield: let other calls in
         return f"counted {steps}"
 
     @mcp.tool(description="Sleep, then answer with the server's process id.")
