@@ -7,6 +7,7 @@ through mcphub's own loader; then the cross-references a schema cannot see (name
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -115,7 +116,7 @@ def test_every_kubernetes_object_is_valid() -> None:
     objects = rendered()
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Ingress",
-                     "PodDisruptionBudget", "Secret", "Service", "Service"]
+                     "PodDisruptionBudget", "Secret", "Service", "Service", "Service"]
     for obj in objects:
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -179,6 +180,13 @@ def test_ports_and_probes_agree() -> None:
     assert service_port["targetPort"] in ports
     backend = one(objects, "Ingress", "mcphub")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "mcphub", "port": {"name": service_port["name"]}}
+    sessions = one(objects, "Service", "mcphub-mcp")  # for 2025 MCP session clients (see service.yaml)
+    assert sessions["spec"]["selector"] == service["spec"]["selector"]
+    assert sessions["spec"]["ports"] == service["spec"]["ports"]
+    assert sessions["spec"]["sessionAffinity"] == "ClientIP" and "sessionAffinity" not in service["spec"]
+    annotations = one(objects, "Ingress", "mcphub")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$remote_addr $http_authorization"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     pdb = one(objects, "PodDisruptionBudget", "mcphub")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
@@ -275,7 +283,7 @@ def test_compose_wiring() -> None:
     services = compose()["services"]
     assert {"hub-1", "hub-2", "redis", "nginx", "open-webui"} <= set(services)
     upstream = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", (DEPLOY / "nginx.conf").read_text(), re.M)
-    assert sorted(upstream) == [("hub-1", "8000"), ("hub-2", "8000")]
+    assert sorted(upstream) == [("hub-1", "8000"), ("hub-1", "8000"), ("hub-2", "8000"), ("hub-2", "8000")]  # 2 upstreams
     for name in ("hub-1", "hub-2"):
         hub = services[name]
         assert (ROOT / "deploy" / hub["build"]["context"] / "Dockerfile").is_file()
@@ -330,10 +338,97 @@ def test_nginx_streams_and_keeps_sessions_together() -> None:
     directives = {line.split("#")[0].strip() for line in conf.splitlines()}
     for needed in ("proxy_buffering off;", "proxy_request_buffering off;", "proxy_http_version 1.1;",
                    'proxy_set_header Connection "";', "proxy_set_header Host $host;",
-                   "hash $mcphub_affinity consistent;", '""      $request_id;',
-                   "default $http_mcp_session_id;", "map $http_mcp_session_id $mcphub_affinity {"):
+                   "map $http_mcp_protocol_version $mcphub_mcp_affinity {", "hash $mcphub_mcp_affinity consistent;",
+                   '""           "$remote_addr $http_authorization";', "default      $request_id;",
+                   "proxy_pass http://mcphub_mcp;", "location ~ ^/([A-Za-z0-9_-]+/)?mcp$ {", "least_conn;"):
         assert needed in directives, f"deploy/nginx.conf lacks {needed!r}"
     keepalive = re.search(r"^\s*keepalive (\d+);", conf, re.M)
     assert keepalive and int(keepalive.group(1)) > 0
     timeout = re.search(r"^\s*proxy_read_timeout (\d+)s;", conf, re.M)
     assert timeout and int(timeout.group(1)) > 3600  # servers.*.job_timeout's default
+
+
+def test_rendering_matches_kubectl_kustomize() -> None:
+    """rendered() is what kubectl applies (where kubectl is installed; CI does not install it)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    result = subprocess.run([kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True,
+                            timeout=NGINX_TIMEOUT, check=True)
+    theirs = [o for o in yaml.safe_load_all(result.stdout) if o]
+
+    def key(obj: Obj) -> tuple[str, str]:
+        return obj["kind"], obj["metadata"]["name"]
+
+    assert sorted(rendered(), key=key) == sorted(theirs, key=key)
+
+
+# ------------------------------------------------------------------------------------------- live
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+SESSIONS = 20  # 2025 sessions opened through nginx; with 2 replicas a wrong affinity loses about half
+HUB_READY_TIMEOUT = 30.0  # seconds for two hubs (one stdio server each) to be ready
+
+
+def test_two_hubs_behind_deploy_nginx_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/nginx.conf in front of two real hubs: every 2025 session (initialize, then requests with its
+    Mcp-Session-Id) reaches the replica that holds it, OpenAPI calls reach both replicas, and an event
+    stream passes through. Shared state is not what this is about: the hubs run without hub.state."""
+    from tests.helpers import free_port, mcphub_process, stop_process, wait_until
+
+    nginx_binary = nginx()
+    raw = yaml.safe_load((DEPLOY / "mcphub.yaml").read_text())
+    raw["hub"].pop("state")
+    raw["servers"] = {"time": raw["servers"]["time"]}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(raw))
+    ports = [free_port(), free_port()]
+    front = free_port()
+    conf = (DEPLOY / "nginx.conf").read_text().replace("listen 80;", f"listen 127.0.0.1:{front};")
+    for n, port in enumerate(ports, 1):
+        conf = conf.replace(f"hub-{n}:8000", f"127.0.0.1:{port}")
+    (tmp_path / "nginx.conf").write_text(conf)
+    monkeypatch.setenv("OWUI_TOOLS_KEY", ENV["OWUI_TOOLS_KEY"])
+    auth = {"Authorization": f"Bearer {ENV['OWUI_TOOLS_KEY']}"}
+    base = f"http://127.0.0.1:{front}"
+    import httpx2
+
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            stack.enter_context(mcphub_process("serve", "-c", str(tmp_path / "hub.yaml"), "--host", "127.0.0.1",
+                                               "--port", str(port), stdout=subprocess.DEVNULL))
+        proxy = subprocess.Popen([nginx_binary, "-p", str(tmp_path), "-e", "stderr", "-c", str(tmp_path / "nginx.conf"),
+                                  "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(stop_process, proxy)
+        client = stack.enter_context(httpx2.Client(headers=auth, timeout=10))
+        for port in ports:
+            wait_until(lambda p=port: client.get(f"http://127.0.0.1:{p}/readyz").status_code == 200,
+                       timeout=HUB_READY_TIMEOUT, what=f"the hub on port {port} to be ready")
+        wait_until(lambda: client.get(f"{base}/readyz").status_code == 200, timeout=HUB_READY_TIMEOUT,
+                   what="nginx to answer")
+
+        lost = []
+        for n in range(SESSIONS):
+            opened = client.post(f"{base}/mcp", headers=MCP_HEADERS, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            assert opened.status_code == 200, opened.text
+            session = {**MCP_HEADERS, "Mcp-Session-Id": opened.headers["mcp-session-id"],
+                       "MCP-Protocol-Version": "2025-11-25"}
+            client.post(f"{base}/mcp", headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            listed = client.post(f"{base}/mcp", headers=session, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+            if listed.status_code != 200 or "get_current_time" not in listed.text:
+                lost.append(f"session {n}: {listed.status_code} {listed.text[:100]}")
+        assert lost == [], f"{len(lost)} of {SESSIONS} sessions reached the wrong replica: {lost[:3]}"
+
+        for _ in range(10):
+            call = client.post(f"{base}/time/get_current_time", json={"timezone": "UTC"})
+            assert call.status_code == 200, call.text
+        for port in ports:  # least_conn: both replicas took calls
+            metrics = client.get(f"http://127.0.0.1:{port}/metrics").text
+            assert re.search(r'^mcphub_tool_calls_total\{.*status="200".*\} [1-9]', metrics, re.M), port
+
+        with client.stream("POST", f"{base}/time/get_current_time", json={"timezone": "UTC"},
+                           headers={"Accept": "text/event-stream"}) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            body = "".join(stream.iter_text())
+        assert body.startswith("event: result\ndata: {") and '"timezone":"UTC"' in body
