@@ -230,6 +230,8 @@ class _HttpFace:
             body["hubs"] = {m.name: {"url": m.url, "state": str(m.state), "servers": sorted(m.servers),
                                      "required": m.required, "last_error": m.last_error} for m in self.mounts}
         ready = ready and all(m.state is not MountState.FAILED for m in self.mounts if m.required)
+        if self.invoker.state is not None and shown is not None:  # shown, never a 503: see mcphub/state.py
+            body["state"] = dict(self.invoker.state.status())
         body["status"] = "ready" if ready else "not_ready"
         return (200 if ready else 503), body
 

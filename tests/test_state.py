@@ -1,0 +1,235 @@
+"""hub.state: several hubs on one real Redis (`redis-server` on a free loopback port) share rate limits;
+Redis down at start or lost mid-run is no outage (hub.state_failure), and the hubs recover by themselves."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from mcphub import state as state_module
+from mcphub.config import load_config, redacted_url
+from mcphub.errors import ConfigError
+from tests.helpers import free_port
+from tests.hub import RunningHub, assert_error, config_of, running_hub, sample_server
+
+PASSWORD = "redis-pass-7f3c9a1e5d"
+KEY = "state-key-0a1b2c3d4e5f6a7b"  # 10 calls a minute
+FREE_KEY = "state-free-key-9f8e7d6c5b4a"  # no limit: never touches Redis
+START_TIMEOUT = 10.0  # seconds for redis-server to answer a connection
+ARGS = {"a": 1, "b": 2}
+
+pytestmark = pytest.mark.anyio
+
+
+def _redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing (.ci/run installs Debian's redis-server package)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    return found
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1:`port` with a password, no persistence; stop and start it at will."""
+
+    def __init__(self) -> None:
+        self.binary = _redis_server()
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", PASSWORD,
+             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with anyio.fail_after(START_TIMEOUT):
+            while not _accepts(self.port):
+                assert self.process.poll() is None, "redis-server exited at start"
+                await anyio.sleep(0.02)  # polling the condition: it accepts connections
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=START_TIMEOUT)
+            self.process = None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def quick_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "PING_INTERVAL", 0.1)  # recovery seen in tenths of seconds, not 5 s
+
+
+def hub_config(url: str, failure: str = "open") -> dict[str, Any]:
+    return {
+        "hub": {"state": url, "state_failure": failure},
+        "auth": {"api_keys": [{"name": "limited", "key": KEY, "rate_limit": {"requests": 10, "per": 60}},
+                              {"name": "free", "key": FREE_KEY}]},
+        "servers": {"sample": sample_server()},
+    }
+
+
+@asynccontextmanager
+async def two_hubs(url: str, failure: str = "open") -> AsyncIterator[tuple[RunningHub, RunningHub]]:
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(running_hub(hub_config(url, failure)))
+        second = await stack.enter_async_context(running_hub(hub_config(url, failure)))
+        yield first, second
+
+
+async def call(hub: RunningHub, key: str = KEY) -> Any:
+    return await hub.client.post("/sample/add", json=ARGS, headers={"Authorization": f"Bearer {key}"})
+
+
+async def alternating(hubs: tuple[RunningHub, RunningHub], count: int) -> list[int]:
+    return [(await call(hubs[i % 2])).status_code for i in range(count)]
+
+
+async def wait_for_state(hub: RunningHub, wanted: str) -> dict[str, Any]:
+    with anyio.fail_after(10):
+        while True:
+            body: dict[str, Any] = (await hub.client.get("/readyz")).json()
+            if body["state"]["state"] == wanted:
+                return body
+            await anyio.sleep(0.05)  # polling the condition: the monitor's next ping
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def test_state_is_a_redis_url_from_a_variable_and_its_password_is_never_shown():
+    config = config_of(f"hub:\n  state: rediss://:{PASSWORD}@cache:6380/2\n")
+    assert config.hub.state == f"rediss://:{PASSWORD}@cache:6380/2" and config.hub.state_failure == "open"
+    assert PASSWORD not in repr(config)
+    with pytest.raises(ConfigError) as caught:
+        config_of({"hub": {"state": f"http://:{PASSWORD}@cache:6379/0"}})
+    message = str(caught.value)
+    assert "hub.state: must be a Redis URL such as 'redis://host:6379/0'" in message
+    assert "http://***@cache:6379/0" in message and PASSWORD not in message
+    with pytest.raises(ConfigError, match=r"hub.state: the path must be a database number such as /0"):
+        config_of({"hub": {"state": "redis://cache:6379/zero"}})
+    with pytest.raises(ConfigError, match=r"hub.state_failure: Input should be 'open' or 'closed'"):
+        config_of({"hub": {"state": "redis://cache", "state_failure": "maybe"}})
+    assert config_of({"hub": {"state": ""}}).hub.state is None  # ${REDIS_URL:-} unset: memory
+    assert redacted_url("redis://user:pw@h:1/0") == "redis://***@h:1/0"
+    assert redacted_url("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_a_variable_names_the_url(tmp_path):
+    path = tmp_path / "mcphub.yaml"
+    path.write_text("hub:\n  state: ${REDIS_URL}\n")
+    config = load_config(path, environ={"REDIS_URL": "redis://:secret@db:6379/1"})
+    assert config.hub.state == "redis://:secret@db:6379/1"
+
+
+# ----------------------------------------------------------------------------- shared rate limits
+
+
+async def test_two_hubs_on_one_redis_share_a_keys_limit_exactly(redis_server, caplog):
+    caplog.set_level(logging.INFO)
+    await redis_server.start()
+    async with two_hubs(redis_server.url) as hubs:
+        with anyio.fail_after(20):
+            statuses = await alternating(hubs, 20)
+        assert statuses == [200] * 10 + [429] * 10  # 10 a minute across both, not 10 each
+        refused = await call(hubs[1])
+        assert_error(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) in range(1, 7)  # one token every 6 s
+        assert (await call(hubs[0], FREE_KEY)).status_code == 200  # other keys are not limited
+        ready = (await hubs[0].client.get("/readyz")).json()
+        assert ready["state"] == {"store": "redis", "url": f"redis://***@127.0.0.1:{redis_server.port}/0",
+                                  "state": "up", "failure": "open", "last_error": None}
+    assert PASSWORD not in caplog.text
+
+
+async def test_redis_lost_mid_load_under_open_lets_calls_pass_then_limits_resume(redis_server, caplog):
+    caplog.set_level(logging.INFO)
+    await redis_server.start()
+    async with two_hubs(redis_server.url) as hubs:
+        with anyio.fail_after(20):
+            assert await alternating(hubs, 4) == [200] * 4
+            redis_server.stop()
+            statuses = await alternating(hubs, 30)  # 6 tokens were left: 30 would be refused past them
+        assert statuses == [200] * 30  # open: no 500, no 429, no hang
+        for hub in hubs:
+            ready = await hub.client.get("/readyz")
+            assert ready.status_code == 200  # a Redis outage is not the hub's: see mcphub/state.py
+            assert ready.json()["state"]["state"] == "unreachable"
+            assert "mcphub_state_errors_total{operation=" in (await hub.client.get("/metrics")).text
+        warnings = [r for r in caplog.records if r.name == "mcphub.state" and "is unreachable" in r.getMessage()]
+        assert len(warnings) == 2  # once per hub and outage, not per call
+        assert "rate-limited calls pass unlimited" in warnings[0].getMessage()
+        await redis_server.start()  # an empty Redis: the buckets start full
+        for hub in hubs:
+            await wait_for_state(hub, "up")
+        with anyio.fail_after(20):
+            assert await alternating(hubs, 12) == [200] * 10 + [429] * 2  # shared again, no restart
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
+    assert PASSWORD not in caplog.text
+
+
+async def test_redis_lost_under_closed_refuses_limited_calls_503_and_recovers(redis_server):
+    await redis_server.start()
+    async with two_hubs(redis_server.url, "closed") as hubs:
+        assert await alternating(hubs, 2) == [200, 200]
+        redis_server.stop()
+        with anyio.fail_after(10):
+            for hub in hubs:
+                refused = await call(hub)
+                error = assert_error(refused, 503, "server_unavailable")
+                assert refused.headers["retry-after"] == str(state_module.CLOSED_RETRY_AFTER)
+                assert error["message"] == (
+                    f"the hub's shared state (Redis at redis://***@127.0.0.1:{redis_server.port}/0) is unreachable "
+                    "and hub.state_failure is 'closed', so rate-limited calls are refused until it is back; "
+                    f"retry in {state_module.CLOSED_RETRY_AFTER}s")
+                assert (await call(hub, FREE_KEY)).status_code == 200  # a call without a limit never needs Redis
+                assert (await hub.client.get("/readyz")).status_code == 200
+        await redis_server.start()
+        await wait_for_state(hubs[1], "up")
+        await wait_for_state(hubs[0], "up")
+        with anyio.fail_after(20):
+            assert await alternating(hubs, 11) == [200] * 10 + [429]
+
+
+async def test_redis_down_at_start_the_hub_says_so_and_serves(redis_server, caplog):
+    caplog.set_level(logging.INFO)  # redis_server is never started: nothing listens on its port
+    async with running_hub(hub_config(redis_server.url)) as hub:
+        body = (await hub.client.get("/readyz")).json()
+        assert body["status"] == "ready" and body["state"]["state"] == "unreachable"
+        assert "Error" in body["state"]["last_error"] and PASSWORD not in str(body)
+        with anyio.fail_after(10):
+            assert [(await call(hub)).status_code for _ in range(12)] == [200] * 12
+        await redis_server.start()
+        await wait_for_state(hub, "up")
+        with anyio.fail_after(10):
+            assert [(await call(hub)).status_code for _ in range(11)] == [200] * 10 + [429]
+    assert "is unreachable" in caplog.text and PASSWORD not in caplog.text
