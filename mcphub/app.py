@@ -37,6 +37,7 @@ from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.jobs import JobRunner
 from mcphub.jobs_http import JobsFace, wanted
 from mcphub.mcp_face import METADATA_PATH, McpFace
+from mcphub.shared_jobs import RedisJobStore
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.runner.api import runner_routes
 from mcphub.toolserver import Json, State
@@ -55,7 +56,8 @@ class _HttpFace:
         self.mounts = list(mounts)
         self._specs: dict[tuple[object, ...], dict[str, Json]] = {}
         self._specs_of: HubConfig | None = None  # the config the cached specs were built under
-        self.jobs = JobsFace(JobRunner(invoker))  # Prefer: respond-async, Accept: text/event-stream, /jobs
+        shared = None if invoker.state is None else RedisJobStore(invoker.state, lambda: invoker.config.jobs.ttl)
+        self.jobs = JobsFace(JobRunner(invoker, shared))  # Prefer: respond-async, Accept: text/event-stream, /jobs
 
     # ------------------------------------------------------------------------------------ tool calls
 

@@ -1,4 +1,4 @@
-"""Shared state for several hub replicas (`hub.state: redis://...`): rate limits in Redis.
+"""Shared state for several hub replicas (`hub.state: redis://...`): rate limits in Redis (jobs: shared_jobs.py).
 
 Without `hub.state` every hub keeps its buckets in its own memory (mcphub/ratelimit.py). With it, each
 hub's `StateStore` holds one Redis client (redis.asyncio, a small pool) and `SharedRateLimiter` takes

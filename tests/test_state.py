@@ -8,22 +8,29 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from mcphub import shared_jobs
 from mcphub import state as state_module
 from mcphub.config import load_config, redacted_url
 from mcphub.errors import ConfigError
+from mcphub.jobs import Job, JobStatus
+from mcphub.shared_jobs import RedisJobStore
+from mcphub.state import StateStore
 from tests.helpers import free_port
 from tests.hub import RunningHub, assert_error, config_of, running_hub, sample_server
 
 PASSWORD = "redis-pass-7f3c9a1e5d"
 KEY = "state-key-0a1b2c3d4e5f6a7b"  # 10 calls a minute
 FREE_KEY = "state-free-key-9f8e7d6c5b4a"  # no limit: never touches Redis
+FREE = {"Authorization": f"Bearer {FREE_KEY}"}
 START_TIMEOUT = 10.0  # seconds for redis-server to answer a connection
 ARGS = {"a": 1, "b": 2}
 
@@ -233,3 +240,85 @@ async def test_redis_down_at_start_the_hub_says_so_and_serves(redis_server, capl
         with anyio.fail_after(10):
             assert [(await call(hub)).status_code for _ in range(11)] == [200] * 10 + [429]
     assert "is unreachable" in caplog.text and PASSWORD not in caplog.text
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+
+def jobs_config(url: str, markers: Path) -> dict[str, Any]:
+    config = hub_config(url)
+    config["servers"] = {"sample": sample_server(env={"SAMPLE_MARKERS": str(markers)})}
+    return config
+
+
+async def until_job(hub: RunningHub, location: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    with anyio.fail_after(10):
+        while True:
+            response = await hub.client.get(location, headers=FREE)
+            assert response.status_code == 200, response.text
+            if done(response.json()):
+                return dict(response.json())
+            await anyio.sleep(0.02)  # polling the condition: a job has no event to wait on from outside
+
+
+async def test_a_job_started_on_one_hub_is_read_and_cancelled_through_the_other(redis_server, tmp_path):
+    await redis_server.start()
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(running_hub(jobs_config(redis_server.url, tmp_path)))
+        second = await stack.enter_async_context(running_hub(jobs_config(redis_server.url, tmp_path)))
+        quick = await first.client.post("/sample/add", json=ARGS, headers={**FREE, "Prefer": "respond-async"})
+        assert quick.status_code == 202, quick.text
+        done = await until_job(second, quick.headers["location"], lambda job: job["status"] != "running")
+        assert done["status"] == "succeeded" and done["result"]["total"] == 3
+        listed = (await second.client.get("/jobs", headers=FREE)).json()
+        assert [job["id"] for job in listed["jobs"]] == [done["id"]]
+
+        started = await first.client.post("/sample/sleep", json={"seconds": 30, "tag": "far"},
+                                          headers={**FREE, "Prefer": "respond-async"})
+        assert started.status_code == 202, started.text
+        location = started.headers["location"]
+        with anyio.fail_after(10):
+            while not (tmp_path / "started-far").exists():
+                await anyio.sleep(0.02)  # polling the condition: the server has the call
+        assert (await second.client.get(location, headers=FREE)).json()["status"] == "running"
+        with anyio.fail_after(5):  # the running hub hears it at its next renewal (jobs.KEEP_ALIVE)
+            deleted = await second.client.delete(location, headers=FREE)
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["status"] == "cancelled"
+        assert (await first.client.get(location, headers=FREE)).json()["status"] == "cancelled"
+        with anyio.fail_after(5):
+            while not (tmp_path / "cancelled-far").exists():
+                await anyio.sleep(0.02)  # polling the condition: the server saw the cancellation
+        assert_error(await second.client.delete(location, headers=FREE), 409, "conflict")
+
+
+async def test_a_job_whose_replica_died_ends_failed_not_running(redis_server, monkeypatch):
+    await redis_server.start()
+    monkeypatch.setattr(shared_jobs, "LEASE_TTL", 0.3)  # the replica below never renews its lease
+    dead = StateStore(redis_server.url, "open")
+    try:  # what a replica that died mid-job leaves: a running job, its lease lapsing
+        now = time.time()
+        job = Job("0" * 32, "key:free", "sample", "sleep", JobStatus.RUNNING, now, now)
+        assert await RedisJobStore(dead, lambda: 60).create(job, 10)
+    finally:
+        await dead.client.aclose()
+    async with running_hub(hub_config(redis_server.url)) as hub:
+        ended = await until_job(hub, f"/jobs/{job.id}", lambda each: each["status"] != "running")
+        assert ended["status"] == "failed" and ended["status_code"] == 503
+        assert ended["error"]["message"] == shared_jobs.LOST
+        assert (await hub.client.get("/jobs", headers=FREE)).json()["jobs"][0]["status"] == "failed"
+
+
+async def test_jobs_are_503_while_redis_is_down(redis_server):
+    await redis_server.start()
+    async with running_hub(hub_config(redis_server.url)) as hub:
+        redis_server.stop()
+        with anyio.fail_after(10):
+            refused = await hub.client.post("/sample/add", json=ARGS, headers={**FREE, "Prefer": "respond-async"})
+            listed = await hub.client.get("/jobs", headers=FREE)
+        error = assert_error(refused, 503, "server_unavailable")
+        assert error["message"] == (f"jobs are kept in the hub's shared state (Redis at redis://***@127.0.0.1:"
+                                    f"{redis_server.port}/0), which is unreachable; retry in 5s")
+        assert refused.headers["retry-after"] == "5"
+        assert_error(listed, 503, "server_unavailable")
+        assert (await call(hub, FREE_KEY)).status_code == 200  # synchronous calls go on
