@@ -349,14 +349,20 @@ class JobRunner:
                 answered.append(outcome)  # refused before the server: the start answers it, no job
             admitted.set()
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE):
-                await self._finish(job.id, outcome, sink.latest, cancelled)
+                try:
+                    await self._finish(job.id, outcome, sink.latest, cancelled)
+                except HubError as exc:  # a shared store that cannot be reached: the job's end is lost
+                    logger.warning("job %s: its end could not be recorded: %s", job.id, exc.message)
             self._ended.pop(job.id, None)
             ended.set()
 
     async def _progress(self, job_id: str, progress: Progress) -> None:
-        job = await self.store.get(job_id)
-        if job is not None and not job.finished:
-            await self.store.update(dataclasses.replace(job, progress=progress, updated=self._clock()))
+        try:
+            job = await self.store.get(job_id)
+            if job is not None and not job.finished:
+                await self.store.update(dataclasses.replace(job, progress=progress, updated=self._clock()))
+        except HubError:  # a shared store that cannot be reached (it logs that): the next one may get through
+            pass
 
     async def _finish(self, job_id: str, outcome: Outcome | None, progress: Progress | None,
                       cancelled: bool) -> None:

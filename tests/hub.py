@@ -219,7 +219,7 @@ async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[
     connector: Callable[..., Any] = connect if in_process else transports.connect
     async with Supervisor(config, connect=connector) as supervisor:  # bounded by each server's connect_timeout
         app = make_app(supervisor, config, api_keys, backend)
-        async with app.state.mcp.running(), app.state.jobs.running(), state.kept(app.state.invoker.state):
+        async with state.kept(app.state.invoker.state), app.state.mcp.running(), app.state.jobs.running():
             async with _serving(app, config, listen, headers) as hub:
                 yield RunningHub(hub.url, hub.client, supervisor, app, hub.transport)
 
