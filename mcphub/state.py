@@ -87,10 +87,13 @@ class StateStore:
         self.shown_url = redacted_url(url)  # what logs, messages and /readyz may show: no password
         self.failure = failure
         self._on_error = on_error
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT,
+        # blocking: a call past MAX_CONNECTIONS waits (up to COMMAND_TIMEOUT) for a connection, where the
+        # default pool would fail it as if Redis were down
+        pool = redis.BlockingConnectionPool.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT, timeout=COMMAND_TIMEOUT,
             retry=Retry(NoBackoff(), 1),  # once more at once: a pooled connection may predate a Redis restart
             max_connections=MAX_CONNECTIONS, decode_responses=True)
+        self.client = redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
         self.up: bool | None = None  # None: not tried yet
         self.last_error: str | None = None
         self._retry_at = 0.0

@@ -204,6 +204,30 @@ async def test_redis_lost_mid_load_under_open_lets_calls_pass_then_limits_resume
     assert PASSWORD not in caplog.text
 
 
+async def test_concurrent_calls_across_a_redis_kill_get_200_or_429_never_500_or_a_hang(redis_server, caplog):
+    await redis_server.start()
+    config = hub_config(redis_server.url)
+    config["auth"]["api_keys"][0]["rate_limit"] = {"requests": 100, "per": 60}
+    statuses: list[int] = []
+
+    async def one(hub: RunningHub) -> None:
+        statuses.append((await call(hub)).status_code)
+
+    async with AsyncExitStack() as stack:
+        hubs = [await stack.enter_async_context(running_hub(config)) for _ in range(2)]
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as load:
+                for i in range(300):  # more at once than the pool's MAX_CONNECTIONS: they wait for one
+                    load.start_soon(one, hubs[i % 2])
+                    if i == 150:
+                        redis_server.stop()
+                    if i % 10 == 0:
+                        await anyio.sleep(0)  # let some run before the next are started
+    assert set(statuses) <= {200, 429} and len(statuses) == 300, sorted(set(statuses))
+    assert statuses.count(200) >= 100  # the shared tokens, then (open) whatever came after the kill
+    assert "Too many connections" not in caplog.text
+
+
 async def test_redis_lost_under_closed_refuses_limited_calls_503_and_recovers(redis_server):
     await redis_server.start()
     async with two_hubs(redis_server.url, "closed") as hubs:
