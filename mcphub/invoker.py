@@ -140,6 +140,8 @@ class Invoker:
         return self._view.auth
 
     def reconfigure(self, config: HubConfig) -> None:
+        if (config.hub.state, config.hub.state_failure) != (self.config.hub.state, self.config.hub.state_failure):
+            logger.warning("hub.state and hub.state_failure take effect at the next start, not on reload")
         self._view = _View(config, Authenticator(config.auth, extra_keys=self._api_keys))
 
     def shut_down(self) -> None:

@@ -35,14 +35,16 @@ LOST = ("the hub replica running this job stopped before it ended (its lease in 
         "start the job again")
 
 # KEYS[1] the owner's set, KEYS[2] the job, KEYS[3] its lease; ARGV: max running, job JSON, lease ms.
-# Counts the owner's running jobs (dropping ids whose job expired) and keeps the new one unless at the limit.
+# ARGV[4], ARGV[6]: the job and lease key prefixes, ARGV[5]: the new job's id. Counts the owner's running
+# jobs (dropping ids whose job expired; a lapsed lease is no running job) and keeps the new one unless at
+# the limit.
 _CREATE = """
 local running = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local raw = redis.call('GET', ARGV[4] .. id)
   if not raw then
     redis.call('SREM', KEYS[1], id)
-  elseif cjson.decode(raw)['status'] == 'running' then
+  elseif cjson.decode(raw)['status'] == 'running' and redis.call('EXISTS', ARGV[6] .. id) == 1 then
     running = running + 1
   end
 end
@@ -69,7 +71,8 @@ class RedisJobStore:
         try:
             created = await self._create(
                 keys=[_owner(job.owner), _job(job.id), _lease(job.id)],
-                args=[max_running, json.dumps(job.to_json()), int(LEASE_TTL * 1000), PREFIX + "job:", job.id])
+                args=[max_running, json.dumps(job.to_json()), int(LEASE_TTL * 1000), PREFIX + "job:", job.id,
+                      PREFIX + "lease:"])
         except (RedisError, OSError) as exc:
             raise self._down(exc) from None
         return bool(created)
@@ -106,6 +109,9 @@ class RedisJobStore:
             ids = sorted(str(i) for i in await self._redis.smembers(_owner(owner)))  # decode_responses: str
             raws = await self._redis.mget([_job(i) for i in ids]) if ids else []
             jobs = [await self._checked(Job.from_json(json.loads(raw))) for raw in raws if raw is not None]
+            gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if raw is None]
+            if gone:  # expired
+                await self._redis.srem(_owner(owner), *gone)
         except (RedisError, OSError) as exc:
             raise self._down(exc) from None
         return sorted(jobs, key=lambda j: j.created)

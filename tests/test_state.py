@@ -21,11 +21,12 @@ from mcphub import shared_jobs
 from mcphub import state as state_module
 from mcphub.config import load_config, redacted_url
 from mcphub.errors import ConfigError
+from mcphub.invoker import Invoker
 from mcphub.jobs import Job, JobStatus
 from mcphub.shared_jobs import RedisJobStore
 from mcphub.state import StateStore
 from tests.helpers import free_port
-from tests.hub import RunningHub, assert_error, config_of, running_hub, sample_server
+from tests.hub import RunningHub, assert_error, config_of, core, running_hub, sample_server
 
 PASSWORD = "redis-pass-7f3c9a1e5d"
 KEY = "state-key-0a1b2c3d4e5f6a7b"  # 10 calls a minute
@@ -326,11 +327,26 @@ async def test_a_job_whose_replica_died_ends_failed_not_running(redis_server, mo
         assert await RedisJobStore(dead, lambda: 60).create(job, 10)
     finally:
         await dead.client.aclose()
-    async with running_hub(hub_config(redis_server.url)) as hub:
+    config = {**hub_config(redis_server.url), "jobs": {"max_running_per_key": 1}}
+    async with running_hub(config) as hub:
+        with anyio.fail_after(10):
+            while await core(hub).state.client.exists(f"{shared_jobs.PREFIX}lease:{job.id}"):
+                await anyio.sleep(0.02)  # polling the condition: the lease lapsed
+        # a job whose replica died holds none of its owner's jobs.max_running_per_key
+        started = await hub.client.post("/sample/add", json=ARGS, headers={**FREE, "Prefer": "respond-async"})
+        assert started.status_code == 202, started.text
         ended = await until_job(hub, f"/jobs/{job.id}", lambda each: each["status"] != "running")
         assert ended["status"] == "failed" and ended["status_code"] == 503
         assert ended["error"]["message"] == shared_jobs.LOST
         assert (await hub.client.get("/jobs", headers=FREE)).json()["jobs"][0]["status"] == "failed"
+
+
+def test_a_reload_keeps_the_state_store_and_says_so(caplog):
+    invoker = Invoker(config_of(hub_config("redis://127.0.0.1:1/0")), lambda: {})
+    invoker.reconfigure(config_of(hub_config("redis://127.0.0.1:2/0", "closed")))
+    assert "hub.state and hub.state_failure take effect at the next start, not on reload" in caplog.text
+    assert invoker.state is not None and invoker.state.shown_url == "redis://127.0.0.1:1/0"
+    assert invoker.state.failure == "open"
 
 
 async def test_jobs_are_503_while_redis_is_down_and_a_job_ending_then_harms_nothing(redis_server, caplog):
