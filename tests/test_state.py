@@ -50,18 +50,26 @@ def _redis_server() -> str:
 class RedisServer:
     """A real redis-server on 127.0.0.1:`port` with a password, no persistence; stop and start it at will."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Path | None = None) -> None:
         self.binary = _redis_server()
         self.port = free_port()
+        self.tls = tls  # a directory with ca.pem, server.pem, server.key: TLS only (rediss://)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://:{PASSWORD}@127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls / 'ca.pem'}"
         return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls / "server.pem"),
+                      "--tls-key-file", str(self.tls / "server.key"), "--tls-ca-cert-file", str(self.tls / "ca.pem"),
+                      "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", PASSWORD,
+            [self.binary, *listen, "--bind", "127.0.0.1", "--requirepass", PASSWORD,
              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with anyio.fail_after(START_TIMEOUT):
             while not _accepts(self.port):
@@ -90,6 +98,23 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def certificates(directory: Path) -> Path:
+    """A CA and a server certificate for 127.0.0.1 it signed (openssl, as Debian has it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=mcphub test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "san").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "1", "-extfile", "san")
+    return directory
 
 
 @pytest.fixture(autouse=True)
@@ -374,3 +399,16 @@ async def test_jobs_are_503_while_redis_is_down_and_a_job_ending_then_harms_noth
         assert again.status_code == 202, again.text  # the job runner lived through it
         done = await until_job(hub, again.headers["location"], lambda job: job["status"] != "running")
         assert done["status"] == "succeeded"
+
+
+async def test_rediss_with_a_password_and_a_private_ca_shares_limits_over_tls(tmp_path):
+    server = RedisServer(tls=certificates(tmp_path))
+    try:
+        await server.start()
+        async with two_hubs(server.url) as hubs:
+            with anyio.fail_after(20):
+                assert await alternating(hubs, 11) == [200] * 10 + [429]
+            shown = (await hubs[0].client.get("/readyz")).json()["state"]
+            assert shown["state"] == "up" and shown["url"].startswith(f"rediss://***@127.0.0.1:{server.port}/0?")
+    finally:
+        server.stop()
