@@ -37,9 +37,9 @@ from mcphub.invoker import CLIENT_CLOSED, Call, Invoker
 from mcphub.jobs import JobRunner
 from mcphub.jobs_http import JobsFace, wanted
 from mcphub.mcp_face import METADATA_PATH, McpFace
-from mcphub.shared_jobs import RedisJobStore
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.runner.api import runner_routes
+from mcphub.shared_jobs import RedisJobStore
 from mcphub.toolserver import Json, State
 
 logger = logging.getLogger(__name__)
