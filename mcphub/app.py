@@ -39,6 +39,7 @@ from mcphub.jobs_http import JobsFace, wanted
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.runner.api import runner_routes
+from mcphub.shared_jobs import RedisJobStore
 from mcphub.toolserver import Json, State
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class _HttpFace:
         self.mounts = list(mounts)
         self._specs: dict[tuple[object, ...], dict[str, Json]] = {}
         self._specs_of: HubConfig | None = None  # the config the cached specs were built under
-        self.jobs = JobsFace(JobRunner(invoker))  # Prefer: respond-async, Accept: text/event-stream, /jobs
+        shared = None if invoker.state is None else RedisJobStore(invoker.state, lambda: invoker.config.jobs.ttl)
+        self.jobs = JobsFace(JobRunner(invoker, shared))  # Prefer: respond-async, Accept: text/event-stream, /jobs
 
     # ------------------------------------------------------------------------------------ tool calls
 
@@ -230,6 +232,8 @@ class _HttpFace:
             body["hubs"] = {m.name: {"url": m.url, "state": str(m.state), "servers": sorted(m.servers),
                                      "required": m.required, "last_error": m.last_error} for m in self.mounts}
         ready = ready and all(m.state is not MountState.FAILED for m in self.mounts if m.required)
+        if self.invoker.state is not None and shown is not None:  # shown, never a 503: see mcphub/state.py
+            body["state"] = dict(self.invoker.state.status())
         body["status"] = "ready" if ready else "not_ready"
         return (200 if ready else 503), body
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, overload
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,6 +59,27 @@ class HubSettings(_Model):
     log_arguments: bool = False  # log tool-call arguments (off: they may hold personal data)
     reload: bool = True  # watch the config file and apply changes without a restart
     mount: list[str] = Field(default_factory=list)  # names under remotes: to mount (config without instances:)
+    # state several replicas share (rate limits): "redis://[:password@]host[:port][/db]" or rediss:// (TLS);
+    # None: each hub keeps it in its own memory. Holds a password: never in a repr or log line (redacted_url)
+    state: str | None = Field(None, repr=False)
+    state_failure: Literal["open", "closed"] = "open"  # rate-limited calls while the state store is unreachable
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # `${REDIS_URL:-}` unset: memory
+        try:
+            parts = urlsplit(value)
+            scheme, host, path, _port = parts.scheme, parts.hostname, parts.path.strip("/"), parts.port
+        except ValueError:  # a port that is no number
+            scheme, host, path = "", None, ""
+        if scheme not in ("redis", "rediss") or not host:
+            raise ValueError("must be a Redis URL such as 'redis://host:6379/0' or 'rediss://:password@host:6380/0' "
+                             f"(got {redacted_url(value)!r})")
+        if path and not path.isdigit():
+            raise ValueError(f"the path must be a database number such as /0 (got {redacted_url(value)!r})")
+        return value
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -334,6 +356,17 @@ class HubConfig(_Model):
                     f"starting with a letter or digit, as it becomes a URL path segment (got {name!r})"
                 )
         return servers
+
+
+def redacted_url(url: str) -> str:
+    """`url` as a log line or message may show it: any password (or user) replaced by '***'."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if "@" in url else url
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{head}://{netloc}{slash}{tail}"
 
 
 def _proxy_url(value: str | None) -> str | None:

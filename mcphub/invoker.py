@@ -31,7 +31,8 @@ from mcphub.config import HubConfig
 from mcphub.errors import BadUpstreamResponse, Forbidden, HubError, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
-from mcphub.ratelimit import ConcurrencyLimiter, RateLimiter
+from mcphub.ratelimit import ConcurrencyLimiter, Limiter, RateLimiter
+from mcphub.state import SharedRateLimiter, StateStore
 from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, Relayed, State, ToolServer
 from mcphub.validation import ArgumentValidator, parse_body, sendable, unsendable
 
@@ -119,9 +120,13 @@ class Invoker:
         self._api_keys = api_keys
         self._view = _View(config, Authenticator(config.auth, extra_keys=api_keys))
         self.servers = servers
-        self.limiter = RateLimiter()  # outlives reloads: a limit that stays the same keeps its bucket
-        self.concurrency = ConcurrencyLimiter()
         self.metrics = HubMetrics(servers)
+        # hub.state: buckets in Redis, shared with other replicas (chosen at start; a reload keeps it)
+        self.state = None if config.hub.state is None else StateStore(
+            config.hub.state, config.hub.state_failure, on_error=self.metrics.state_error)
+        # outlives reloads: a limit that stays the same keeps its bucket
+        self.limiter: Limiter = RateLimiter() if self.state is None else SharedRateLimiter(self.state)
+        self.concurrency = ConcurrencyLimiter()
         self._validator = ArgumentValidator()
         self._closing = False
         self._in_flight: set[anyio.CancelScope] = set()
@@ -135,6 +140,8 @@ class Invoker:
         return self._view.auth
 
     def reconfigure(self, config: HubConfig) -> None:
+        if (config.hub.state, config.hub.state_failure) != (self.config.hub.state, self.config.hub.state_failure):
+            logger.warning("hub.state and hub.state_failure take effect at the next start, not on reload")
         self._view = _View(config, Authenticator(config.auth, extra_keys=self._api_keys))
 
     def shut_down(self) -> None:
@@ -212,7 +219,8 @@ class Invoker:
             call.principal.check(call.server)
             tool = _tool(server, call.tool, call.principal)
             call.principal.check(call.server, call.tool)
-            self.limiter.acquire(self.auth.limits_for(call.principal, call.server), server=call.server, tool=call.tool)
+            await self.limiter.take(self.auth.limits_for(call.principal, call.server), server=call.server,
+                                    tool=call.tool)
             if call.read_body is not None:  # read only now: a refused call costs no body (hub.limits)
                 call = dataclasses.replace(call, body=await call.read_body())
             if call.body is not None:
@@ -281,8 +289,8 @@ class Invoker:
             context = CallContext(caller=ask.principal.audit_name, authorization=ask.authorization,
                                   back_channel=ask.back_channel)
             if ask.method in ("resources/read", "prompts/get"):
-                self.limiter.acquire(self.auth.limits_for(ask.principal, ask.server), server=ask.server,
-                                     tool=ask.method)
+                await self.limiter.take(self.auth.limits_for(ask.principal, ask.server), server=ask.server,
+                                        tool=ask.method)
             try:
                 if ask.method == "resources/list":
                     answer = await server.list_resources(context)

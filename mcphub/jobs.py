@@ -27,7 +27,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +47,8 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex: unguessable, and safe in 
 PROGRESS_SETTLE = 1.0  # seconds a finished call waits for its last progress notifications (each is a task)
 SHUTDOWN_WRITE = 2.0  # seconds to record "hub shutting down" on the jobs still running
 RUNNING_RETRY_AFTER = 5  # seconds a caller over jobs.max_running_per_key is told to wait
+KEEP_ALIVE = 1.0  # seconds between a shared store's lease renewals (and checks for cancels asked elsewhere)
+CANCEL_WAIT = 10.0  # seconds a cancel through another process waits for the job to end there
 MAX_FINISHED = 10_000  # finished jobs one process keeps (memory); past it, those closest to expiry go first
 SHUTTING_DOWN = "the hub is shutting down; the job was stopped (start it again once the hub is back)"
 
@@ -145,9 +147,25 @@ class JobStore(Protocol):
         """`owner`'s jobs, oldest first."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Other hub processes see these jobs (shared_jobs.RedisJobStore): leases and cancels go through it."""
+        ...
+
+    async def keep_alive(self, running: Collection[str]) -> set[str]:
+        """This process still runs `running` (shared stores: renew their leases); the ids among them
+        cancelled from another process."""
+        ...
+
+    async def ask_cancel(self, job_id: str) -> None:
+        """Ask the process running `job_id` to cancel it (shared stores)."""
+        ...
+
 
 class MemoryJobStore:
     """The jobs of one hub process, in memory. Expired jobs are dropped as any method runs."""
+
+    shared = False
 
     def __init__(self, clock: Callable[[], float] = time.time, max_finished: int = MAX_FINISHED) -> None:
         self._clock = clock
@@ -183,6 +201,12 @@ class MemoryJobStore:
     async def owned_by(self, owner: str) -> list[Job]:
         self._expire()
         return sorted((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.created)
+
+    async def keep_alive(self, running: Collection[str]) -> set[str]:
+        return set()
+
+    async def ask_cancel(self, job_id: str) -> None:
+        return None
 
     def _expire(self) -> None:
         now = self._clock()
@@ -250,11 +274,23 @@ class JobRunner:
         """Run jobs until the block ends; then every job still running fails ("hub shutting down")."""
         async with anyio.create_task_group() as group:
             self._group = group
+            if self.store.shared:
+                group.start_soon(self._keep_alive)
             try:
                 yield self
             finally:
                 self._group = None
                 group.cancel_scope.cancel()  # each job records its own end (shielded, bounded)
+
+    async def _keep_alive(self) -> None:
+        """A shared store: renew this process's jobs' leases, and cancel those cancelled elsewhere."""
+        while True:
+            for job_id in await self.store.keep_alive(list(self._scopes)):
+                scope = self._scopes.get(job_id)
+                if scope is not None:
+                    self._cancelled.add(job_id)
+                    scope.cancel()
+            await anyio.sleep(KEEP_ALIVE)  # a period, not a wait for a condition
 
     # -------------------------------------------------------------------------------------- start
 
@@ -313,14 +349,20 @@ class JobRunner:
                 answered.append(outcome)  # refused before the server: the start answers it, no job
             admitted.set()
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE):
-                await self._finish(job.id, outcome, sink.latest, cancelled)
+                try:
+                    await self._finish(job.id, outcome, sink.latest, cancelled)
+                except HubError as exc:  # a shared store that cannot be reached: the job's end is lost
+                    logger.warning("job %s: its end could not be recorded: %s", job.id, exc.message)
             self._ended.pop(job.id, None)
             ended.set()
 
     async def _progress(self, job_id: str, progress: Progress) -> None:
-        job = await self.store.get(job_id)
-        if job is not None and not job.finished:
-            await self.store.update(dataclasses.replace(job, progress=progress, updated=self._clock()))
+        try:
+            job = await self.store.get(job_id)
+            if job is not None and not job.finished:
+                await self.store.update(dataclasses.replace(job, progress=progress, updated=self._clock()))
+        except HubError:  # a shared store that cannot be reached (it logs that): the next one may get through
+            pass
 
     async def _finish(self, job_id: str, outcome: Outcome | None, progress: Progress | None,
                       cancelled: bool) -> None:
@@ -371,7 +413,14 @@ class JobRunner:
             raise JobConflict(f"job '{job_id}' has already ended ({job.status}): there is nothing to cancel",
                               server=job.server, tool=job.tool)
         scope, ended = self._scopes.get(job_id), self._ended.get(job_id)
-        if scope is None or ended is None:  # running in another hub process (a shared store): not ours
+        if (scope is None or ended is None) and self.store.shared:  # another process runs it: ask it
+            await self.store.ask_cancel(job_id)
+            with anyio.move_on_after(CANCEL_WAIT):
+                while not job.finished:
+                    await anyio.sleep(0.05)  # polling the condition: the job ended there (KEEP_ALIVE)
+                    job = await self.get(principal, job_id)
+            return job
+        if scope is None or ended is None:
             raise JobConflict(f"job '{job_id}' runs in another hub process; cancel it there",
                               server=job.server, tool=job.tool)
         self._cancelled.add(job_id)

@@ -51,6 +51,10 @@ class HubMetrics:
             "mcphub_requests_refused", "Requests refused before routing (Host, Origin, Content-Type), by status",
             ["status"], registry=self.registry,
         )
+        self.state_errors = Counter(
+            "mcphub_state_errors", "Failed commands to the shared state store (hub.state) by operation", ["operation"],
+            registry=self.registry,
+        )
         self.registry.register(_ServerCollector(servers))
 
     def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None,
@@ -59,6 +63,9 @@ class HubMetrics:
         self.latency.labels(server, tool).observe(seconds)
         if error_type is not None:
             self.errors.labels(server, tool, error_type).inc()
+
+    def state_error(self, operation: str) -> None:
+        self.state_errors.labels(operation).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

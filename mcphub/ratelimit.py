@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from mcphub.config import RateLimit
 from mcphub.errors import RateLimited
@@ -36,6 +37,13 @@ class Limit:
     label: str
 
 
+class Limiter(Protocol):
+    """What the invoker takes tokens from: `RateLimiter` here, or state.SharedRateLimiter (hub.state)."""
+
+    async def take(self, limits: Sequence[Limit], *, server: str | None = None, tool: str | None = None) -> None:
+        """Take one token from each of `limits`, or raise (RateLimited, or another HubError) and take none."""
+
+
 class _Bucket:
     __slots__ = ("tokens", "updated")
 
@@ -49,6 +57,9 @@ class RateLimiter:
         self._clock = clock
         self._max = max_buckets
         self._buckets: OrderedDict[tuple[Hashable, RateLimit], _Bucket] = OrderedDict()
+
+    async def take(self, limits: Sequence[Limit], *, server: str | None = None, tool: str | None = None) -> None:
+        self.acquire(limits, server=server, tool=tool)
 
     def acquire(self, limits: Sequence[Limit], *, server: str | None = None, tool: str | None = None) -> None:
         """Take one token from each of `limits`, or raise RateLimited and take none."""

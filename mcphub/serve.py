@@ -31,7 +31,7 @@ import uvicorn
 from anyio.abc import TaskStatus
 from starlette.types import ASGIApp
 
-from mcphub import connection, transports
+from mcphub import connection, state, transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
@@ -232,7 +232,10 @@ async def running(servers: Mapping[str, ServerConfig], sites: list[Site], *, api
             for mount in (m for site in sites for m in site.mounts):
                 first_listings.start_soon(polling.start, mount.run)
         invokers = [Invoker(site.config, site.servers(supervisor), api_keys=api_keys) for site in sites]
-        yield RunningHub(supervisor, sites, invokers)
+        async with contextlib.AsyncExitStack() as stores:  # hub.state: each listener's Redis client and monitor
+            for invoker in invokers:
+                await stores.enter_async_context(state.kept(invoker.state))
+            yield RunningHub(supervisor, sites, invokers)
         polling.cancel_scope.cancel()
 
 

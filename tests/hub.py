@@ -31,7 +31,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.memory import create_client_server_memory_streams
 from starlette.applications import Starlette
 
-from mcphub import transports
+from mcphub import state, transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, StdioServer, parse_config
 from mcphub.invoker import Invoker
@@ -219,7 +219,7 @@ async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[
     connector: Callable[..., Any] = connect if in_process else transports.connect
     async with Supervisor(config, connect=connector) as supervisor:  # bounded by each server's connect_timeout
         app = make_app(supervisor, config, api_keys, backend)
-        async with app.state.mcp.running(), app.state.jobs.running():
+        async with state.kept(app.state.invoker.state), app.state.mcp.running(), app.state.jobs.running():
             async with _serving(app, config, listen, headers) as hub:
                 yield RunningHub(hub.url, hub.client, supervisor, app, hub.transport)
 
