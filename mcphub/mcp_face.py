@@ -19,8 +19,14 @@ arguments are a tool result with `isError` and the hub's reason, so a model can 
 Resources, resource templates and prompts of every upstream, and a server's elicitation and sampling
 requests during a call: mcp_resources.py (names on `/mcp`: `{server}_{prompt}`, `mcphub://{server}/{uri}`).
 
-(Fenced: the SDK's `StreamableHTTPSessionManager`, `ServerRequestContext.request` and the runner's use
-of `Server.create_initialization_options()`; tests/test_contracts.py lists them.)
+Two session managers over one low-level `Server`: one in SSE mode for 2025 sessions and for 2026 requests
+that may need to stream (a progress token, a subscription: a look at the raw body), one in JSON mode for
+every other 2026 request (no second task and stream per request: a third less CPU per call), where a
+client's hang-up is watched for here (hangup.py) to cancel the call.
+
+(Fenced: the SDK's `StreamableHTTPSessionManager` routing by header, `ServerRequestContext.request`, the
+session owner in `scope["user"]`, the runner's use of `Server.create_initialization_options()` and
+`get_tool_input_schema` in the request's task; tests/test_contracts.py lists them.)
 """
 
 from __future__ import annotations
