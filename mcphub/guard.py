@@ -129,7 +129,8 @@ class Guard:
             if has_body and content_type != _JSON and _media_type(content_type) != JSON:
                 got = f"'{_quoted(content_type)}'" if content_type else "none"
                 raise UnsupportedMediaType(
-                    f"the request body must be JSON sent with 'Content-Type: application/json' (got {got})")
+                    f"the request body must be JSON sent with 'Content-Type: application/json' (got {got}; "
+                    "curl sends form data with -d: use --json, or add -H 'Content-Type: application/json')")
         except HubError as exc:
             self.invoker.metrics.refused.labels(str(exc.status_code)).inc()
             access_logger.info("- %s %s %d (%s)", scope["method"], printable(scope["path"]), exc.status_code, exc.type,

@@ -78,7 +78,8 @@ async def test_a_body_not_declared_application_json_is_415_and_never_reaches_the
         error = assert_error(response, 415, "unsupported_media_type")
         got = f"'{content_type}'" if content_type else "none"
         assert error["message"] == ("the request body must be JSON sent with 'Content-Type: application/json' "
-                                    f"(got {got})")
+                                    f"(got {got}; curl sends form data with -d: use --json, or add -H "
+                                    "'Content-Type: application/json')")
         metrics = (await hub.client.get("/metrics")).text  # counted as sent, though no tool was called
         assert 'mcphub_requests_refused_total{status="415"} 1.0' in metrics
 
