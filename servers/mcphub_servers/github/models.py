@@ -329,10 +329,10 @@ def pull_request_summary(raw: dict[str, Any]) -> PullRequestSummary:
 
 
 def pull_request(raw: dict[str, Any]) -> PullRequest:
-    keys = ("merged", "mergeable", "closed_at", "comments", "review_comments", "commits", "additions")
-    keys += ("deletions", "changed_files", "body")
-    return PullRequest(
-        **_pr_fields(raw), head_sha=(raw.get("head") or {}).get("sha"), **{k: raw.get(k) for k in keys}
+    keys: tuple[str, ...] = ("merged", "mergeable", "closed_at", "comments", "review_comments", "commits")
+    keys += ("additions", "deletions", "changed_files", "body")
+    return PullRequest.model_validate(
+        {**_pr_fields(raw), "head_sha": (raw.get("head") or {}).get("sha"), **{k: raw.get(k) for k in keys}}
     )
 
 

@@ -48,7 +48,7 @@ def register_write_tools(mcp: MCPServer, api: GitHubAPI) -> None:
         state_reason: Literal["completed", "not_planned", "duplicate", "reopened"] | None = None,
     ) -> m.Issue:
         """Create an issue, or change an existing one's fields (only the fields given are changed)."""
-        fields = {"title": title, "body": body, "labels": labels, "assignees": assignees}
+        fields: dict[str, object] = {"title": title, "body": body, "labels": labels, "assignees": assignees}
         fields |= {"milestone": milestone, "state": state, "state_reason": state_reason}
         payload = {k: v for k, v in fields.items() if v is not None}
         if method == "create":

@@ -158,7 +158,7 @@ def parse_results(body: Any, pageno: int) -> SearchResults:
 
 def compact_text(found: SearchResults) -> str:
     """What the model reads: numbered title / URL / snippet lines, then answers and suggestions."""
-    lines = []
+    lines: list[str] = []
     if found.answers:
         lines.extend(f"Answer: {answer}" for answer in found.answers)
     if found.results:

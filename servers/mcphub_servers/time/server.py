@@ -26,10 +26,11 @@ from pydantic import BaseModel, Field
 
 from mcphub_servers import _cli, _protocol
 
+_localzone_name: Callable[[], str] | None
 try:  # optional: without it the local zone defaults to UTC
-    from tzlocal import get_localzone_name
+    from tzlocal import get_localzone_name as _localzone_name
 except ImportError:  # pragma: no cover - tzlocal is a declared dependency
-    get_localzone_name = None
+    _localzone_name = None
 
 SERVER_NAME = "mcphub-time"
 FAKE_NOW_ENV = "TIME_FAKE_NOW"
@@ -213,9 +214,9 @@ def resolve_local_timezone(cli_value: str | None) -> str:
                     f"Error: invalid {source} {value!r}: not a known IANA timezone name"
                 ) from None
             return value
-    if get_localzone_name is not None:
+    if _localzone_name is not None:
         try:
-            detected = get_localzone_name()
+            detected = _localzone_name()
             if detected:
                 _zone_or_error(detected)
                 return detected

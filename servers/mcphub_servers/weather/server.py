@@ -18,8 +18,9 @@ after the first comma must equal the country, country code or first-level region
 
 import importlib.metadata
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -253,7 +254,10 @@ def _days(body: dict[str, Any], place: Place) -> Forecast:
     return Forecast(place=place, days=days, units=units)
 
 
-def _parse(url: str, parse: Any, body: dict[str, Any], place: Place) -> Any:
+T = TypeVar("T")
+
+
+def _parse(url: str, parse: Callable[[dict[str, Any], Place], T], body: dict[str, Any], place: Place) -> T:
     try:
         return parse(body, place)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
