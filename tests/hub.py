@@ -27,6 +27,7 @@ import anyio
 import httpx2
 import yaml
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.memory import create_client_server_memory_streams
 from starlette.applications import Starlette
@@ -295,3 +296,12 @@ def assert_error(response: httpx2.Response, status: int, type_: str) -> dict[str
     assert "Traceback" not in error["message"] and "object at 0x" not in error["message"], body
     return error
 
+
+@asynccontextmanager
+async def mcp_client(url: str, key: str | None, mode: str = "auto", **options: Any) -> AsyncIterator[Client]:
+    """The MCP SDK's client at one of a hub's MCP endpoints (`key` as Bearer; `mode`: "auto" speaks
+    2026-07-28 to the hub, "legacy" 2025-11-25 with a session)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as client:  # type: ignore[arg-type]
+            yield client

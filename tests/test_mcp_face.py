@@ -7,7 +7,7 @@ list_changed for session clients."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolListChang
 
 from tests.helpers import free_port
 from tests.hub import RunningHub, running_hub, running_instances, sample_server
+from tests.hub import mcp_client as hub_mcp_client
 
 pytestmark = pytest.mark.anyio
 
@@ -59,12 +60,9 @@ async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running
         yield running
 
 
-@asynccontextmanager
-async def mcp_client(url: str, key: str | None = FULL_KEY, mode: str = "auto", **options: Any) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as client:  # type: ignore[arg-type]
-            yield client
+def mcp_client(url: str, key: str | None = FULL_KEY, mode: str = "auto",
+               **options: Any) -> AbstractAsyncContextManager[Client]:
+    return hub_mcp_client(url, key, mode, **options)  # (with this module's full key by default)
 
 
 def dumped(tools: Any) -> list[dict[str, Any]]:

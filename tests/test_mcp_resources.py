@@ -13,16 +13,14 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 from mcp import Client, MCPError
 from mcp.client.session import ClientRequestContext
-from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
 from mcp.types import (
     INTERNAL_ERROR,
@@ -48,6 +46,7 @@ from mcphub import resources
 from mcphub.backchannel import ServerRequests
 from mcphub.resources import RESOURCE_NOT_FOUND
 from tests.hub import RunningHub, assert_error, module_server, running_hub, running_instances, sample_server
+from tests.hub import mcp_client as hub_mcp_client
 from tests.test_transports import Upstream, remote
 
 pytestmark = pytest.mark.anyio
@@ -84,16 +83,13 @@ async def hub() -> AsyncIterator[RunningHub]:
         yield running
 
 
-@asynccontextmanager
-async def mcp_client(url: str, key: str | None = FULL_KEY, mode: str = "auto", **options: Any) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as client:  # type: ignore[arg-type]
-            yield client
-
-
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def mcp_client(url: str, key: str | None = FULL_KEY, mode: str = "auto",
+               **options: Any) -> AbstractAsyncContextManager[Client]:
+    return hub_mcp_client(url, key, mode, **options)  # (with this module's full key by default)
 
 
 def dumped(items: Any) -> list[dict[str, Any]]:
