@@ -67,7 +67,8 @@ class _HttpFace:
         tool = request.path_params["tool"]
         authorization = request.headers.get("authorization")
         try:
-            principal = await self.invoker.authenticate(authorization, server=server, tool=tool)
+            principal = await self.invoker.authenticate(authorization, server=server, tool=tool,
+                                                        headers=request.headers)
             answer = wanted(request)
         except HubError as exc:
             return _error_response(exc)
@@ -148,7 +149,7 @@ class _HttpFace:
         """None: show everything. Specs are public while hub.public_docs is on; a caller who sends a
         credential sees only what it may call."""
         auth = self.invoker.auth
-        principal = auth.authenticate(request.headers.get("authorization"))
+        principal = auth.authenticate(request.headers.get("authorization"), request.headers)
         if principal is None and auth.enabled and not self.invoker.config.hub.public_docs:
             raise Unauthorized("missing credential: the API documents need one (hub.public_docs is false)")
         return principal if auth.enabled else None
@@ -199,7 +200,7 @@ class _HttpFace:
         if self.invoker.config.hub.public_status or not auth.enabled:
             return lambda name: True
         try:
-            principal = auth.authenticate(request.headers.get("authorization"))
+            principal = auth.authenticate(request.headers.get("authorization"), request.headers)
         except HubError:
             principal = None  # a probe with a stale credential still learns ready / not ready
         return None if principal is None else principal.may_use_server

@@ -49,7 +49,7 @@ from joserfc import errors as jose_errors
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey, import_key
 
-from mcphub.config import AuthConfig, JwtConfig, RateLimit, key_hash
+from mcphub.config import AuthConfig, ForwardedUser, JwtConfig, RateLimit, UserConfig, key_hash
 from mcphub.errors import Forbidden, ServerUnavailable, Unauthorized
 from mcphub.ratelimit import Limit
 
@@ -103,6 +103,7 @@ class Authenticator:
     def __init__(self, config: AuthConfig, *, extra_keys: Iterable[str] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         entries: list[tuple[bytes, Principal]] = []
+        self._forwarding: dict[str, _Forwarding] = {}
         for key in config.api_keys:
             principal = Principal(
                 name=key.name,
@@ -111,6 +112,8 @@ class Authenticator:
                 rate_limit=key.rate_limit,
             )
             entries.append((_digest_bytes(key.digest), principal))
+            if key.forwarded_user is not None:
+                self._forwarding[key.name] = _Forwarding(key.forwarded_user, config.users)
         for i, extra in enumerate(k for k in extra_keys if k):
             entries.append((_digest_bytes(key_hash(extra)), Principal(name="api-key" if i == 0 else f"api-key-{i}")))
         self._entries = entries
@@ -130,8 +133,9 @@ class Authenticator:
         if token is not None and _JWT_SHAPE.match(token) and self._key_for(token) is None:
             await self._jwt.prepare(token)
 
-    def authenticate(self, authorization: str | None) -> Principal | None:
-        """The caller for this Authorization header; None when no credential was sent.
+    def authenticate(self, authorization: str | None, headers: Mapping[str, str] | None = None) -> Principal | None:
+        """The caller for this Authorization header; None when no credential was sent. With the request's
+        `headers`, a key that trusts a front end to name its users (`forwarded_user`) is that user.
 
         Raises Unauthorized for a malformed header or an unknown or invalid credential (and
         ServerUnavailable when the identity provider's keys could not be fetched). JWKS keys come from
@@ -142,23 +146,24 @@ class Authenticator:
             return None
         found = self._key_for(token)
         if found is not None:
-            return found
+            forwarding = self._forwarding.get(found.name) if headers is not None else None
+            return found if forwarding is None or headers is None else forwarding.user(found, headers)
         if self._jwt is not None and _JWT_SHAPE.match(token):
             return self._jwt.verify(token)
         raise Unauthorized("invalid credential")
 
-    def require(self, authorization: str | None) -> Principal:
+    def require(self, authorization: str | None, headers: Mapping[str, str] | None = None) -> Principal:
         """The caller, who must have sent a valid credential if any is configured."""
-        principal = self.authenticate(authorization)
+        principal = self.authenticate(authorization, headers)
         if principal is not None:
             return principal
         if self.enabled:
             raise Unauthorized("missing credential: send 'Authorization: Bearer <key>'")
         return ANONYMOUS
 
-    async def require_async(self, authorization: str | None) -> Principal:
+    async def require_async(self, authorization: str | None, headers: Mapping[str, str] | None = None) -> Principal:
         await self.prepare(authorization)
-        return self.require(authorization)
+        return self.require(authorization, headers)
 
     def limits_for(self, principal: Principal, server: str) -> list[Limit]:
         """The rate-limit buckets a call by `principal` to `server` takes a token from."""
@@ -179,6 +184,72 @@ class Authenticator:
             if hmac.compare_digest(digest, presented) and found is None:
                 found = principal
         return found
+
+
+USER_JWT_HEADER = "x-openwebui-user-jwt"  # Open WebUI with FORWARD_USER_INFO_HEADER_JWT_SECRET set
+USER_HEADERS = ("x-openwebui-user-email", "x-openwebui-user-id")  # ENABLE_FORWARD_USER_INFO_HEADERS, plain
+USER_JWT_ISSUER = "open-webui"
+
+
+class _Forwarding:
+    """One key's trust in the users its front end names: the user a request is for, as a Principal."""
+
+    def __init__(self, config: ForwardedUser, users: Mapping[str, UserConfig]) -> None:
+        self._headers = config.headers
+        self._users = users
+        self._secret: OctKey | None = None
+        if config.jwt_secret is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", jose_errors.SecurityWarning)
+                self._secret = OctKey.import_key(config.jwt_secret)
+
+    def user(self, key: Principal, headers: Mapping[str, str]) -> Principal:
+        """The user the request names (the key itself when it names none). A user token that does not
+        verify is a 401: a front end that sends one means the call to be that user's."""
+        name: str | None = None
+        token = headers.get(USER_JWT_HEADER) if self._secret is not None else None
+        if token is not None:
+            name = self._verified(token)
+        elif self._headers:
+            name = next((headers[h] for h in USER_HEADERS if headers.get(h)), None)
+        if name is None:
+            return key
+        user = self._users.get(name)
+        servers, tools = key.servers, key.tools
+        if user is not None:
+            servers = _narrower(servers, frozenset(user.servers))
+            if user.tools is not None:
+                tools = frozenset(user.tools) if tools is None else tools & frozenset(user.tools)
+        rate_limit = user.rate_limit if user is not None and user.rate_limit is not None else key.rate_limit
+        return Principal(name=_printable(name)[:MAX_NAME_CHARS], servers=servers, tools=tools, kind="user",
+                         rate_limit=rate_limit)
+
+    def _verified(self, token: str) -> str:
+        assert self._secret is not None
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthorized("invalid forwarded user token (X-OpenWebUI-User-Jwt): too long")
+        registry = jwt.JWTClaimsRegistry(now=None, leeway=CLOCK_SKEW, exp={"essential": True},
+                                         iss={"essential": True, "value": USER_JWT_ISSUER})
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=["HS256"]).claims
+            registry.validate(claims)
+        except jose_errors.ExpiredTokenError:
+            raise Unauthorized("invalid forwarded user token (X-OpenWebUI-User-Jwt): expired") from None
+        except (jose_errors.MissingClaimError, jose_errors.InvalidClaimError) as exc:
+            raise Unauthorized(f"invalid forwarded user token (X-OpenWebUI-User-Jwt): claim '{exc.claim}' "
+                               f"missing or wrong (iss must be '{USER_JWT_ISSUER}', exp is required)") from None
+        except (jose_errors.JoseError, ValueError, TypeError):
+            raise Unauthorized("invalid forwarded user token (X-OpenWebUI-User-Jwt): it does not verify with "
+                               "the key's forwarded_user.jwt_secret") from None
+        name = next((claims[c] for c in ("email", "sub") if isinstance(claims.get(c), str) and claims[c]), None)
+        if name is None:
+            raise Unauthorized("invalid forwarded user token (X-OpenWebUI-User-Jwt): it names no user (email, sub)")
+        return str(name)
+
+
+def _narrower(a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+    """The servers both allow (`*`: all)."""
+    return b if "*" in a else a if "*" in b else a & b
 
 
 class _JwtVerifier:

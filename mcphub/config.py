@@ -106,6 +106,33 @@ class RateLimit(_Model):
     per: float = Field(gt=0)  # seconds
 
 
+class ForwardedUser(_Model):
+    """How a front end that holds a key names the user it calls for (Open WebUI's forwarded user info):
+    `jwt_secret`, its FORWARD_USER_INFO_HEADER_JWT_SECRET (an HS256 `X-OpenWebUI-User-Jwt`, `iss:
+    open-webui`); `headers: true` also trusts the plain `X-OpenWebUI-User-Email` / `-Id` headers, which
+    anyone holding the key can set (weaker)."""
+
+    jwt_secret: str | None = Field(None, repr=False)
+    headers: bool = False
+
+    @model_validator(mode="after")
+    def _some_way(self) -> ForwardedUser:
+        if self.jwt_secret is None and not self.headers:
+            raise ValueError("give 'jwt_secret' (Open WebUI's FORWARD_USER_INFO_HEADER_JWT_SECRET) or 'headers: true'")
+        if self.jwt_secret is not None and not self.jwt_secret.strip():
+            raise ValueError("'jwt_secret' is empty (is its ${VARIABLE} set?)")  # anyone could sign a user
+        return self
+
+
+class UserConfig(_Model):
+    """What one forwarded user may do: narrows the key's scopes (the narrower wins); `rate_limit` replaces
+    the key's, which each user otherwise gets a bucket of their own of."""
+
+    servers: list[str] = Field(default_factory=lambda: ["*"])
+    tools: list[str] | None = None
+    rate_limit: RateLimit | None = None
+
+
 class ApiKey(_Model):
     name: str
     key: str | None = Field(None, repr=False)
@@ -113,6 +140,7 @@ class ApiKey(_Model):
     servers: list[str] = Field(default_factory=lambda: ["*"])
     tools: list[str] | None = None
     rate_limit: RateLimit | None = None  # this key's calls, over every server
+    forwarded_user: ForwardedUser | None = None  # a front end names the user it calls for (see ForwardedUser)
 
     @field_validator("hash")
     @classmethod
@@ -190,6 +218,7 @@ class JwtConfig(_Model):
 class AuthConfig(_Model):
     api_keys: list[ApiKey] = Field(default_factory=list)
     jwt: JwtConfig | None = None
+    users: dict[str, UserConfig] = Field(default_factory=dict)  # forwarded users by email (else id)
     server_rate_limits: dict[str, RateLimit] = Field(default_factory=dict)  # server → shared by all callers
 
     @field_validator("api_keys")

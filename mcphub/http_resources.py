@@ -39,7 +39,8 @@ def resource_routes(invoker: Invoker) -> list[Route]:
         server = request.path_params["server"]
         authorization = request.headers.get("authorization")
         try:
-            principal = await invoker.authenticate(authorization, server=server, tool=method)
+            principal = await invoker.authenticate(authorization, server=server, tool=method,
+                                                   headers=request.headers)
         except HubError as exc:
             return _error(exc)
         return await invoker.ask(Ask(principal, server, method, uri=uri, name=name, arguments=arguments,

@@ -152,11 +152,13 @@ class Invoker:
 
     # ---------------------------------------------------------------------------------- the path
 
-    async def authenticate(self, authorization: str | None, *, server: str, tool: str) -> Principal:
-        """Who is calling `server`/`tool`. A refusal (401, or 503 when the identity provider cannot be
-        reached) is audited here, then raised for the face to answer."""
+    async def authenticate(self, authorization: str | None, *, server: str, tool: str,
+                           headers: Mapping[str, str] | None = None) -> Principal:
+        """Who is calling `server`/`tool` (`headers`: the request's, where a key's front end may name
+        its user). A refusal (401, or 503 when the identity provider cannot be reached) is audited here,
+        then raised for the face to answer."""
         try:
-            return await self.auth.require_async(authorization)
+            return await self.auth.require_async(authorization, headers)
         except HubError as exc:
             access_logger.info("- %s/%s %d", printable(server), printable(tool), exc.status_code,
                                extra={"audit": {"principal": None, "server": server, "tool": tool,

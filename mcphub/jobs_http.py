@@ -88,16 +88,16 @@ class JobsFace:
             "Location": f"{root}/jobs/{started.id}", "Preference-Applied": RESPOND_ASYNC})
 
     async def list(self, request: Request) -> Response:
-        principal = await self.invoker.auth.require_async(request.headers.get("authorization"))
+        principal = await self.invoker.auth.require_async(request.headers.get("authorization"), request.headers)
         jobs = await self.runner.owned_by(principal)
         return JSONResponse({"jobs": [_view(job) for job in jobs]})
 
     async def get(self, request: Request) -> Response:
-        principal = await self.invoker.auth.require_async(request.headers.get("authorization"))
+        principal = await self.invoker.auth.require_async(request.headers.get("authorization"), request.headers)
         return JSONResponse(_view(await self.runner.get(principal, request.path_params["job"])))
 
     async def delete(self, request: Request) -> Response:
-        principal = await self.invoker.auth.require_async(request.headers.get("authorization"))
+        principal = await self.invoker.auth.require_async(request.headers.get("authorization"), request.headers)
         return JSONResponse(_view(await self.runner.cancel(principal, request.path_params["job"])))
 
 

@@ -202,7 +202,7 @@ class McpFace:
         authorization = request.headers.get("authorization")
         try:
             await auth.prepare(authorization)
-            principal = auth.require(authorization)
+            principal = auth.require(authorization, request.headers)
             if view is not None:
                 self.invoker.server(view, principal=principal)  # (its 404 lists only what the caller may use)
                 principal.check(view)

@@ -298,10 +298,11 @@ def assert_error(response: httpx2.Response, status: int, type_: str) -> dict[str
 
 
 @asynccontextmanager
-async def mcp_client(url: str, key: str | None, mode: str = "auto", **options: Any) -> AsyncIterator[Client]:
-    """The MCP SDK's client at one of a hub's MCP endpoints (`key` as Bearer; `mode`: "auto" speaks
-    2026-07-28 to the hub, "legacy" 2025-11-25 with a session)."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+async def mcp_client(url: str, key: str | None, mode: str = "auto", *, headers: dict[str, str] | None = None,
+                     **options: Any) -> AsyncIterator[Client]:
+    """The MCP SDK's client at one of a hub's MCP endpoints (`key` as Bearer, `headers` on every request;
+    `mode`: "auto" speaks 2026-07-28 to the hub, "legacy" 2025-11-25 with a session)."""
+    headers = {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as client:  # type: ignore[arg-type]
             yield client

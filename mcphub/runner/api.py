@@ -65,7 +65,7 @@ def runner_routes(invoker: Invoker, *, backend_transport: httpx2.AsyncBaseTransp
         if config is None:
             raise NotFound(f"no model runner here: {request.url.path} needs a runner: section in the hub's config "
                            '(`runner: {}` alone uses Ollama at 127.0.0.1:11434; see README, section "runner")')
-        principal = await invoker.auth.require_async(request.headers.get("authorization"))
+        principal = await invoker.auth.require_async(request.headers.get("authorization"), request.headers)
         return principal, config
 
     async def models(request: Request) -> Response:
