@@ -5,16 +5,24 @@ and the audit line are per user, a bad user token is 401; both faces."""
 
 from __future__ import annotations
 
+import ast
 import logging
 import time
-from typing import Any
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional
+from urllib.parse import quote
 
+import jwt as pyjwt
 import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from tests.hub import assert_error, core, running_hub, sample_server
 from tests.hub import mcp_client as hub_mcp_client
+from tests.test_owui_converter import release_wheel  # noqa: F401  (the fixture: open-webui's wheel)
 
 pytestmark = pytest.mark.anyio
 
@@ -118,3 +126,50 @@ async def test_the_mcp_face_lists_only_what_the_forwarded_user_may_call():
         async with hub_mcp_client(f"{hub.url}/mcp", None, headers=as_user("bob@example.com")) as client:
             assert [t.name for t in (await client.list_tools()).tools] == ["other_echo"]
     assert core(hub).auth.enabled
+
+
+# ------------------------------------------------------------------- Open WebUI's own header code
+
+OWUI_HEADERS_SOURCE = "open_webui/utils/headers.py"
+OWUI_DEFINITIONS = {"_mint_forward_user_jwt", "include_user_info_headers"}
+
+
+def owui_user_headers(wheel_path: Path, *, jwt_secret: str | None) -> Callable[[Any], dict[str, str]]:
+    """`include_user_info_headers` from the open-webui release's own source (the wheel .ci/install-thirdparty
+    downloads; nothing of it is in this repository), with its env settings as Open WebUI reads them."""
+    with zipfile.ZipFile(wheel_path) as wheel:
+        tree = ast.parse(wheel.read(OWUI_HEADERS_SOURCE).decode())
+    picked = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in OWUI_DEFINITIONS]
+    assert len(picked) == len(OWUI_DEFINITIONS), [n.name for n in picked]
+    namespace: dict[str, Any] = {
+        "time": time, "quote": quote, "Any": Any, "Optional": Optional, "log": logging.getLogger("owui"),
+        "jwt": pyjwt,  # PyJWT, as Open WebUI imports it
+        "FORWARD_USER_INFO_HEADER_JWT_SECRET": jwt_secret,
+        "FORWARD_USER_INFO_HEADER_JWT": "X-OpenWebUI-User-Jwt",
+        "FORWARD_USER_INFO_HEADER_JWT_EXPIRES_SECONDS": 300,
+        "FORWARD_USER_INFO_HEADER_AUTH_TYPE": "X-OpenWebUI-Auth-Type",
+        "FORWARD_USER_INFO_HEADER_USER_NAME": "X-OpenWebUI-User-Name",
+        "FORWARD_USER_INFO_HEADER_USER_ID": "X-OpenWebUI-User-Id",
+        "FORWARD_USER_INFO_HEADER_USER_EMAIL": "X-OpenWebUI-User-Email",
+        "FORWARD_USER_INFO_HEADER_USER_ROLE": "X-OpenWebUI-User-Role",
+    }
+    exec(compile(ast.Module(body=picked, type_ignores=[]), OWUI_HEADERS_SOURCE, "exec"), namespace)
+    include: Callable[..., dict[str, str]] = namespace["include_user_info_headers"]
+    return lambda user: include({}, user)
+
+
+@pytest.mark.parametrize("mode", ["jwt", "plain"])
+async def test_open_webuis_own_header_code_names_the_user_the_hub_acts_as(release_wheel: Path,  # noqa: F811
+                                                                          mode: str):
+    bob = SimpleNamespace(id="u-bob", email="bob@example.com", name="Bob", role="user")
+    headers = owui_user_headers(release_wheel, jwt_secret=SECRET if mode == "jwt" else None)(bob)
+    assert ("X-OpenWebUI-User-Jwt" in headers) == (mode == "jwt"), headers
+    key = KEY if mode == "jwt" else PLAIN_KEY
+    async with running_hub(CONFIG) as hub:
+        refused = await hub.client.post("/sample/echo", json={"text": "hi"},
+                                        headers={**headers, "Authorization": f"Bearer {key}"})
+        allowed = await hub.client.post("/other/echo", json={"text": "hi"},
+                                        headers={**headers, "Authorization": f"Bearer {key}"})
+    assert assert_error(refused, 403, "forbidden")["message"] == (
+        "credential 'bob@example.com' may not use server 'sample'")  # bob's own scope, so: acted as bob
+    assert allowed.status_code == 200, allowed.text
