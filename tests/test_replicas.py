@@ -170,6 +170,9 @@ async def test_a_job_started_on_one_replica_is_followed_as_events_from_the_other
         # what cannot be followed is answered as GET answers it, as JSON
         assert_error(await second.client.get(f"/jobs/{'f' * 32}", headers=FOLLOW), 404, "not_found")
         assert_error(await second.client.get("/jobs/nope", headers=FOLLOW), 400, "bad_request")
+        spec = (await second.client.get("/jobs/openapi.json", headers=AUTH)).json()["paths"]["/jobs/{job}"]
+        assert "text/event-stream" in spec["get"]["responses"]["200"]["content"]  # documented where it works
+        assert "text/event-stream" not in spec["delete"]["responses"]["200"]["content"]
 
 
 async def test_a_job_is_followed_on_one_hub_without_shared_state(tmp_path):
