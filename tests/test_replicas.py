@@ -21,7 +21,7 @@ import httpx2
 import pytest
 import yaml
 
-from mcphub import shared_jobs
+from mcphub import jobs_http, shared_jobs
 from tests.helpers import free_port, mcphub_process, stop_process
 from tests.hub import assert_error, running_hub, sample_server
 from tests.test_deploy import DEPLOY, nginx
@@ -175,14 +175,41 @@ async def test_a_job_started_on_one_replica_is_followed_as_events_from_the_other
         assert "text/event-stream" not in spec["delete"]["responses"]["200"]["content"]
 
 
-async def test_a_job_is_followed_on_one_hub_without_shared_state(tmp_path):
+async def test_a_job_is_followed_on_one_hub_without_shared_state_with_idle_comments(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs_http, "KEEPALIVE", 0.3)  # a comment line after 0.3 s without an event
     async with running_hub(stepper_config(None, tmp_path), listen=True) as hub:
         started = await hub.client.post("/stepper/steps", json={"steps": 2, "gates": str(tmp_path)}, headers=ASYNC)
         assert started.status_code == 202, started.text
+        text = ""
         with anyio.fail_after(30):
-            events = await follow_stepping(hub.client, started.headers["location"], tmp_path, 2)
-        assert [name for name, _ in events] == ["progress", "progress", "result"]
-        assert events[-1][1] == {"result": "stepped 2"}
+            async with hub.client.stream("GET", started.headers["location"], headers=FOLLOW) as response:
+                async for chunk in response.aiter_text():
+                    text += chunk
+                    if ": still running" in text:  # the job sat at step 1 for a while: let it finish
+                        (tmp_path / "go-1").touch()
+                        (tmp_path / "go-2").touch()
+        assert text.index("event: progress") < text.index(": still running")
+        assert [name for name, _ in events_of(text)] == ["progress", "progress", "result"]
+        assert events_of(text)[-1][1] == {"result": "stepped 2"}
+
+
+async def test_redis_lost_while_a_job_is_followed_ends_the_stream_with_a_503_event(redis_server, tmp_path):
+    await redis_server.start()
+    config = stepper_config(redis_server.url, tmp_path)
+    async with running_hub(config) as first, running_hub(config, listen=True) as second:
+        started = await first.client.post("/sample/sleep", json={"seconds": 30, "tag": "lost"}, headers=ASYNC)
+        assert started.status_code == 202, started.text
+        text = ""
+        with anyio.fail_after(20):  # no hang: the follower's next read fails
+            async with second.client.stream("GET", started.headers["location"], headers=FOLLOW) as stream:
+                assert stream.status_code == 200
+                redis_server.stop()
+                async for chunk in stream.aiter_text():
+                    text += chunk
+        ((name, data),) = events_of(text)
+        assert name == "error" and data["status_code"] == 503, data
+        assert data["error"]["message"] == (f"jobs are kept in the hub's shared state (Redis at redis://***@127.0.0.1:"
+                                            f"{redis_server.port}/0), which is unreachable; retry in 5s")
 
 
 # -------------------------------------------------------------------------- two hubs behind nginx
