@@ -27,7 +27,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +49,7 @@ SHUTDOWN_WRITE = 2.0  # seconds to record "hub shutting down" on the jobs still 
 RUNNING_RETRY_AFTER = 5  # seconds a caller over jobs.max_running_per_key is told to wait
 KEEP_ALIVE = 1.0  # seconds between a shared store's lease renewals (and checks for cancels asked elsewhere)
 CANCEL_WAIT = 10.0  # seconds a cancel through another process waits for the job to end there
+FOLLOW_POLL = 0.25  # seconds between a follower's reads of a job that changes elsewhere (another replica)
 MAX_FINISHED = 10_000  # finished jobs one process keeps (memory); past it, those closest to expiry go first
 SHUTTING_DOWN = "the hub is shutting down; the job was stopped (start it again once the hub is back)"
 
@@ -268,6 +269,7 @@ class JobRunner:
         self._scopes: dict[str, anyio.CancelScope] = {}  # the running jobs of this process
         self._cancelled: set[str] = set()  # cancelled by DELETE (not by shutdown)
         self._ended: dict[str, anyio.Event] = {}  # set once a running job's end is recorded
+        self._changed: dict[str, anyio.Event] = {}  # set when a job of this process records progress or its end
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobRunner]:
@@ -361,6 +363,7 @@ class JobRunner:
             job = await self.store.get(job_id)
             if job is not None and not job.finished:
                 await self.store.update(dataclasses.replace(job, progress=progress, updated=self._clock()))
+                self._wake(job_id)
         except HubError:  # a shared store that cannot be reached (it logs that): the next one may get through
             pass
 
@@ -386,7 +389,14 @@ class JobRunner:
         await self.store.update(dataclasses.replace(
             job, status=status, status_code=code, result=result, error=error, updated=now, expires=now + ttl,
             progress=progress or job.progress))
+        self._wake(job_id)
         logger.debug("job %s: %s (%s)", job_id, status, code)
+
+    def _wake(self, job_id: str) -> None:
+        """Tell this process's followers of `job_id` that it changed."""
+        changed = self._changed.pop(job_id, None)
+        if changed is not None:
+            changed.set()
 
     # ------------------------------------------------------------------------------- read, cancel
 
@@ -405,6 +415,25 @@ class JobRunner:
 
     async def owned_by(self, principal: Principal) -> list[Job]:
         return await self.store.owned_by(principal.audit_name)
+
+    async def follow(self, principal: Principal, job_id: str) -> AsyncGenerator[Job]:
+        """`principal`'s job `job_id` as it is, then as read again at least every FOLLOW_POLL seconds
+        (changed or not), until it has ended (the last one yielded is finished). A job this process runs
+        wakes its followers at once as it changes; one that runs on another replica (a shared store) is
+        seen at the next read, so a follower there sees the latest progress (it is absolute) and the end.
+        The first read raises as `get` does; a job gone later (deleted, expired, the shared state
+        emptied) raises NotFound, an unreachable shared state ServerUnavailable."""
+        job = await self.get(principal, job_id)
+        yield job
+        try:
+            while not job.finished:
+                changed = self._changed.setdefault(job_id, anyio.Event())
+                with anyio.move_on_after(FOLLOW_POLL):
+                    await changed.wait()
+                job = await self.get(principal, job_id)
+                yield job
+        finally:  # wake the other followers of the job (they register again): no event outlives its followers
+            self._wake(job_id)
 
     async def cancel(self, principal: Principal, job_id: str) -> Job:
         """Cancel a running job (the server is sent notifications/cancelled); the job as it ended."""

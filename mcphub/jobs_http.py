@@ -3,6 +3,8 @@
     POST /{server}/{tool}  Prefer: respond-async   → 202, Location: <root>/jobs/{id}, the job
     POST /{server}/{tool}  Accept: text/event-stream → `progress` events, then one `result` or `error`
     GET /jobs, GET /jobs/{id}, DELETE /jobs/{id}    → the caller's jobs; cancel one
+    GET /jobs/{id}  Accept: text/event-stream       → follow a job (from any replica): `progress` events,
+                                                      then `result`, `error` or `cancelled`
 
 A call refused before it reaches the server (404, 403, 422, 429) is answered as the synchronous call
 would be, in either form: no job is started, no stream is opened. Both forms run the call under the
@@ -20,15 +22,17 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from mcphub.errors import BadRequest
+from mcphub.errors import BadRequest, HubError
 from mcphub.invoker import CLIENT_CLOSED, Call, Invoker, Outcome
-from mcphub.jobs import Job, JobRunner, Progress, ProgressSink, job_timeout
+from mcphub.jobs import Job, JobRunner, JobStatus, Progress, ProgressSink, job_timeout
 from mcphub.toolserver import Json
 
 logger = logging.getLogger(__name__)
@@ -48,12 +52,16 @@ def wanted(request: Request) -> Answer | None:
     """What form of answer a tool call asks for: a job, an event stream, or (None) the usual one."""
     preferences = {_preference_name(p) for value in request.headers.getlist("prefer") for p in value.split(",")}
     job = RESPOND_ASYNC in preferences
-    stream = any(part.split(";")[0].strip().lower() == EVENT_STREAM
-                 for part in request.headers.get("accept", "").split(","))
+    stream = _accepts_stream(request)
     if job and stream:
         raise BadRequest("the request asks for a job (Prefer: respond-async) and an event stream (Accept: "
                          "text/event-stream) at once: send one of the two")
     return Answer.JOB if job else Answer.STREAM if stream else None
+
+
+def _accepts_stream(request: Request) -> bool:
+    accepted = request.headers.get("accept", "").split(",")
+    return any(part.split(";")[0].strip().lower() == EVENT_STREAM for part in accepted)
 
 
 def _preference_name(preference: str) -> str:
@@ -94,6 +102,14 @@ class JobsFace:
 
     async def get(self, request: Request) -> Response:
         principal = await self.invoker.auth.require_async(request.headers.get("authorization"), request.headers)
+        if _accepts_stream(request):  # follow it: the first read answers 400/404/503 as JSON, as without
+            updates = self.runner.follow(principal, request.path_params["job"])
+            try:
+                first = await anext(updates)
+            except BaseException:
+                await updates.aclose()
+                raise
+            return _JobEvents(first, updates)
         return JSONResponse(_view(await self.runner.get(principal, request.path_params["job"])))
 
     async def delete(self, request: Request) -> Response:
@@ -192,6 +208,59 @@ class _EventStream(Response):
                 detail = outcome.body.get("error", outcome.body) if isinstance(outcome.body, dict) else outcome.body
                 await _event(send, "error", {"status_code": outcome.status, "error": detail}, more=False)
             group.cancel_scope.cancel()
+
+
+class _JobEvents(Response):
+    """A job followed as server-sent events (GET /jobs/{id}, Accept: text/event-stream): its progress as
+    `progress` events (the latest at once, then each change), then one `result` (the body), `error`
+    (`{"status_code": N, "error": {...}}`, as a call's event stream ends) or `cancelled` (the job's view).
+    Hanging up stops following, not the job. A job gone meanwhile, or the shared state lost, ends the
+    stream with an `error` event carrying that (404, 503): GET the job again to see where it is."""
+
+    def __init__(self, first: Job, updates: AsyncGenerator[Job]) -> None:
+        super().__init__(status_code=200, media_type=EVENT_STREAM)
+        self._first = first
+        self._updates = updates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def watch_hang_up() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        async with aclosing(self._updates) as updates, anyio.create_task_group() as group:
+            group.start_soon(watch_hang_up)
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
+                (b"x-accel-buffering", b"no")]})
+            job, shown, quiet = self._first, None, anyio.current_time()
+            while True:
+                if job.progress is not None and job.progress != shown:
+                    shown, quiet = job.progress, anyio.current_time()
+                    await _event(send, "progress", {"progress": shown.progress, "total": shown.total,
+                                                    "message": shown.message})
+                if job.finished:
+                    await _ended(send, job)
+                    break
+                if anyio.current_time() - quiet >= KEEPALIVE:  # a comment line keeps proxies from cutting it
+                    quiet = anyio.current_time()
+                    await send({"type": "http.response.body", "body": b": still running\n\n", "more_body": True})
+                try:
+                    job = await anext(updates)  # at the latest FOLLOW_POLL seconds on
+                except HubError as exc:  # gone meanwhile (404), or the shared state unreachable (503)
+                    await _event(send, "error", {"status_code": exc.status_code, "error": exc.body()["error"]},
+                                 more=False)
+                    break
+            group.cancel_scope.cancel()
+
+
+async def _ended(send: Send, job: Job) -> None:
+    if job.status is JobStatus.SUCCEEDED:
+        await _event(send, "result", job.result, more=False)
+    elif job.status is JobStatus.CANCELLED:
+        await _event(send, "cancelled", job.view(), more=False)
+    else:
+        await _event(send, "error", {"status_code": job.status_code, "error": job.error}, more=False)
 
 
 async def _event(send: Send, name: str, data: Json, *, more: bool = True) -> None:

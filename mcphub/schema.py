@@ -480,6 +480,9 @@ JOB_ACCEPTED = (
     "Location is the job's URL: GET it for its status, progress and result; DELETE it to cancel. "
     "See {root}/jobs/docs."
 )
+FOLLOW_DESCRIPTION = (
+    "Sent with the header `Accept: text/event-stream`: the job followed, from any replica, as server-sent "
+    "events: `progress` (the latest, then each change), then one `result`, `error` or `cancelled`.")
 EVENT_STREAM_DESCRIPTION = (
     "Sent with the header `Accept: text/event-stream`: server-sent events, `progress` "
     '({"progress", "total", "message"}) as the server reports it, then one `result` (the body above) or '
@@ -573,6 +576,9 @@ def jobs_spec(*, version: str, server_url: str, secured: bool) -> dict[str, Any]
         },
         "components": {"schemas": {JOB_COMPONENT: job_schema(), ERROR_COMPONENT: copy.deepcopy(ERROR_SCHEMA)}},
     }
+    followed = doc["paths"]["/jobs/{job}"]["get"]["responses"]["200"]  # Accept: text/event-stream follows it
+    followed["content"]["text/event-stream"] = {"schema": {"type": "string", "description": FOLLOW_DESCRIPTION}}
+    followed["description"] += " " + FOLLOW_DESCRIPTION
     if secured:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
