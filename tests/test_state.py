@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
-import yaml
 
 from mcphub import shared_jobs
 from mcphub import state as state_module
@@ -27,7 +25,7 @@ from mcphub.invoker import Invoker
 from mcphub.jobs import Job, JobStatus
 from mcphub.shared_jobs import RedisJobStore
 from mcphub.state import StateStore
-from tests.helpers import free_port, mcphub_process
+from tests.helpers import free_port
 from tests.hub import RunningHub, assert_error, config_of, core, running_hub, sample_server
 
 PASSWORD = "redis-pass-7f3c9a1e5d"
@@ -414,39 +412,3 @@ async def test_rediss_with_a_password_and_a_private_ca_shares_limits_over_tls(tm
             assert shown["state"] == "up" and shown["url"].startswith(f"rediss://***@127.0.0.1:{server.port}/0?")
     finally:
         server.stop()
-
-
-async def test_a_hub_process_killed_mid_job_the_other_serves_and_the_job_ends_failed(redis_server, tmp_path):
-    """A real `mcphub serve` killed (SIGKILL: no shutdown of its own) while it runs a job: the in-process
-    hub on the same Redis keeps serving and records the job failed once its lease lapses (LEASE_TTL)."""
-    await redis_server.start()
-    config = jobs_config(redis_server.url, tmp_path)
-    config["hub"]["reload"] = False
-    path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = free_port()
-    with open(tmp_path / "hub.log", "w", encoding="utf-8") as log, \
-            mcphub_process("serve", "-c", str(path), "--port", str(port), stdout=log) as proc:
-        async with running_hub(jobs_config(redis_server.url, tmp_path)) as other, \
-                httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as doomed:
-            with anyio.fail_after(30):
-                while True:
-                    try:
-                        if (await doomed.get("/readyz")).status_code == 200:
-                            break
-                    except httpx2.TransportError:
-                        pass
-                    await anyio.sleep(0.05)  # polling the condition: the process serves
-            started = await doomed.post("/sample/sleep", json={"seconds": 60, "tag": "doomed"},
-                                        headers={**FREE, "Prefer": "respond-async"})
-            assert started.status_code == 202, started.text
-            location = started.headers["location"]
-            assert (await other.client.get(location, headers=FREE)).json()["status"] == "running"
-            proc.kill()
-            proc.wait(timeout=10)
-            assert (await call(other, FREE_KEY)).status_code == 200  # the other replica serves on
-            with anyio.fail_after(shared_jobs.LEASE_TTL + 10):
-                while (job := (await other.client.get(location, headers=FREE)).json())["status"] == "running":
-                    await anyio.sleep(0.2)  # polling the condition: the dead replica's lease lapses
-            assert job["status"] == "failed" and job["status_code"] == 503
-            assert job["error"]["message"] == shared_jobs.LOST
