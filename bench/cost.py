@@ -498,7 +498,8 @@ def report(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         lines.append(f"JWT spec fetch ({j['tools']} tools): one subject p50 {j['spec_one_subject_p50_ms']:.2f} ms; "
                      f"{j['spec_subjects']:,} distinct subjects, second round p50 "
                      f"{j['spec_distinct_second_round_p50_ms']:.2f} ms (first round "
-                     f"{j['spec_distinct_first_round_p50_ms']:.2f}); hub RSS after {j['hub_rss_after_specs_mib']:.1f} MiB")
+                     f"{j['spec_distinct_first_round_p50_ms']:.2f}); hub RSS after "
+                     f"{j['hub_rss_after_specs_mib']:.1f} MiB")
         lines.append("")
     for t in targets:
         lines.append(f"[{'met' if t['met'] else 'MISSED':>6}] {t['target']}: {t['value']}")
