@@ -17,7 +17,7 @@ polling and stop), with a fresh config in a temporary directory, and stops it af
   (bench/loadgen.py), and the hub's CPU per call;
 * slow: 1,000 concurrent calls to `hold` (5 s), one connection each, with hub.limits.max_concurrent_calls
   raised to 2,000 for the bench key: all answered? wall time, the hub's RSS at peak (sampled every 0.2 s)
-  and after;
+  and after; then the same again in the same hub (memory kept for reuse, or growing?);
 * jwt: `auth.jwt` with an HS256 secret; 10,000 tokens with distinct subjects (--quick: 300) each call once
   in turn, then each fetch the combined spec (100 tools) once in turn; one subject fetches it repeatedly;
   then 200 and 300 fresh subjects each fetch it twice round: below and above MAX_CACHED_SPECS (256) in
@@ -381,9 +381,13 @@ def measure_slow(workdir: Path, calls: int, seconds: float, runs: int) -> dict[s
     samples = []
     for r in range(runs):
         with hub(workdir, config, key) as h:
-            samples.append(anyio.run(_slow_run, h, calls, seconds))
+            first = anyio.run(_slow_run, h, calls, seconds)
+            again = anyio.run(_slow_run, h, calls, seconds)  # the same again: is what stayed reused, or leaked?
+        samples.append(first | {"again_answered": again["answered"], "again_rss_peak_mib": again["hub_rss_peak_mib"],
+                                "again_rss_after_mib": again["hub_rss_after_mib"]})
         print(f"  slow run {r + 1}/{runs}: {samples[-1]}", file=sys.stderr)
-    keys = ("answered", "failed", "wall_s", "hub_rss_before_mib", "hub_rss_peak_mib", "hub_rss_after_mib")
+    keys = ("answered", "failed", "wall_s", "hub_rss_before_mib", "hub_rss_peak_mib", "hub_rss_after_mib",
+            "again_answered", "again_rss_peak_mib", "again_rss_after_mib")
     return {"calls": calls, "hold_s": seconds, "runs": samples, **{k: _median([s[k] for s in samples]) for k in keys}}
 
 
@@ -488,7 +492,8 @@ def report(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         lines.append(f"{s['calls']} concurrent calls holding {s['hold_s']:g} s: {s['answered']:.0f} answered, "
                      f"{s['failed']:.0f} failed, all done in {s['wall_s']:.2f} s; hub RSS before "
                      f"{s['hub_rss_before_mib']:.1f}, peak {s['hub_rss_peak_mib']:.1f}, after "
-                     f"{s['hub_rss_after_mib']:.1f} MiB")
+                     f"{s['hub_rss_after_mib']:.1f} MiB; the same again in that hub: {s['again_answered']:.0f} "
+                     f"answered, RSS peak {s['again_rss_peak_mib']:.1f}, after {s['again_rss_after_mib']:.1f} MiB")
         target(f"{s['calls']} slow calls all answered, hub RSS < 200 MiB",
                s["answered"] == s["calls"] and s["hub_rss_peak_mib"] < TARGET_SLOW_RSS_MIB,
                f"{s['answered']:.0f}/{s['calls']}, peak {s['hub_rss_peak_mib']:.1f} MiB")
@@ -518,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one run each, fewer calls and subjects (< 2 min)")
     parser.add_argument("--runs", type=int, help="runs of each configuration (default 1 quick, 3 full)")
-    parser.add_argument("--json", type=Path, default=HERE / "cost.json", help="where to write (default %(default)s)")
+    parser.add_argument("--json", type=Path, default=HERE / "results-cost.json",
+                        help="where to write the results (default: %(default)s)")
     parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, help="only these measurements")
     args = parser.parse_args(argv)
     pick = 0 if args.quick else 1
