@@ -113,7 +113,8 @@ class _HttpFace:
         if self._specs_of is not self.invoker.config:  # a reload: keys, scopes or descriptions may differ
             self._specs.clear()
             self._specs_of = self.invoker.config
-        key = (server, root, principal, offers, tuple((s.name, s.version) for s in chosen))
+        scope = None if principal is None else (principal.servers, principal.tools)  # what the document shows
+        key = (server, root, scope, offers, tuple((s.name, s.version) for s in chosen))
         cached = self._specs.get(key)
         if cached is not None:
             return cached
