@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpx2
@@ -190,3 +190,11 @@ def child_environment(env: dict[str, str], *, drop: Callable[[str], bool]) -> It
         for name, value in env.items():
             patch.setenv(name, value)
         yield
+
+
+def missing(message: str) -> NoReturn:
+    """Something a test needs is not installed: under CI (CI=true, where .ci/run installs it) the test
+    fails, elsewhere it is skipped."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -14,6 +14,7 @@ import anyio
 import pytest
 from mcp.types import CallToolResult, TextContent
 
+from tests.helpers import missing
 from tests.hub import RunningHub, running_hub, sample_server
 from tests.test_mcp_face import FULL_KEY, MODES, NARROW_KEY, config, dumped, mcp_client, text_of
 from tests.test_thirdparty import TP_DIR, everything_server, installed
@@ -34,10 +35,7 @@ async def ts_client(url: str, key: str | None, tool: str,
     installed("npm/node_modules/.bin/mcp-server-everything")  # the same npm install brings the SDK
     node = shutil.which("node")
     if node is None or not (TP_DIR / "npm/node_modules/@modelcontextprotocol/sdk").is_dir():
-        message = "node or @modelcontextprotocol/sdk missing: run .ci/install-thirdparty"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("node or @modelcontextprotocol/sdk missing: run .ci/install-thirdparty")
     env = {**os.environ, "NODE_PATH": str(TP_DIR / "npm/node_modules")}
     with anyio.fail_after(NODE_RUN):  # run as a task: the hub answering it lives in this event loop
         return await anyio.run_process([node, TS_CLIENT, url, key or "-", tool, json.dumps(arguments)],

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, missing
 from tests.hub import RunningHub, assert_error, running_hub, running_instances, sample_server
 
 pytestmark = pytest.mark.anyio
@@ -210,10 +210,7 @@ async def test_the_status_page_shows_mounted_hubs() -> None:
 def chromium() -> str:
     found = shutil.which("chromium")
     if found is None:
-        message = "chromium is not installed: apt-get install -y chromium (as .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("chromium is not installed: apt-get install -y chromium (as .ci/run does)")
     return found
 
 

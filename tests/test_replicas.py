@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,6 @@ from mcphub import jobs_http, shared_jobs
 from tests.helpers import free_port, mcphub_process, stop_process
 from tests.hub import assert_error, running_hub, sample_server
 from tests.test_deploy import DEPLOY, nginx
-from tests.test_state import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -66,15 +65,6 @@ async def steps(steps: int, gates: str, ctx: Context) -> str:
 
 mcp.run()
 '''
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def events_of(text: str) -> list[tuple[str, Any]]:

@@ -4,12 +4,10 @@ Redis down at start or lost mid-run is no outage (hub.state_failure), and the hu
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,79 +23,15 @@ from mcphub.invoker import Invoker
 from mcphub.jobs import Job, JobStatus
 from mcphub.shared_jobs import RedisJobStore
 from mcphub.state import StateStore
-from tests.helpers import free_port
 from tests.hub import RunningHub, assert_error, config_of, core, running_hub, sample_server
+from tests.redis_server import PASSWORD, RedisServer
 
-PASSWORD = "redis-pass-7f3c9a1e5d"
 KEY = "state-key-0a1b2c3d4e5f6a7b"  # 10 calls a minute
 FREE_KEY = "state-free-key-9f8e7d6c5b4a"  # no limit: never touches Redis
 FREE = {"Authorization": f"Bearer {FREE_KEY}"}
-START_TIMEOUT = 10.0  # seconds for redis-server to answer a connection
 ARGS = {"a": 1, "b": 2}
 
 pytestmark = pytest.mark.anyio
-
-
-def _redis_server() -> str:
-    found = shutil.which("redis-server")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing (.ci/run installs Debian's redis-server package)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    return found
-
-
-class RedisServer:
-    """A real redis-server on 127.0.0.1:`port` with a password, no persistence; stop and start it at will."""
-
-    def __init__(self, tls: Path | None = None) -> None:
-        self.binary = _redis_server()
-        self.port = free_port()
-        self.tls = tls  # a directory with ca.pem, server.pem, server.key: TLS only (rediss://)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        if self.tls is not None:
-            return f"rediss://:{PASSWORD}@127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls / 'ca.pem'}"
-        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        listen = ["--port", str(self.port)]
-        if self.tls is not None:
-            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls / "server.pem"),
-                      "--tls-key-file", str(self.tls / "server.key"), "--tls-ca-cert-file", str(self.tls / "ca.pem"),
-                      "--tls-auth-clients", "no"]
-        self.process = subprocess.Popen(
-            [self.binary, *listen, "--bind", "127.0.0.1", "--requirepass", PASSWORD,
-             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with anyio.fail_after(START_TIMEOUT):
-            while not _accepts(self.port):
-                assert self.process.poll() is None, "redis-server exited at start"
-                await anyio.sleep(0.02)  # polling the condition: it accepts connections
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=START_TIMEOUT)
-            self.process = None
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def certificates(directory: Path) -> Path:

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from mcphub.config import load_config
-from tests.helpers import REPO, ServerProcess, free_port, serve_in_thread
+from tests.helpers import REPO, ServerProcess, free_port, missing, serve_in_thread
 from tests.hub import assert_error, running_hub
 
 pytestmark = pytest.mark.anyio
@@ -35,10 +35,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def installed(relative: str) -> str:
     path = TP_DIR / relative
     if not os.access(path, os.X_OK):
-        message = f"{path} is not installed: run .ci/install-thirdparty (or set MCPHUB_TP_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{path} is not installed: run .ci/install-thirdparty (or set MCPHUB_TP_DIR)")
     return str(path)
 
 

@@ -29,7 +29,7 @@ from mcp.types import INVALID_PARAMS
 from mcphub_servers.time.server import create_server, fake_clock_from_env, main, resolve_local_timezone
 
 from tests import helpers
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, missing
 
 pytestmark = pytest.mark.anyio
 
@@ -299,11 +299,7 @@ PARITY_CALLS: list[tuple[str, dict[str, Any]]] = [
 def _reference_or_skip() -> Path:
     if REFERENCE.exists():
         return REFERENCE
-    if os.environ.get("CI"):
-        pytest.fail(
-            f"reference mcp-server-time missing at {REFERENCE} (install it with the third-party installer)"
-        )
-    pytest.skip(f"reference mcp-server-time not installed at {REFERENCE}")
+    missing(f"reference mcp-server-time not installed at {REFERENCE} (install it with .ci/install-thirdparty)")
 
 
 async def _observe(params: StdioServerParameters) -> tuple[dict[str, Any], list[Any], int | None]:
