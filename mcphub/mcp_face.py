@@ -252,7 +252,7 @@ class McpFace:
             return None
         principal, view = caller
         servers = self.invoker.servers()
-        target = _Target(view, name) if view is not None else self._combined_names(servers).get(name)
+        target = self._target(view, name, servers)
         if target is None or target.server not in servers or not principal.may_call(target.server, target.tool):
             return None
         server = servers[target.server]
@@ -282,6 +282,11 @@ class McpFace:
         servers = self.invoker.servers()
         return servers if view is None else {k: v for k, v in servers.items() if k == view}
 
+    def _target(self, view: str | None, name: str, servers: Mapping[str, ToolServer]) -> _Target | None:
+        """The tool a name on this endpoint means: its own name on `/{server}/mcp` (the invoker answers an
+        unknown one), `{server}_{tool}` on `/mcp` (None when no tool has it)."""
+        return _Target(view, name) if view is not None else self._combined_names(servers).get(name)
+
     def _combined_names(self, servers: Mapping[str, ToolServer]) -> dict[str, _Target]:
         """`{server}_{tool}` (sanitised like the combined spec's operationIds) → the tool; the first wins a clash."""
         key = tuple((s.name, s.version) for s in servers.values())
@@ -299,13 +304,9 @@ class McpFace:
     async def _call_tool(self, ctx: ServerRequestContext[dict[str, Any]],
                          params: CallToolRequestParams) -> CallToolResult:
         principal, view = _caller(ctx)
-        if view is not None:
-            target = _Target(view, params.name)
-        else:
-            found = self._combined_names(self.invoker.servers()).get(params.name)
-            if found is None:
-                raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name}")
-            target = found
+        target = self._target(view, params.name, self.invoker.servers())
+        if target is None:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name}")
         progress = None
         if ctx.meta is not None and ctx.meta.get("progress_token") is not None:
             progress = ProgressRelay(ctx.session.report_progress)
