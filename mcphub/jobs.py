@@ -39,12 +39,11 @@ from anyio.abc import TaskGroup
 from mcphub.auth import Principal
 from mcphub.errors import BadRequest, HubError, NotFound, RateLimited, ServerUnavailable
 from mcphub.invoker import SHUTDOWN_RETRY_AFTER, Call, Invoker, Outcome
-from mcphub.toolserver import Json
+from mcphub.toolserver import Json, ProgressRelay
 
 logger = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex: unguessable, and safe in a URL and a log line
-PROGRESS_SETTLE = 1.0  # seconds a finished call waits for its last progress notifications (each is a task)
 SHUTDOWN_WRITE = 2.0  # seconds to record "hub shutting down" on the jobs still running
 RUNNING_RETRY_AFTER = 5  # seconds a caller over jobs.max_running_per_key is told to wait
 KEEP_ALIVE = 1.0  # seconds between a shared store's lease renewals (and checks for cancels asked elsewhere)
@@ -218,37 +217,20 @@ class MemoryJobStore:
                 del self._jobs[job_id]
 
 
-class ProgressSink:
-    """Receives a call's progress notifications and passes each on (`deliver`), one at a time. The SDK
-    hands each to a task of its own, so they may run out of order and after the call's answer:
-    `settled()` waits (bounded) for the last ones. Progress is absolute and only grows (MCP), so one
-    that arrives late and lower is dropped."""
+class ProgressSink(ProgressRelay):
+    """A call's progress notifications passed on as `Progress` (`deliver`), in order, the answer waiting
+    for the last ones (toolserver.ProgressRelay). Progress is absolute and only grows (MCP), so one that
+    arrives lower than the latest is dropped; `latest` is the last one passed on."""
 
     def __init__(self, deliver: Callable[[Progress], Awaitable[None]]) -> None:
+        super().__init__(self._keep)
         self.latest: Progress | None = None
         self._deliver = deliver
-        self._pending = 0
-        self._idle = anyio.Event()
-        self._lock = anyio.Lock()
 
-    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
-        self._pending += 1
-        try:
-            async with self._lock:
-                if self.latest is None or progress >= self.latest.progress:
-                    self.latest = Progress(progress, total, message)
-                    await self._deliver(self.latest)
-        finally:
-            self._pending -= 1
-            if self._pending == 0:
-                self._idle.set()
-
-    async def settled(self) -> None:
-        await anyio.lowlevel.checkpoint()  # callbacks already started run first
-        with anyio.move_on_after(PROGRESS_SETTLE):
-            while self._pending:
-                self._idle = anyio.Event()
-                await self._idle.wait()
+    async def _keep(self, progress: float, total: float | None, message: str | None) -> None:
+        if self.latest is None or progress >= self.latest.progress:
+            self.latest = Progress(progress, total, message)
+            await self._deliver(self.latest)
 
 
 def job_timeout(invoker: Invoker, server: str, tool: str) -> float | None:

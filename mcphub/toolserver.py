@@ -117,6 +117,7 @@ class ProgressRelay:
                 self._idle.set()
 
     async def settled(self) -> None:
+        await anyio.lowlevel.checkpoint()  # callbacks already started run first
         with anyio.move_on_after(PROGRESS_SETTLE):
             while self._pending:
                 self._idle = anyio.Event()
