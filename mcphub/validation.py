@@ -185,7 +185,7 @@ def parse_body(raw: bytes, *, server: str, tool: str) -> dict[str, Json]:
         return {}
     _check_structure(raw, server=server, tool=tool)
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads does
     except RecursionError:  # not well-formed JSON the scan could not count (never deeper than the stack allows)
         raise _too_deep(server, tool) from None
     except ValueError as exc:
@@ -279,6 +279,11 @@ def _is_text(text: str) -> bool:
 
 def _no_constant(name: str) -> Json:
     raise ValueError(f"{name} is not JSON (JSON numbers must be finite)")
+
+
+# One decoder for every body: json.loads with a keyword argument builds a new one per call (2.5 µs against
+# 0.8 µs for a small body, measured), on every tool call's path.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _refused(arguments: dict[str, Json], fault: Json, server: str, tool: str) -> InvalidArguments:
