@@ -16,12 +16,16 @@ What differs:
   connection for every caller.
 - Writes are coalesced: messages that queued up while the writer was busy go out in one write.
 - Lines are parsed as bytes, so invalid UTF-8 fails that one line, not the connection.
+- A line the SDK cannot read that is still an answer naming its request (a lone surrogate escape, bytes
+  that are not UTF-8) becomes an error answer to that request (`unreadable_answer`), so its caller hears
+  at once instead of waiting out the timeout.
 
 POSIX only (non-blocking pipes, process groups).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -35,9 +39,11 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage  # the SDK's transport item type (fenced: tests/test_contracts.py)
-from mcp.types import jsonrpc_message_adapter
+from mcp.types import INTERNAL_ERROR, ErrorData, JSONRPCError, jsonrpc_message_adapter
+from pydantic import ValidationError
 
 from mcphub import outbound
+from mcphub.validation import unsendable
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ KILL_REAP_TIMEOUT = 2.0  # seconds to see a killed server gone before giving up 
 WRITER_FLUSH_TIMEOUT = 0.5  # seconds to write messages already accepted before stdin closes (as the SDK)
 EXIT_POLL_INTERVAL = 0.01  # seconds between looks at whether the server has exited
 READ_SIZE = 1 << 16  # bytes per read from the server's stdout (one pipe buffer)
+UNREADABLE = "mcphub/unreadable-answer"  # `data` of an error answer made here for a line that could not be read
 
 
 class Child(Protocol):
@@ -206,11 +213,35 @@ async def stdio_transport(spawn: Spawn, *, stderr: int) -> AsyncIterator[Streams
 
 
 def _parse_line(line: bytes) -> SessionMessage | Exception:
-    """One stdout line as a message; what does not parse is returned, for the session to surface."""
+    """One stdout line as a message; what does not parse is returned, for the session to surface, unless
+    it is an answer that names its request: that request gets an error answer saying why."""
     try:
         return SessionMessage(jsonrpc_message_adapter.validate_json(line, by_name=False))
     except ValueError as exc:  # pydantic's ValidationError, invalid JSON or UTF-8 included
-        return exc
+        return unreadable_answer(line, exc) or exc
+
+
+def unreadable_answer(line: bytes, exc: ValueError) -> SessionMessage | None:
+    """The error answer for a line the SDK refused that is a JSON-RPC answer with an id, else None."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        text, why = line.decode("utf-8", "replace"), "it is not UTF-8"
+    else:
+        why = ""
+    try:
+        value = json.loads(text)  # Python's parser takes lone surrogate escapes, which the SDK's refuses
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or "method" in value or not ("result" in value or "error" in value):
+        return None
+    request_id = value.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        return None
+    if not why:
+        why = unsendable(value) or (exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc))
+    error = ErrorData(code=INTERNAL_ERROR, message=f"the answer could not be read: {why}", data=UNREADABLE)
+    return SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
 
 
 async def _write_all(fd: int, data: bytes) -> None:

@@ -44,7 +44,7 @@ from mcp.types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from mcphub import backchannel, resources, transports
+from mcphub import backchannel, resources, stdio, transports
 from mcphub.backchannel import ServerRequests
 from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, NotFound, ServerUnavailable, ToolTimeout, exception_line
@@ -186,6 +186,10 @@ class ServerHandle:
             if exc.code == CONNECTION_CLOSED:
                 self._lost(replica)
                 raise self.unavailable(tool, "the connection to the server closed during the call") from None
+            if exc.code == INTERNAL_ERROR and exc.data == stdio.UNREADABLE:  # made by stdio.py, not the server
+                raise BadUpstreamResponse(f"server '{self.name}' answered tool '{tool}' with a line that could not "
+                                          f"be read as MCP ({exc.message.split(': ', 1)[-1]})",
+                                          server=self.name, tool=tool) from None
             if exc.code == INTERNAL_ERROR and exc.message == SDK_BARE_HTTP_ERROR:
                 # an HTTP error status without a JSON-RPC body: a proxy in front of the server (nginx's
                 # 502 page), or the server failing before MCP. Not the tool's answer.

@@ -204,6 +204,24 @@ async def test_server_writing_garbage_fails_its_calls_cleanly_and_the_others_go_
         assert state["state"] == "ready" and state["restarts"] == 0
 
 
+async def test_an_answer_the_sdk_cannot_read_fails_that_call_at_once_not_at_its_timeout():
+    # A lone surrogate escape is valid JSON but not Unicode text, and bytes that are not UTF-8 are not
+    # JSON: the SDK's parser refuses both lines. Such a line still names the call it answers, so the
+    # call fails with 502 when it arrives instead of waiting out the server's timeout.
+    config = {"servers": {"junk": garbage_server(timeout=60)}}
+    async with running_hub(config) as hub:
+        with anyio.fail_after(10):  # far below the timeout: an answer lost would wait 60 s
+            for tool, why in [("surrogate", "lone surrogate"), ("bad_utf8", "not UTF-8")]:
+                response = await hub.client.post(f"/junk/{tool}", json={"text": "x"})
+                error = assert_error(response, 502, "bad_gateway")
+                assert error["server"] == "junk" and error["tool"] == tool, error
+                assert "could not be read" in error["message"] and why in error["message"], error
+            # the session goes on
+            assert (await hub.client.post("/junk/ok", json={"text": "still here"})).json() == "still here"
+        state = (await hub.client.get("/readyz")).json()["servers"]["junk"]
+        assert state["state"] == "ready" and state["restarts"] == 0
+
+
 # ---------------------------------------------------------------------------------------- shutdown
 
 

@@ -8,6 +8,9 @@ is refused with -32601 so the client falls back to `initialize`; then `tools/lis
 - `malformed(text)`: answers with a JSON-RPC response whose `result` is not a CallToolResult;
 - `noise_then_ok(text)`: writes non-JSON lines, then the proper answer;
 - `hang(text)`: never answers, ignores cancellation.
+- `surrogate(text)`: answers with JSON that holds a lone surrogate escape (`\\ud800`), which is valid JSON
+  but not Unicode text, so the SDK's parser refuses the line;
+- `bad_utf8(text)`: answers with a line whose bytes are not UTF-8.
 
 Env: GARBAGE_MARKERS=<dir>: each `tools/call` drops a file `call-<id>` there on arrival, so a test can
 see how many calls reached the server.
@@ -31,6 +34,8 @@ TOOLS = [
         ("malformed", "Answer with a result that is not a CallToolResult."),
         ("noise_then_ok", "Write non-JSON lines, then answer properly."),
         ("hang", "Never answer."),
+        ("surrogate", "Answer with a lone surrogate escape in the text."),
+        ("bad_utf8", "Answer with a line that is not UTF-8."),
     ]
 ]
 NOISE = ["this is not json", "{ still not json", "\x00\x01 binary-ish \x7f", "]]]"]
@@ -68,6 +73,14 @@ def call_tool(request_id: Any, params: dict[str, Any]) -> None:
         result(request_id, {"content": [{"type": "text", "text": text}], "isError": False})
     elif name == "hang":
         pass
+    elif name == "surrogate":  # json.dumps writes the lone surrogate as the escape \ud800
+        result(request_id, {"content": [{"type": "text", "text": text + "\ud800"}], "isError": False})
+    elif name == "bad_utf8":
+        sys.stdout.flush()
+        answer = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": {"content": [
+            {"type": "text", "text": "@@"}], "isError": False}}).encode()
+        sys.stdout.buffer.write(answer.replace(b"@@", b"\xff\xfe") + b"\n")
+        sys.stdout.buffer.flush()
     else:
         send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": f"unknown tool {name!r}"}})
 
