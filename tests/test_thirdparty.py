@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -24,6 +25,10 @@ from starlette.routing import Route
 from mcphub.config import load_config
 from tests.helpers import REPO, ServerProcess, free_port, missing, serve_in_thread
 from tests.hub import assert_error, running_hub
+
+# The SDK's debug line once its GET stream stops reconnecting (mcp/client/streamable_http.py; fenced in
+# tests/test_contracts.py): the one sign that it has given up, which the restart test waits for.
+SDK_GAVE_UP = "GET stream max reconnection attempts"
 
 pytestmark = pytest.mark.anyio
 
@@ -347,19 +352,24 @@ async def test_everything_server_over_http_restarted_between_calls_answers_the_n
 
 
 async def test_everything_server_over_http_restarted_answers_concurrent_calls_on_one_new_session(
-    everything_http: ServerProcess,
+    everything_http: ServerProcess, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Every call sent on the old session is refused with 400; each must be resent on the one new
     # session, none answered 503 because the old connection closed under it. The server comes back
     # only after the SDK's GET stream has given up reconnecting (it would otherwise race the calls to
     # find out first, and calls arriving while the hub reconnects answer 503), so only calls notice.
+    caplog.set_level(logging.DEBUG, logger="mcp.client.streamable_http")
     await everything_http.start()
     async with running_hub({"servers": {"everything": everything_remote(everything_http, ping_interval=0)}}) as hub:
         response = await echo(hub, "before")
         assert response.status_code == 200, response.text
 
         everything_http.kill()
-        await anyio.sleep(MAX_RECONNECTION_ATTEMPTS * DEFAULT_RECONNECTION_DELAY_MS / 1000 + 0.5)
+        with anyio.move_on_after(MAX_RECONNECTION_ATTEMPTS * DEFAULT_RECONNECTION_DELAY_MS / 1000 + 10) as waited:
+            while not any(SDK_GAVE_UP in record.getMessage() for record in caplog.records):
+                await anyio.sleep(0.05)
+        if waited.cancelled_caught:
+            pytest.fail(f"the SDK no longer logs {SDK_GAVE_UP!r} when its GET stream gives up (see test_contracts.py)")
         await everything_http.start()
 
         answers: dict[int, Any] = {}

@@ -241,7 +241,10 @@ async def test_streamable_http_upstream_that_dies_while_idle_leaves_ready_within
 
         # probes of a live server change nothing (on the 2026 protocol, `mode: auto`, it answers
         # ping with -32601, which still proves it is there)
-        await anyio.sleep(4 * PROBE_INTERVAL)
+        posts = upstream.logs().count('"POST /mcp')
+        with anyio.fail_after(20 * PROBE_INTERVAL):
+            while upstream.logs().count('"POST /mcp') < posts + 3:  # three probes answered (uvicorn's access log)
+                await anyio.sleep(PROBE_INTERVAL / 10)
         status, body = await readiness(hub)
         assert status == 200, body
         assert body["servers"]["up"]["restarts"] == 0, body
