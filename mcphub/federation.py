@@ -23,16 +23,20 @@ import httpx2
 from anyio.abc import TaskStatus
 from mcp.types import GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool
 
-from mcphub.errors import BadUpstreamResponse, ErrorBody, HubError, ServerUnavailable, ToolTimeout
+from mcphub.errors import BadUpstreamResponse, ErrorBody, HubError, ServerUnavailable, ToolTimeout, exception_line
 from mcphub.logs import plural
 from mcphub.toolserver import CallContext, Json, Relayed, State, same_tools, unavailable
 
 logger = logging.getLogger(__name__)
 
 LISTING_PATH = "/_mcphub/servers"
+EVENT_STREAM = "text/event-stream"
 POLL_INTERVAL = 10.0  # seconds between listings of a reachable remote (tools, states, reachability)
 RETRY_MAX = 5.0  # seconds: cap on the retry interval while a remote is unreachable
 LIST_TIMEOUT = 10.0  # seconds for one listing request
+# seconds without a byte on a forwarded event stream before it counts as lost: the other hub writes at
+# least a comment line every jobs_http.KEEPALIVE (15 s) while a call runs
+STREAM_IDLE_TIMEOUT = 60.0
 
 
 @dataclass(eq=False)
@@ -63,6 +67,8 @@ class RemoteServer:
         return unavailable(self, tool, reason, retry_after=self.retry_after())
 
     async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> Relayed:
+        if context.timeout is not None:  # a job (jobs.job_timeout): that hub runs it under its own job_timeout
+            return await self.mount.forward_streamed(self, tool, arguments, context)
         return await self.mount.forward(self, tool, arguments, authorization=context.authorization)
 
     # Resources and prompts: asked of the other hub's HTTP routes (`GET /{server}/resources`, ...), with
@@ -286,6 +292,42 @@ class RemoteMount:
         except httpx2.HTTPError as exc:
             self._poll_now.set()
             raise server.unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
+        return self._relayed(server, tool, response)
+
+    async def forward_streamed(self, server: RemoteServer, tool: str, arguments: Any, context: CallContext) -> Relayed:
+        """A job's call, POSTed with `Accept: text/event-stream`: the other hub runs it under its own
+        `job_timeout` (not its `timeout`, nor this hub's read timeout) and sends each progress
+        notification as it comes, which goes on to `context.progress`; its `result` or `error` event is
+        the answer. An answer that is not a stream (a refusal before the server, or a hub without event
+        streams) is relayed as `forward` relays it. Cancelling the call hangs up, which cancels it there."""
+        if self._client is None:
+            raise server.unavailable(tool, "not connected yet")
+        headers = {**self._headers(context.authorization), "Content-Type": "application/json",
+                   "Accept": EVENT_STREAM}
+        timeout = httpx2.Timeout(max(self.timeout, STREAM_IDLE_TIMEOUT), connect=5.0)
+        try:
+            async with self._client.stream("POST", f"{self.url}/{server.name}/{tool}", headers=headers,
+                                           content=json.dumps(arguments).encode(), timeout=timeout) as response:
+                if response.headers.get("content-type", "").partition(";")[0].strip() != EVENT_STREAM:
+                    await response.aread()
+                    return self._relayed(server, tool, response)
+                async for event in httpx2.EventSource(response, max_event_size=None):
+                    answer = await _streamed(event, context)
+                    if answer is not None:
+                        return answer
+        except httpx2.TimeoutException:
+            raise ToolTimeout(f"hub '{self.name}' sent nothing on tool '{tool}' for {timeout.read:g}s",
+                              server=server.name, tool=tool) from None
+        except httpx2.HTTPError as exc:
+            self._poll_now.set()
+            raise server.unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadUpstreamResponse(f"hub '{self.name}' sent an event on tool '{tool}' that is not a progress, "
+                                      f"result or error event ({exception_line(exc)})",
+                                      server=server.name, tool=tool) from None
+        raise server.unavailable(tool, f"hub '{self.name}' ended the call's event stream without an answer")
+
+    def _relayed(self, server: RemoteServer, tool: str, response: httpx2.Response) -> Relayed:
         try:
             body = response.json()
         except ValueError:
@@ -360,3 +402,19 @@ def _reason(exc: BaseException, url: str) -> str:
         return f"{url}{LISTING_PATH} did not answer a hub listing (is it an mcphub?)"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _streamed(event: httpx2.ServerSentEvent, context: CallContext) -> Relayed | None:
+    """One event of a forwarded call's stream (jobs_http): progress passed on (None), or the answer."""
+    if event.event == "progress":
+        data = cast(dict[str, Any], event.json())  # (not an object: a TypeError, which the caller reports)
+        if context.progress is not None:
+            total = data["total"]
+            await context.progress(float(data["progress"]), None if total is None else float(total), data["message"])
+        return None
+    if event.event == "result":
+        return Relayed(200, cast(Json, event.json()), {})
+    if event.event == "error":
+        data = cast(dict[str, Any], event.json())
+        return Relayed(int(data["status_code"]), {"error": data["error"]}, {})
+    raise ValueError(f"unknown event {event.event!r}")

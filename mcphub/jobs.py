@@ -24,6 +24,7 @@ import dataclasses
 import enum
 import heapq
 import logging
+import math
 import re
 import time
 import uuid
@@ -233,10 +234,11 @@ class ProgressSink(ProgressRelay):
             await self._deliver(self.latest)
 
 
-def job_timeout(invoker: Invoker, server: str, tool: str) -> float | None:
-    """`server`'s job_timeout for `tool` (None for a mounted server: its own hub bounds the call)."""
+def job_timeout(invoker: Invoker, server: str, tool: str) -> float:
+    """`server`'s job_timeout for `tool`; for a mounted server, no bound here (infinity): its own hub
+    runs the call as an event stream under its own job_timeout (federation.RemoteMount.forward_streamed)."""
     config = invoker.config.servers.get(server)
-    return config.job_timeout_for(tool) if config is not None else None
+    return config.job_timeout_for(tool) if config is not None else math.inf
 
 
 class JobRunner:

@@ -242,3 +242,52 @@ def test_the_region_example_config_loads():
     config = load_config(REPO / "config" / "regions.yaml")
     assert config.instances["global"].mount == ["cn"]
     assert set(config.instances["cn"].servers) == {"time", "weather"}
+
+
+async def test_a_job_on_a_mounted_server_runs_under_the_other_hubs_job_timeout_with_its_progress(tmp_path: Path):
+    # The mounting hub forwards a job's call as an event stream: the hub that runs the server bounds it
+    # by its job_timeout (not its 1 s timeout, nor the mount's 1 s read timeout), and progress comes
+    # through as it happens. A deleted job hangs up, which cancels the call there.
+    a_port, b_port = free_port(), free_port()
+    a_cfg = {"hub": {"port": a_port},
+             "servers": {"alpha": sample_server(timeout=1, env={"SAMPLE_MARKERS": str(tmp_path)})}}
+    b_cfg = {"hub": {"port": b_port, "mount": ["a"]}, "remotes": {"a": {"url": f"http://127.0.0.1:{a_port}",
+                                                                        "timeout": 1}}}
+    job = {"Prefer": "respond-async"}
+    async with running_instances(a_cfg) as a_hubs, running_instances(b_cfg) as b_hubs:
+        b = b_hubs["hub"]
+        await _until(lambda: _serves(b, "alpha"))
+
+        async def finished(location: str) -> dict[str, Any]:
+            async def done() -> dict[str, Any] | None:
+                body: dict[str, Any] = (await b.client.get(location)).json()
+                return body if body["status"] != "running" else None
+            return dict(await _until(done))
+
+        sync = await b.client.post("/alpha/sleep", json={"seconds": 2})
+        assert sync.status_code == 504, sync.text  # a synchronous call keeps the timeouts
+
+        slow = await b.client.post("/alpha/sleep", json={"seconds": 2}, headers=job)
+        assert slow.status_code == 202, slow.text
+        done = await finished(slow.headers["location"])
+        assert done["status"] == "succeeded" and done["result"] == {"result": "slept 2.0"}, done
+
+        counted = await b.client.post("/alpha/count", json={"steps": 4}, headers=job)
+        done = await finished(counted.headers["location"])
+        assert done["status"] == "succeeded" and done["result"] == {"result": "counted 4"}, done
+        assert done["progress"] == {"progress": 4, "total": 4, "message": "step 4"}, done
+
+        failed = await b.client.post("/alpha/fail", json={"message": "from a"}, headers=job)
+        done = await finished(failed.headers["location"])
+        assert done["status"] == "failed" and done["status_code"] == 400, done
+        assert done["error"]["type"] == "tool_error" and "from a" in done["error"]["message"], done
+
+        long = await b.client.post("/alpha/sleep", json={"seconds": 30, "tag": "fed"}, headers=job)
+        await _until(lambda: _exists(tmp_path / "started-fed"))
+        deleted = await b.client.delete(long.headers["location"])
+        assert deleted.json()["status"] == "cancelled", deleted.text
+        await _until(lambda: _exists(tmp_path / "cancelled-fed"))
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
