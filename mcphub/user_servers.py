@@ -51,7 +51,7 @@ import httpx2
 from mcp.types import GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool
 
 from mcphub.auth import Principal
-from mcphub.config import USER_SECRET, HttpServer, ServerConfig, StdioServer, UserConfig
+from mcphub.config import USER_SECRET, HttpServer, HubConfig, ServerConfig, StdioServer, UserConfig
 from mcphub.errors import Forbidden, ServerUnavailable
 from mcphub.toolserver import Answer, CallContext, Json, State, ToolServer
 
@@ -411,3 +411,15 @@ class _UserView:
         async with self._pool._use(self.user, self.config, self._auth) as server:
             return await server.get_prompt(name, arguments, context)
 
+
+
+def undefined_secrets(config: HubConfig, source: str) -> list[str]:
+    """`mcphub check` warnings: a `${user.NAME}` that no user of any auth (top level or an instance's) has."""
+    auths = [config.auth, *(inst.auth for inst in config.instances.values() if inst.auth is not None)]
+    defined = {name for auth in auths for user in auth.users.values() for name in user.secrets}
+    warnings = []
+    for server, cfg in config.servers.items():
+        for name in sorted(secrets_used(cfg) - defined):
+            warnings.append(f"{source}: servers.{server}: ${{user.{name}}} is a secret no user has (add it as "
+                            f"auth.users.<id>.secrets.{name}); until then every call to '{server}' is refused 403")
+    return warnings
