@@ -10,13 +10,21 @@ import time
 from typing import Any
 
 import anyio
+import httpx2
+import psutil  # type: ignore[import-untyped]
 import pytest
+import yaml
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from mcphub.config import StdioServer
-from mcphub.supervisor import ServerHandle
-from tests.hub import assert_error, running_hub, sample_server
+from mcphub import transports
+from mcphub.config import StdioServer, parse_config
+from mcphub.errors import ConfigError, Forbidden
+from mcphub.supervisor import ServerHandle, Supervisor
+from mcphub.user_servers import undefined_secrets
+from tests.hub import assert_error, config_of, make_app, running_hub, sample_server
+from tests.hub import mcp_client as hub_mcp_client
+from tests.test_transports import remote, upstreams  # noqa: F401  (the fixture: a real HTTP MCP server)
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +180,191 @@ async def test_no_secret_reaches_logs_specs_errors_readyz_or_metrics(caplog: pyt
             assert secret not in text
     assert 'mcphub_server_user_instances{server="gh"} 1.0' in metrics
     assert "alice" not in metrics
+
+
+async def test_tools_are_listed_before_any_user_instance_exists_on_both_faces():
+    async with running_hub(config(), listen=True) as hub:
+        spec = (await hub.client.get("/gh/openapi.json", headers=as_user("alice@example.com"))).json()
+        assert "/getenv" in spec["paths"]
+        async with hub_mcp_client(f"{hub.url}/mcp", None, headers=as_user("alice@example.com")) as client:
+            assert "gh_getenv" in [t.name for t in (await client.list_tools()).tools]
+            assert pool_of(hub).running == 0  # listed by the listing instance, which has no user's secret
+            result = await client.call_tool("gh_getenv", {"name": "TOKEN"})
+            assert result.structured_content == {"result": ALICE_TOKEN}
+        async with hub_mcp_client(f"{hub.url}/mcp", None, headers=as_user("bob@example.com")) as client:
+            result = await client.call_tool("gh_getenv", {"name": "TOKEN"})
+            assert result.structured_content == {"result": BOB_TOKEN}
+        readyz = (await hub.client.get("/readyz")).json()
+        assert readyz["servers"]["gh"]["state"] == "ready" and readyz["servers"]["gh"]["user_instances"] == 2
+        assert "user_instances" not in readyz["servers"]["plainserver"]
+
+
+async def test_a_job_runs_on_the_users_own_instance_and_a_refused_one_is_403_not_202():
+    async with running_hub(config()) as hub:
+        started = await hub.client.post("/gh/getenv", json={"name": "TOKEN"},
+                                        headers={**as_user("bob@example.com"), "Prefer": "respond-async"})
+        assert started.status_code in (200, 202), started.text
+        with anyio.fail_after(WAIT):
+            while (job := (await hub.client.get(started.headers["location"], headers=as_user("bob@example.com"))
+                           ).json())["status"] == "running":
+                await anyio.sleep(0.02)
+        assert job["status"] == "succeeded" and job["result"] == {"result": BOB_TOKEN}, job
+        refused = await hub.client.post("/gh/getenv", json={"name": "TOKEN"},
+                                        headers={**as_user("dave@example.com"), "Prefer": "respond-async"})
+        assert "GITHUB_TOKEN" in assert_error(refused, 403, "forbidden")["message"]
+
+
+# ------------------------------------------------------------------------------------ real processes
+
+
+async def test_real_processes_one_per_user_each_with_only_its_own_secret_and_idle_ones_exit():
+    async with running_hub(config(idle_timeout=1.0), in_process=False) as hub:
+        alice_pid = (await hub.client.post("/gh/pid", headers=as_user("alice@example.com"))).json()["result"]
+        bob_pid = (await hub.client.post("/gh/pid", headers=as_user("bob@example.com"))).json()["result"]
+        assert alice_pid != bob_pid
+        environ = {pid: psutil.Process(pid).environ() for pid in (alice_pid, bob_pid)}
+        assert environ[alice_pid]["TOKEN"] == ALICE_TOKEN and environ[bob_pid]["TOKEN"] == BOB_TOKEN
+        mine = samples()
+        tokens = [p.environ().get("TOKEN") for p in mine]
+        # three sample processes for gh (listing, alice, bob) and one for plainserver; the listing one has no TOKEN
+        assert sorted(t or "" for t in tokens) == sorted(["", "", ALICE_TOKEN, BOB_TOKEN]), tokens
+        await until(lambda: gone(alice_pid) and gone(bob_pid))
+        assert pool_of(hub).running == 0
+        assert len(samples()) == len(mine) - 2  # the listing one still runs
+
+
+def samples() -> list[psutil.Process]:
+    """This test's running sample servers (children of this process)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "tests.mcp_servers.sample" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+# --------------------------------------------------------------------------------- HTTP servers
+
+
+async def test_an_http_server_gets_each_users_header_on_their_own_connection(upstreams: Any):
+    upstream = upstreams("streamable-http")
+    await upstream.start()
+    raw = config()
+    raw["servers"]["remote"] = remote(upstream, headers={"Authorization": "Bearer ${user.GITHUB_TOKEN}",
+                                                         "X-Region": "home"})
+    async with running_hub(raw) as hub:
+        assert "/whoami" in (await hub.client.get("/remote/openapi.json")).json()["paths"]
+        for email, token in (("alice@example.com", ALICE_TOKEN), ("bob@example.com", BOB_TOKEN)):
+            response = await hub.client.post("/remote/whoami", json={}, headers=as_user(email))
+            assert response.status_code == 200, response.text
+            assert response.json() == {"authorization": f"Bearer {token}", "x-region": "home"}
+        assert pool_of(hub, "remote").running == 2
+        dave = await hub.client.post("/remote/whoami", json={}, headers=as_user("dave@example.com"))
+        assert "GITHUB_TOKEN" in assert_error(dave, 403, "forbidden")["message"]
+
+
+class _BearerPerUser(httpx2.Auth):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx2.Request) -> Any:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
+class _Source:
+    """A UserAuthSource, as the OAuth part registers one: alice is connected, nobody else is."""
+
+    def applies_to(self, server: str) -> bool:
+        return server == "oauthy"
+
+    def auth_for(self, server: str, user: str) -> httpx2.Auth:
+        if user != "alice@example.com":
+            raise Forbidden(f"user '{user}' has not connected server '{server}': open /oauth/{server}/connect",
+                            server=server)
+        return _BearerPerUser("oauth-token-of-alice")
+
+
+async def test_a_registered_auth_source_makes_an_http_server_per_user_with_each_users_auth(upstreams: Any):
+    upstream = upstreams("streamable-http")
+    await upstream.start()
+    raw = config()
+    raw["servers"] = {"oauthy": remote(upstream)}
+    cfg = config_of(raw)
+    async with Supervisor(cfg, connect=transports.connect, user_auth=[_Source()]) as supervisor:
+        app = make_app(supervisor, cfg)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://hub") as client:
+            handle = supervisor.servers["oauthy"]
+            assert handle.users is not None and "whoami" in handle.tools  # listed without any user's auth
+            alice = await client.post("/oauthy/whoami", json={}, headers=as_user("alice@example.com"))
+            assert alice.status_code == 200, alice.text
+            assert alice.json()["authorization"] == "Bearer oauth-token-of-alice"
+            bob = await client.post("/oauthy/whoami", json={}, headers=as_user("bob@example.com"))
+            assert assert_error(bob, 403, "forbidden")["message"] == (
+                "user 'bob@example.com' has not connected server 'oauthy': open /oauth/oauthy/connect")
+            plain = await client.post("/oauthy/whoami", json={}, headers={"Authorization": f"Bearer {PLAIN}"})
+            assert "is not a forwarded user" in assert_error(plain, 403, "forbidden")["message"]
+            assert handle.users.running == 1
+            handle.users.forget("alice@example.com")
+            assert handle.users.running == 0
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("field,value,hint", [
+    ("args", ["-m", "x", "${user.GITHUB_TOKEN}"], "pass it in env:"),
+    ("command", "${user.GITHUB_TOKEN}", "pass it in env:"),
+    ("cwd", "/tmp/${user.GITHUB_TOKEN}", "use it in the server's env (stdio) or headers"),
+])
+def test_a_user_secret_outside_env_or_headers_is_a_config_error_saying_where_it_can_go(field, value, hint):
+    raw = config()
+    raw["servers"]["gh"][field] = value
+    with pytest.raises(ConfigError) as caught:
+        config_of(raw)
+    where = f"servers.gh.{field}" + ("[2]" if field == "args" else "")
+    assert str(caught.value).startswith(
+        f"test config: {where}: ${{user.…}} (the calling user's secret) cannot be used here, only in the values of "
+        "a server's env (stdio) or headers (sse / streamable-http); "), caught.value
+    assert hint in str(caught.value)
+
+
+def test_a_user_secret_in_a_url_or_a_key_or_malformed_is_a_config_error():
+    raw = config()
+    raw["servers"]["remote"] = {"transport": "sse", "url": "http://h/sse?token=${user.T}"}
+    with pytest.raises(ConfigError, match=r"servers\.remote\.url: .*put the secret in a header instead"):
+        config_of(raw)
+    raw = config()
+    raw["auth"]["api_keys"][1]["key"] = "${user.T}"
+    with pytest.raises(ConfigError, match=r"auth\.api_keys\[1\]\.key: .*works only in a server's env or headers"):
+        config_of(raw)
+    raw = config()
+    raw["servers"]["gh"]["env"] = {"TOKEN": "${user.GITHUB-TOKEN}"}
+    with pytest.raises(ConfigError, match=r"servers\.gh\.env\.TOKEN: malformed user secret placeholder"):
+        config_of(raw)
+
+
+def test_user_secrets_survive_variable_expansion_and_are_hidden_from_repr():
+    cfg = parse_config(yaml.safe_dump(config()) + "\n", source="x",
+                       environ={})  # no ${VAR} needed for ${user.…}
+    assert cfg.servers["gh"].env["TOKEN"] == "${user.GITHUB_TOKEN}"  # type: ignore[union-attr]
+    assert ALICE_TOKEN not in repr(cfg.auth.users["alice@example.com"])
+    expanded = parse_config("auth: {users: {a: {secrets: {T: '${ALICE}'}}}}", source="x", environ={"ALICE": "v1"})
+    assert expanded.auth.users["a"].secrets == {"T": "v1"}
+
+
+def test_check_warns_about_a_user_secret_no_user_has():
+    raw = config()
+    raw["servers"]["gh"]["env"]["OTHER"] = "${user.NOBODY_HAS}"
+    assert undefined_secrets(config_of(raw), "hub.yaml") == [
+        "hub.yaml: servers.gh: ${user.NOBODY_HAS} is a secret no user has (add it as "
+        "auth.users.<id>.secrets.NOBODY_HAS); until then every call to 'gh' is refused 403"]
