@@ -77,7 +77,8 @@ class Launch(Protocol):
     async def stop_instance(self, server: ToolServer) -> None: ...
 
 
-Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]  # start a background task in the supervisor's task group
+# start a background task in the supervisor's task group
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
 
 
 # ----------------------------------------------------------------------------------------- config

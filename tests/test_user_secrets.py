@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,12 +21,15 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from mcphub import transports
-from mcphub.config import StdioServer, parse_config
+from mcphub.config import ServerConfig, StdioServer, parse_config
 from mcphub.errors import ConfigError, Forbidden
 from mcphub.supervisor import ServerHandle, Supervisor
+from mcphub.toolserver import State
 from mcphub.user_servers import undefined_secrets
-from tests.hub import assert_error, config_of, make_app, running_hub, sample_server
+from tests.hub import assert_error, config_of, core, make_app, running_hub, sample_server
+from tests.hub import connect as hub_connect
 from tests.hub import mcp_client as hub_mcp_client
+from tests.test_cli import mcphub as cli
 from tests.test_transports import remote, upstreams  # noqa: F401  (the fixture: a real HTTP MCP server)
 
 pytestmark = pytest.mark.anyio
@@ -34,6 +40,7 @@ FORWARD_SECRET = "owui-forward-secret-" + "s" * 24
 ALICE_TOKEN = "ghp_alice_SECRET_0123456789"
 BOB_TOKEN = "ghp_bob_SECRET_9876543210"
 CAROL_TOKEN = "ghp_carol_SECRET_5555555555"
+PLAIN_HEADERS = {"Authorization": f"Bearer {PLAIN}"}  # a key that names no user
 WAIT = 10.0  # seconds any condition below may take
 
 
@@ -112,13 +119,13 @@ async def test_a_caller_without_the_secret_is_refused_naming_it():
         assert assert_error(erin, 403, "forbidden")["message"] == (
             "server 'gh' needs the user's own secret GITHUB_TOKEN, and user 'erin@example.com' is not listed "
             "under auth.users (set auth.users.<user>.secrets.GITHUB_TOKEN in the hub's config)")
-        plain = await hub.client.post("/gh/getenv", json={"name": "TOKEN"}, headers={"Authorization": f"Bearer {PLAIN}"})
+        plain = await hub.client.post("/gh/getenv", json={"name": "TOKEN"}, headers=PLAIN_HEADERS)
         assert assert_error(plain, 403, "forbidden")["message"] == (
             "server 'gh' runs with each user's own credentials and needs the secret GITHUB_TOKEN: credential "
             "'plain' is not a forwarded user (call through a front end that names its users, with a key that "
             "has forwarded_user)")
         assert pool_of(hub).running == 0  # nothing was started for them
-        other = await hub.client.post("/plainserver/echo", json={"text": "x"}, headers={"Authorization": f"Bearer {PLAIN}"})
+        other = await hub.client.post("/plainserver/echo", json={"text": "x"}, headers=PLAIN_HEADERS)
         assert other.status_code == 200, other.text
 
 
@@ -255,7 +262,7 @@ def gone(pid: int) -> bool:
 # --------------------------------------------------------------------------------- HTTP servers
 
 
-async def test_an_http_server_gets_each_users_header_on_their_own_connection(upstreams: Any):
+async def test_an_http_server_gets_each_users_header_on_their_own_connection(upstreams: Any):  # noqa: F811
     upstream = upstreams("streamable-http")
     await upstream.start()
     raw = config()
@@ -294,7 +301,7 @@ class _Source:
         return _BearerPerUser("oauth-token-of-alice")
 
 
-async def test_a_registered_auth_source_makes_an_http_server_per_user_with_each_users_auth(upstreams: Any):
+async def test_a_registered_auth_source_makes_an_http_server_per_user_with_each_users_auth(upstreams: Any):  # noqa: F811
     upstream = upstreams("streamable-http")
     await upstream.start()
     raw = config()
@@ -311,7 +318,7 @@ async def test_a_registered_auth_source_makes_an_http_server_per_user_with_each_
             bob = await client.post("/oauthy/whoami", json={}, headers=as_user("bob@example.com"))
             assert assert_error(bob, 403, "forbidden")["message"] == (
                 "user 'bob@example.com' has not connected server 'oauthy': open /oauth/oauthy/connect")
-            plain = await client.post("/oauthy/whoami", json={}, headers={"Authorization": f"Bearer {PLAIN}"})
+            plain = await client.post("/oauthy/whoami", json={}, headers=PLAIN_HEADERS)
             assert "is not a forwarded user" in assert_error(plain, 403, "forbidden")["message"]
             assert handle.users.running == 1
             handle.users.forget("alice@example.com")
@@ -368,3 +375,69 @@ def test_check_warns_about_a_user_secret_no_user_has():
     assert undefined_secrets(config_of(raw), "hub.yaml") == [
         "hub.yaml: servers.gh: ${user.NOBODY_HAS} is a secret no user has (add it as "
         "auth.users.<id>.secrets.NOBODY_HAS); until then every call to 'gh' is refused 403"]
+
+
+async def test_resources_and_prompts_come_from_the_users_own_instance():
+    async with running_hub(config()) as hub:
+        listed = await hub.client.get("/gh/resources", headers=as_user("alice@example.com"))
+        assert listed.status_code == 200, listed.text
+        assert pool_of(hub).running == 1 and set(pool_of(hub)._entries) == {"alice@example.com"}
+        refused = await hub.client.get("/gh/resources", headers=as_user("dave@example.com"))
+        assert "GITHUB_TOKEN" in assert_error(refused, 403, "forbidden")["message"]
+
+
+@asynccontextmanager
+async def needs_token(name: str, cfg: ServerConfig, **options: Any) -> AsyncIterator[Any]:
+    """A server that cannot start without its token (a remote that wants credentials), in-process."""
+    if isinstance(cfg, StdioServer) and "TOKEN" not in cfg.env:
+        raise ConnectionRefusedError("no token")
+    async with hub_connect(name, cfg, **options) as client:
+        yield client
+
+
+async def test_when_the_listing_instance_cannot_start_the_first_users_instance_lists_the_tools():
+    cfg = config_of(config(restart={"initial_delay": 30, "max_delay": 30}))
+    async with Supervisor(cfg, connect=needs_token) as supervisor:
+        listing = supervisor.servers["gh"]
+        assert listing.state is State.FAILED and not listing.tools
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=make_app(supervisor, cfg)),
+                                      base_url="http://hub") as client:
+            alice = await client.post("/gh/getenv", json={"name": "TOKEN"}, headers=as_user("alice@example.com"))
+            assert alice.status_code == 200, alice.text
+            assert alice.json() == {"result": ALICE_TOKEN}
+            assert "getenv" in listing.tools  # adopted from alice's instance: listed for everyone now
+            assert "/gh/getenv" in (await client.get("/openapi.json")).json()["paths"]
+            bob = await client.post("/gh/getenv", json={"name": "TOKEN"}, headers=as_user("bob@example.com"))
+            assert bob.json() == {"result": BOB_TOKEN}
+
+
+async def test_a_reload_that_changes_a_users_secret_restarts_their_instance_with_the_new_one():
+    async with running_hub(config()) as hub:
+        assert await getenv(hub, "alice@example.com") == ALICE_TOKEN
+        first = (await hub.client.post("/gh/pid", headers=as_user("alice@example.com"))).json()["result"]
+        changed = config()
+        changed["auth"]["users"]["alice@example.com"]["secrets"]["GITHUB_TOKEN"] = "ghp_alice_ROTATED_000"
+        core(hub).reconfigure(config_of(changed))
+        assert await getenv(hub, "alice@example.com") == "ghp_alice_ROTATED_000"
+        assert (await hub.client.post("/gh/pid", headers=as_user("alice@example.com"))).json()["result"] != first
+        assert await getenv(hub, "bob@example.com") == BOB_TOKEN
+        assert pool_of(hub).running == 2
+
+
+def test_mcphub_check_starts_the_listing_instance_and_warns_about_a_secret_no_user_has(tmp_path: Path):
+    raw = config()
+    raw["servers"]["gh"]["env"]["OTHER"] = "${user.NOBODY_HAS}"
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    result = cli("check", "-c", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "per user (0 running)" in result.stdout, result.stdout
+    assert (f"⚠ {path}: servers.gh: ${{user.NOBODY_HAS}} is a secret no user has (add it as "
+            "auth.users.<id>.secrets.NOBODY_HAS); until then every call to 'gh' is refused 403") in result.stdout
+    assert ALICE_TOKEN not in result.stdout + result.stderr
+    bad = tmp_path / "bad.yaml"
+    raw["servers"]["gh"]["args"] = [*raw["servers"]["gh"]["args"], "${user.GITHUB_TOKEN}"]
+    bad.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    refused = cli("check", "-c", str(bad))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"{bad}: servers.gh.args[2]: ${{user.…}} (the calling user's secret) cannot be used here" in refused.stderr
