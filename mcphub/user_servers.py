@@ -277,7 +277,8 @@ class UserPool:
         if self._entries.get(entry.user) is entry:
             del self._entries[entry.user]
         if entry.server is not None:
-            await self._launch.stop_instance(entry.server)
+            with anyio.CancelScope(shield=True):  # bounded (STOP_GRACE); a caller who hung up must not strand it
+                await self._launch.stop_instance(entry.server)
 
     # ------------------------------------------------------------------------------- idle, close
 

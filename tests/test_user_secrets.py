@@ -262,7 +262,10 @@ def gone(pid: int) -> bool:
 # --------------------------------------------------------------------------------- HTTP servers
 
 
-async def test_an_http_server_gets_each_users_header_on_their_own_connection(upstreams: Any):  # noqa: F811
+async def test_an_http_server_gets_each_users_header_on_their_own_connection(
+    upstreams: Any, caplog: pytest.LogCaptureFixture  # noqa: F811
+):
+    caplog.set_level(logging.DEBUG)
     upstream = upstreams("streamable-http")
     await upstream.start()
     raw = config()
@@ -277,6 +280,7 @@ async def test_an_http_server_gets_each_users_header_on_their_own_connection(ups
         assert pool_of(hub, "remote").running == 2
         dave = await hub.client.post("/remote/whoami", json={}, headers=as_user("dave@example.com"))
         assert "GITHUB_TOKEN" in assert_error(dave, 403, "forbidden")["message"]
+    assert ALICE_TOKEN not in caplog.text and BOB_TOKEN not in caplog.text
 
 
 class _BearerPerUser(httpx2.Auth):
