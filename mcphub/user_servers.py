@@ -94,7 +94,8 @@ def _values(config: ServerConfig) -> list[str]:
 
 
 def for_user(config: ServerConfig, secrets: Mapping[str, str]) -> ServerConfig:
-    """`config` with each `${user.NAME}` replaced by `secrets[NAME]` (every one present: see `missing`)."""
+    """`config` with each `${user.NAME}` replaced by `secrets[NAME]` (every one is there: `UserPool.for_caller`
+    refuses a user without one)."""
     def fill(value: str) -> str:
         return USER_SECRET.sub(lambda m: secrets[m.group(1)], value)
 
@@ -121,7 +122,8 @@ def source_for(name: str, sources: Sequence[UserAuthSource]) -> UserAuthSource |
 
 
 def is_per_user(name: str, config: ServerConfig, sources: Sequence[UserAuthSource]) -> bool:
-    return bool(secrets_used(config)) or source_for(name, sources) is not None
+    """Whether `name` runs per user: it names a `${user.…}`, or it is an HTTP server an auth source applies to."""
+    return bool(secrets_used(config)) or (isinstance(config, HttpServer) and source_for(name, sources) is not None)
 
 
 # ------------------------------------------------------------------------------------------- pool
@@ -164,14 +166,6 @@ class UserPool:
     def running(self) -> int:
         """User instances running now (starting ones included)."""
         return len(self._entries)
-
-    def states(self) -> dict[str, int]:
-        """How many user instances are in each state (no user names)."""
-        counts: dict[str, int] = {}
-        for entry in self._entries.values():
-            state = str(entry.server.state) if entry.server is not None else str(State.STARTING)
-            counts[state] = counts.get(state, 0) + 1
-        return counts
 
     # ------------------------------------------------------------------------------ the caller's view
 
