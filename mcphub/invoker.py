@@ -31,6 +31,7 @@ from mcphub.config import HubConfig
 from mcphub.errors import BadUpstreamResponse, Forbidden, HubError, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
+from mcphub.oauth import OAuth, oauth_for
 from mcphub.ratelimit import ConcurrencyLimiter, Limiter, RateLimiter
 from mcphub.state import SharedRateLimiter, StateStore
 from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, Relayed, State, ToolServer
@@ -127,6 +128,7 @@ class Invoker:
         # outlives reloads: a limit that stays the same keeps its bucket
         self.limiter: Limiter = RateLimiter() if self.state is None else SharedRateLimiter(self.state)
         self.concurrency = ConcurrencyLimiter()
+        self.oauth: OAuth | None = oauth_for(config, self.state)  # users' OAuth (None: no oauth: server)
         self._validator = ArgumentValidator()
         self._closing = False
         self._in_flight: set[anyio.CancelScope] = set()
@@ -143,6 +145,10 @@ class Invoker:
         if (config.hub.state, config.hub.state_failure) != (self.config.hub.state, self.config.hub.state_failure):
             logger.warning("hub.state and hub.state_failure take effect at the next start, not on reload")
         self._view = _View(config, Authenticator(config.auth, extra_keys=self._api_keys))
+        if self.oauth is not None:
+            self.oauth.reconfigure(config)
+        else:
+            self.oauth = oauth_for(config, self.state)
 
     def shut_down(self) -> None:
         """The process is stopping: answer every call in flight, and every new one, 503 at once."""

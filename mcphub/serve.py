@@ -18,6 +18,7 @@ import functools
 import hashlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import uuid
@@ -31,7 +32,7 @@ import uvicorn
 from anyio.abc import TaskStatus
 from starlette.types import ASGIApp
 
-from mcphub import connection, state, transports
+from mcphub import connection, oauth, state, transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
@@ -279,6 +280,7 @@ async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | N
     is bound before any server starts (a busy port is a ListenError, nothing spawned); then the
     servers, the mounts and the listeners, each stopped by leaving its `async with`."""
     servers, sites = plan(config, options)
+    oauth.sealer_from_env(os.environ, config)  # an oauth: server needs MCPHUB_SECRET_KEY: refuse to start without
     for site in sites:
         check_exposure(site.config, options, site.host)
     with contextlib.ExitStack() as sockets:
@@ -395,6 +397,7 @@ async def _watch_config(path: Path, options: ServeOptions, supervisor: Superviso
         try:
             config = await anyio.to_thread.run_sync(load_config, path)
             servers, sites = plan(config, options)
+            oauth.sealer_from_env(os.environ, config, str(path))
         except ConfigError as exc:
             logger.error("config changed but cannot be used; keeping the running config:\n%s", exc)
             continue
