@@ -228,6 +228,9 @@ class _HttpFace:
                 servers[name]["hub"] = each.hub
             if each.region is not None:
                 servers[name]["region"] = each.region
+            user_instances = getattr(each, "user_instances", None)  # a per-user server (user_servers.py)
+            if user_instances is not None:  # its state above is its listing instance's
+                servers[name]["user_instances"] = user_instances
         body: dict[str, Json] = {"status": ""}
         if shown is not None:
             body["servers"] = servers

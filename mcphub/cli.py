@@ -24,7 +24,7 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from mcphub import __version__, schema
+from mcphub import __version__, schema, user_servers
 from mcphub.auth import Principal
 from mcphub.cli_progress import progress_shown
 from mcphub.config import (
@@ -268,6 +268,7 @@ def _check(args: argparse.Namespace) -> int:
     if not config.servers and not config.remotes:
         warnings.append(f"{path}: no servers configured; add one under servers:, e.g. "
                         "time: {transport: stdio, command: python, args: [-m, mcphub_servers.time]}")
+    warnings.extend(user_servers.undefined_secrets(config, str(path)))
 
     async def run() -> None:
         async with Supervisor(config) as supervisor:
@@ -379,6 +380,8 @@ def _server_table(console: Console, supervisor: Supervisor, *, with_tools: bool 
         style = "green" if handle.state is State.READY else "red"
         detail = ", ".join(sorted(handle.tools)) if with_tools or handle.state is State.READY else ""
         error = " ".join(handle.last_error.split()) if handle.last_error else ""  # one line, however it came
+        if handle.users is not None:  # a per-user server: this row is its listing instance
+            detail = f"per user ({handle.users.running} running){': ' + detail if detail else ''}"
         table.add_row(handle.name, handle.config.transport, f"[{style}]{handle.state}[/{style}]",
                       str(len(handle.tools)), error or detail)
     console.print(table)

@@ -27,6 +27,10 @@ SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HOST_PATTERN = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")  # a DNS name, or *.suffix
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# `${user.NAME}`: the calling user's secret NAME, filled in per call (user_servers.py), never at load
+USER_SECRET = re.compile(r"\$\{user\.([A-Za-z_][A-Za-z0-9_]*)\}")
+_USER_PLACEHOLDER = re.compile(r"\$\{\s*user\.")  # any attempt at one, well-formed or not
 
 
 class _Model(BaseModel):
@@ -143,6 +147,17 @@ class UserConfig(_Model):
     servers: list[str] = Field(default_factory=lambda: ["*"])
     tools: list[str] | None = None
     rate_limit: RateLimit | None = None
+    # NAME → value: what `${user.NAME}` in a server's env/headers is for this user (mcphub/user_servers.py)
+    secrets: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, secrets: dict[str, str]) -> dict[str, str]:
+        for name in secrets:
+            if not _SECRET_NAME.match(name):
+                raise ValueError(f"secret name {name!r} must be letters, digits and '_', not starting with a digit "
+                                 "(it is written ${user.NAME} in a server's env or headers)")
+        return secrets
 
 
 class ApiKey(_Model):
@@ -275,6 +290,9 @@ class _ServerBase(_Model):
     # send the caller's identity (key name or JWT subject, never a credential) to the server in each
     # call's `_meta` under this key, e.g. "io.mcphub/caller"; off by default
     forward_identity: str | None = None
+    # a server whose env/headers use ${user.NAME} runs one instance per user (mcphub/user_servers.py):
+    idle_timeout: float = Field(600.0, gt=0)  # seconds a user's instance may sit unused before it is stopped
+    max_users: int = Field(16, ge=1, le=1024)  # user instances at once; the least recently used idle one makes room
 
     def timeout_for(self, tool: str) -> float:
         return self.tool_timeouts.get(tool, self.timeout)
@@ -493,6 +511,7 @@ def parse_config(text: str, *, source: str = "<config>", environ: Mapping[str, s
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
     raw = _expand(raw, environ if environ is not None else os.environ, source, ())
+    _check_user_placeholders(raw, source, ())
     adapted: frozenset[str] = frozenset()
     if "mcpServers" in raw:
         own = set(raw.get("servers") or ())
@@ -535,6 +554,44 @@ def _expand(value: object, environ: Mapping[str, str], source: str, path: tuple[
         )
 
     return _VAR.sub(substitute, value)
+
+
+_USER_PLACES = ("env", "headers")  # where ${user.NAME} can work: a server's child env, its HTTP headers
+
+
+def _check_user_placeholders(value: object, source: str, path: tuple[str | int, ...]) -> None:
+    """`${user.NAME}` only in the values of a server's `env` (stdio) or `headers` (sse / streamable-http):
+    anywhere else it could not be filled in per user, so it is an error that says where it can go."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and _USER_PLACEHOLDER.search(k):
+                raise ConfigError(f"{source}: {_dotted(path)}: ${{user.…}} cannot be a key (got {k!r}); "
+                                  "use it as a value of a server's env or headers")
+            _check_user_placeholders(v, source, (*path, str(k)))
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_user_placeholders(v, source, (*path, i))
+        return
+    if not isinstance(value, str) or not _USER_PLACEHOLDER.search(value):
+        return
+    where = _dotted(path)
+    if _USER_PLACEHOLDER.search(USER_SECRET.sub("", value)):
+        raise ConfigError(f"{source}: {where}: malformed user secret placeholder in {value!r}: write "
+                          "${user.NAME}, NAME being letters, digits and '_'")
+    in_place = len(path) == 4 and path[0] in ("servers", "mcpServers") and path[2] in _USER_PLACES
+    if in_place:
+        return
+    if len(path) >= 3 and path[0] in ("servers", "mcpServers"):
+        hint = {"url": "put the secret in a header instead (headers: {Authorization: \"Bearer ${user.NAME}\"})",
+                "command": "pass it in env: (env: {TOKEN: \"${user.NAME}\"}) and let the server read it",
+                "args": "pass it in env: (env: {TOKEN: \"${user.NAME}\"}) and let the server read it; "
+                        "arguments are visible to every user of the machine (ps)"}.get(
+                    str(path[2]), "use it in the server's env (stdio) or headers (sse / streamable-http)")
+    else:
+        hint = "it means the calling user's secret, so it works only in a server's env or headers"
+    raise ConfigError(f"{source}: {where}: ${{user.…}} (the calling user's secret) cannot be used here, only in "
+                      f"the values of a server's env (stdio) or headers (sse / streamable-http); {hint}")
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:

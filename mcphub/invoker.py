@@ -34,6 +34,7 @@ from mcphub.metrics import HubMetrics
 from mcphub.oauth import OAuth, oauth_for
 from mcphub.ratelimit import ConcurrencyLimiter, Limiter, RateLimiter
 from mcphub.state import SharedRateLimiter, StateStore
+from mcphub.supervisor import ServerHandle
 from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, Relayed, State, ToolServer
 from mcphub.validation import ArgumentValidator, parse_body, sendable, unsendable
 
@@ -225,6 +226,7 @@ class Invoker:
         try:
             server = self.server(call.server, servers, call.principal)
             call.principal.check(call.server)
+            server = await self._own(server, call.principal)
             tool = _tool(server, call.tool, call.principal)
             call.principal.check(call.server, call.tool)
             await self.limiter.take(self.auth.limits_for(call.principal, call.server), server=call.server,
@@ -264,6 +266,13 @@ class Invoker:
                 f"JSON: {fault}", server=call.server, tool=call.tool))
         return outcome
 
+    async def _own(self, server: ToolServer, principal: Principal) -> ToolServer:
+        """A server that runs per user (user_servers.py): the caller's own instance of it; 403 for a
+        caller without the secrets it needs."""
+        if isinstance(server, ServerHandle) and server.users is not None:
+            return await server.users.for_caller(principal, self.config.auth.users)
+        return server
+
     # ------------------------------------------------------------------------ resources and prompts
 
     async def ask(self, ask: Ask) -> Outcome:
@@ -291,6 +300,7 @@ class Invoker:
                 raise ServerUnavailable("the hub is shutting down; retry shortly", retry_after=SHUTDOWN_RETRY_AFTER)
             server = self.server(ask.server, servers)
             ask.principal.check(ask.server)
+            server = await self._own(server, ask.principal)
             if ask.principal.tools is not None:
                 raise Forbidden(f"credential '{ask.principal.name}' is limited to some tools: it may not use "
                                 f"resources or prompts of server '{ask.server}'", server=ask.server)

@@ -81,13 +81,19 @@ class _ServerCollector(Collector):
         up = GaugeMetricFamily("mcphub_server_up", "1 if the server is ready", labels=["server", "state"])
         tools = GaugeMetricFamily("mcphub_server_tools", "Tools the server exposes", labels=["server"])
         restarts = CounterMetricFamily("mcphub_server_restarts", "Server restarts", labels=["server"])
+        users = GaugeMetricFamily("mcphub_server_user_instances",
+                                  "Instances of a per-user server running now, one per user", labels=["server"])
         for name, handle in self._servers().items():
             up.add_metric([name, str(handle.state)], 1.0 if handle.state == "ready" else 0.0)
             tools.add_metric([name], float(len(handle.tools)))
             restarts.add_metric([name], float(handle.restarts))
+            running = getattr(handle, "user_instances", None)  # a local per-user server's (supervisor.ServerHandle)
+            if running is not None:
+                users.add_metric([name], float(running))
         yield up
         yield tools
         yield restarts
+        yield users
 
     def describe(self) -> Iterable[Metric]:
         return []

@@ -174,6 +174,9 @@ def _server_row(server: ToolServer, tools: int, root: str) -> str:
     state = str(server.state)
     where = f' <span class="muted">(hub {_e(server.hub)})</span>' if server.hub else ""
     region = f' <span class="muted">[{_e(server.region)}]</span>' if server.region else ""
+    user_instances = getattr(server, "user_instances", None)  # a per-user server (user_servers.py)
+    if user_instances is not None:
+        region += f' <span class="muted">(per user: {user_instances} running)</span>'
     last_error = f'<span class="error">{_e(server.last_error)}</span>' if server.last_error else ""
     return (f"<tr><td><b>{_e(server.name)}</b>{where}{region}</td>"
             f'<td class="state state-{_e(state)}">{_e(state)}</td><td>{_e(server.transport)}</td>'

@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -44,12 +44,13 @@ from mcp.types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from mcphub import backchannel, resources, transports
+from mcphub import backchannel, resources, transports, user_servers
 from mcphub.backchannel import ServerRequests
 from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, NotFound, ServerUnavailable, ToolTimeout, exception_line
 from mcphub.logs import plural
-from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, State, same_tools, unavailable
+from mcphub.toolserver import BackChannel, CallContext, Json, ProgressFn, State, ToolServer, same_tools, unavailable
+from mcphub.user_servers import UserAuthSource, UserPool
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,13 @@ class ServerHandle:
     _done: anyio.Event = field(default_factory=anyio.Event)
     _ready: anyio.Event = field(default_factory=anyio.Event)
     _reported: set[str] = field(default_factory=set)  # unexpected errors already logged with a traceback
+    users: UserPool | None = None  # a per-user server (user_servers.py): this handle is its listing instance
+    auth: httpx2.Auth | None = field(default=None, repr=False)  # a user instance's own auth (HTTP servers)
+
+    @property
+    def user_instances(self) -> int | None:
+        """User instances running now; None for a server that is not per-user."""
+        return None if self.users is None else self.users.running
 
     # ----------------------------------------------------------------------- the ToolServer protocol
 
@@ -349,9 +357,11 @@ class Supervisor:
     """Starts, watches, restarts and stops MCP servers. `async with Supervisor(config) as sup:`."""
 
     def __init__(self, config: HubConfig | None = None, *, connect: Connect = transports.connect,
-                 servers: Mapping[str, ServerConfig] | None = None) -> None:
+                 servers: Mapping[str, ServerConfig] | None = None,
+                 user_auth: Sequence[UserAuthSource] = ()) -> None:
         self._initial = dict(servers if servers is not None else (config.servers if config else {}))
         self._connect = connect
+        self._user_auth = tuple(user_auth)  # where per-user HTTP connections get their auth (user_servers.py)
         self.servers: dict[str, ServerHandle] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -401,9 +411,27 @@ class Supervisor:
         handle = ServerHandle(name=name, config=cfg)
         handle.replicas = [_Replica(index=i, requests=ServerRequests(name)) for i in range(cfg.replicas)]
         self.servers[name] = handle
-        logger.info("starting '%s' (%s%s)", name, transports.describe(cfg),
-                    f", {cfg.replicas} replicas" if cfg.replicas > 1 else "")
+        if user_servers.is_per_user(name, cfg, self._user_auth):
+            handle.users = UserPool(handle, cfg, launch=self, spawn=self._tg.start_soon,
+                                    source=user_servers.source_for(name, self._user_auth),
+                                    adopt_tools=lambda tools: handle._set_tools(list(tools.values())))
+        logger.info("starting '%s' (%s%s%s)", name, transports.describe(cfg),
+                    f", {cfg.replicas} replicas" if cfg.replicas > 1 else "",
+                    ", per user: this one lists tools" if handle.users is not None else "")
         await self._tg.start(self._supervise, handle)
+
+    async def start_instance(self, name: str, config: ServerConfig, auth: httpx2.Auth | None) -> ToolServer:
+        """A user's instance of a per-user server (user_servers.py): run like any server, but not listed
+        in `servers`; returns once it is ready or has failed once."""
+        assert self._tg is not None
+        handle = ServerHandle(name=name, config=config, auth=auth)
+        handle.replicas = [_Replica(index=i, requests=ServerRequests(name)) for i in range(config.replicas)]
+        await self._tg.start(self._supervise, handle)
+        return handle
+
+    async def stop_instance(self, server: ToolServer) -> None:
+        assert isinstance(server, ServerHandle)
+        await self._stop(server)
 
     async def _stop_all(self, names: list[str]) -> None:
         async with anyio.create_task_group() as stoppers:
@@ -413,6 +441,8 @@ class Supervisor:
             self.servers.pop(name, None)
 
     async def _stop(self, handle: ServerHandle) -> None:
+        if handle.users is not None:
+            await handle.users.close()
         handle._stopping.set()
         for replica in handle.replicas:
             replica.closed.set()
@@ -510,8 +540,11 @@ class Supervisor:
         try:
             with anyio.CancelScope(deadline=started + cfg.connect_timeout) as scope:
                 changed = _Flag()
-                async with self._connect(handle.name, cfg, on_closed=replica.closed.set, stderr_tail=tail,
-                                         on_tools_changed=changed.set, server_requests=replica.requests) as client:
+                own = user_servers.for_listing(cfg) if handle.users is not None else cfg  # no user's secrets
+                auth = {"auth": handle.auth} if handle.auth is not None else {}
+                async with self._connect(handle.name, own, on_closed=replica.closed.set, stderr_tail=tail,
+                                         on_tools_changed=changed.set, server_requests=replica.requests,
+                                         **auth) as client:
                     tools = await _list_tools(client)
                     scope.deadline = math.inf
                     up_since = anyio.current_time()

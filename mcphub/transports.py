@@ -86,6 +86,7 @@ async def connect(
     on_tools_changed: Callable[[], None] | None = None,
     launcher: Launcher | None = None,
     server_requests: ServerRequests | None = None,
+    auth: httpx2.Auth | None = None,
 ) -> AsyncIterator[Client]:
     """Open one MCP connection and yield an initialised `Client`.
 
@@ -96,6 +97,7 @@ async def connect(
     `on_tools_changed` is called when a (2025-era) server sends notifications/tools/list_changed.
     `launcher`: where `python -m MODULE` stdio servers are forked from, when it can (see `launchable`).
     `server_requests`: where the server's elicitation and sampling requests go (see backchannel.py).
+    `auth`: a user's own auth on an HTTP connection (user_servers.UserAuthSource); stdio takes none.
     """
     handler = _NotificationHandler(on_tools_changed)
     callbacks = client_callbacks(server_requests)
@@ -106,7 +108,7 @@ async def connect(
                               message_handler=handler, **callbacks) as client:
                 yield client
         return
-    async with _http_transport(cfg, on_closed) as transport:
+    async with _http_transport(cfg, on_closed, auth) as transport:
         async with Client(_watched(transport, on_closed, name), mode=cfg.mode, cache=None,
                           message_handler=handler, **callbacks) as client:
             yield client
@@ -172,7 +174,8 @@ def _spawner(cfg: StdioServer, launcher: Launcher | None) -> Spawn:
 
 
 @asynccontextmanager
-async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator[Transport]:
+async def _http_transport(cfg: HttpServer, on_closed: OnClosed,
+                          auth: httpx2.Auth | None = None) -> AsyncIterator[Transport]:
     timeout = httpx2.Timeout(HTTP_READ_TIMEOUT, connect=HTTP_CONNECT_TIMEOUT)
     if cfg.transport == "sse":
 
@@ -187,6 +190,7 @@ async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator
             timeout=HTTP_CONNECT_TIMEOUT,
             sse_read_timeout=HTTP_READ_TIMEOUT,
             httpx_client_factory=factory,
+            auth=auth,
         ), _ReadStream, _HttpWrite)
         return
 
@@ -213,7 +217,7 @@ async def _http_transport(cfg: HttpServer, on_closed: OnClosed) -> AsyncIterator
             stale.add(request_id)
 
     async with httpx2.AsyncClient(
-        headers=dict(cfg.headers), timeout=timeout, proxy=cfg.proxy, follow_redirects=True,
+        headers=dict(cfg.headers), timeout=timeout, proxy=cfg.proxy, follow_redirects=True, auth=auth,
         event_hooks={"response": [notice_lost_session]},
     ) as http:
         yield _WithRead(streamable_http_client(cfg.url, http_client=http),
