@@ -25,13 +25,13 @@ import anyio
 from mcp import MCPError
 from mcp.types import CallToolResult, Tool
 
-from mcphub import resources, results
+from mcphub import resources, results, user_servers
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
 from mcphub.errors import BadUpstreamResponse, Forbidden, HubError, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
-from mcphub.oauth import OAuth, oauth_for
+from mcphub.oauth import OAuth
 from mcphub.ratelimit import ConcurrencyLimiter, Limiter, RateLimiter
 from mcphub.state import SharedRateLimiter, StateStore
 from mcphub.supervisor import ServerHandle
@@ -118,7 +118,8 @@ class _View:
 
 
 class Invoker:
-    def __init__(self, config: HubConfig, servers: Catalog, *, api_keys: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: HubConfig, servers: Catalog, *, api_keys: tuple[str, ...] = (),
+                 oauth: OAuth | None = None) -> None:
         self._api_keys = api_keys
         self._view = _View(config, Authenticator(config.auth, extra_keys=api_keys))
         self.servers = servers
@@ -129,7 +130,7 @@ class Invoker:
         # outlives reloads: a limit that stays the same keeps its bucket
         self.limiter: Limiter = RateLimiter() if self.state is None else SharedRateLimiter(self.state)
         self.concurrency = ConcurrencyLimiter()
-        self.oauth: OAuth | None = oauth_for(config, self.state)  # users' OAuth (None: no oauth: server)
+        self.oauth = oauth  # users' own OAuth connections, shared by the process's listeners (None: no oauth:)
         self._validator = ArgumentValidator()
         self._closing = False
         self._in_flight: set[anyio.CancelScope] = set()
@@ -146,10 +147,6 @@ class Invoker:
         if (config.hub.state, config.hub.state_failure) != (self.config.hub.state, self.config.hub.state_failure):
             logger.warning("hub.state and hub.state_failure take effect at the next start, not on reload")
         self._view = _View(config, Authenticator(config.auth, extra_keys=self._api_keys))
-        if self.oauth is not None:
-            self.oauth.reconfigure(config)
-        else:
-            self.oauth = oauth_for(config, self.state)
 
     def shut_down(self) -> None:
         """The process is stopping: answer every call in flight, and every new one, 503 at once."""
@@ -270,6 +267,9 @@ class Invoker:
         """A server that runs per user (user_servers.py): the caller's own instance of it; 403 for a
         caller without the secrets it needs."""
         if isinstance(server, ServerHandle) and server.users is not None:
+            user = user_servers.user_of(principal)
+            if self.oauth is not None and user is not None and self.oauth.applies_to(server.name):
+                await self.oauth.require(server.name, user)  # not connected: 403 with a link (oauth.py)
             return await server.users.for_caller(principal, self.config.auth.users)
         return server
 

@@ -39,7 +39,6 @@ import httpx2
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 
-from mcphub.auth import Principal
 from mcphub.config import HttpServer, HubConfig, OAuthClient
 from mcphub.errors import BadUpstreamResponse, ConfigError, HubError, NotFound, OAuthRequired, ServerUnavailable
 from mcphub.oauth_store import SECRET_KEY_ENV, MemoryStore, RedisStore, Sealer, SecretStore
@@ -104,18 +103,13 @@ def sealer_from_env(environ: Mapping[str, str], config: HubConfig, source: str =
         raise ConfigError(f"{source}: servers.{users[0]}.oauth: {exc}") from None
 
 
-def user_of(principal: Principal) -> str:
-    """Whose tokens a caller's calls use: the forwarded user, the token subject or the key (`user:alice`,
-    `jwt:sub`, `key:ci`; `anonymous:anonymous` on a hub without credentials): one person per name."""
-    return principal.audit_name
-
-
-def oauth_for(config: HubConfig, state: StateStore | None, environ: Mapping[str, str] | None = None) -> OAuth | None:
-    """The hub's `OAuth` when any server uses it (tokens in Redis with `hub.state`, else in memory)."""
+def oauth_for(config: HubConfig, environ: Mapping[str, str] | None = None) -> OAuth | None:
+    """The process's `OAuth` when any server uses it (tokens in memory until `use_redis`); a ConfigError
+    when MCPHUB_SECRET_KEY is missing."""
     sealer = sealer_from_env(os.environ if environ is None else environ, config)
     if sealer is None:
         return None
-    return OAuth(config, sealer, MemoryStore() if state is None else RedisStore(state.client))
+    return OAuth(config, sealer, MemoryStore())
 
 
 class OAuth:
@@ -129,10 +123,15 @@ class OAuth:
         self._clock = clock
         self._endpoints: dict[str, Endpoints] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._known: set[tuple[str, str]] = set()  # (server, user) found connected by `require` (for `auth_for`)
 
     def reconfigure(self, config: HubConfig) -> None:
         self.config = config
         self._endpoints.clear()
+
+    def use_redis(self, state: StateStore) -> None:
+        """Keep tokens in the hub's Redis (`hub.state`): every replica sees a user's connection."""
+        self._store = RedisStore(state.client)
 
     # ------------------------------------------------------------------------------- for the call path
 
@@ -141,16 +140,22 @@ class OAuth:
         return isinstance(cfg, HttpServer) and cfg.oauth is not None
 
     def auth_for(self, server: str, user: str) -> httpx2.Auth:
-        """The `auth=` of `user`'s connection to `server`: their bearer token, refreshed as needed."""
+        """The `auth=` of `user`'s connection to `server` (a `user_servers.UserAuthSource`): their bearer
+        token, refreshed as needed. OAuthRequired unless `require` found them connected."""
+        if (server, user) not in self._known:
+            raise self.required(server, user)
         return UserAuth(self, server, user)
 
     async def require(self, server: str, user: str, tool: str | None = None) -> None:
-        """Raises OAuthRequired (with a fresh connect link) unless `user` has tokens for `server`."""
+        """Raises OAuthRequired (with a fresh connect link) unless `user` has tokens for `server`: the
+        call path asks before each call to a server with `oauth:` (the store may be Redis: async)."""
         if await self._tokens(server, user) is None:
-            raise await self.required(server, user, tool)
+            self._known.discard((server, user))
+            raise self.required(server, user, tool)
+        self._known.add((server, user))
 
-    async def required(self, server: str, user: str, tool: str | None = None) -> OAuthRequired:
-        url = await self.connect_link(server, user)
+    def required(self, server: str, user: str, tool: str | None = None) -> OAuthRequired:
+        url = self.connect_link(server, user)
         minutes = max(1, int(CONNECT_LINK_TTL // 60))
         return OAuthRequired(
             f"server '{server}' needs you to connect your own account first: open {url} in a browser "
@@ -166,7 +171,7 @@ class OAuth:
         async with self._locks.setdefault(_key(server, user), anyio.Lock()):
             tokens = await self._tokens(server, user)  # another task may have refreshed it meanwhile
             if tokens is None:
-                raise await self.required(server, user)
+                raise self.required(server, user)
             if self._stale(tokens, rejected):
                 tokens = await self._refresh(server, user, tokens)
             return str(tokens["access_token"])
@@ -184,17 +189,19 @@ class OAuth:
         refresh_token = tokens.get("refresh_token")
         if not isinstance(refresh_token, str):
             await self._store.delete(_key(server, user))
+            self._known.discard((server, user))
             logger.info("'%s': the access token of %s expired and there is no refresh token: not connected",
                         server, user)
-            raise await self.required(server, user)
+            raise self.required(server, user)
         endpoints = await self.endpoints(server)
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "resource": endpoints.resource}
         status, answer = await self._token_request(server, endpoints, form)
         if status >= 400 or not isinstance(answer.get("access_token"), str):
             await self._store.delete(_key(server, user))
+            self._known.discard((server, user))
             logger.info("'%s': refreshing the token of %s was refused (%s): not connected", server, user,
                         _oauth_error(answer, status))
-            raise await self.required(server, user)
+            raise self.required(server, user)
         renewed = self._tokens_from(answer, previous_refresh=refresh_token)
         await self._save(server, user, renewed)
         logger.info("'%s': refreshed the token of %s", server, user)
@@ -202,7 +209,7 @@ class OAuth:
 
     # ------------------------------------------------------------------------------------- the flow
 
-    async def connect_link(self, server: str, user: str) -> str:
+    def connect_link(self, server: str, user: str) -> str:
         sealed = self._sealer.link(json.dumps({"s": server, "u": user, "n": secrets.token_urlsafe(16)}).encode())
         return self.public_url + CONNECT.format(server=server) + "?" + urlencode({"link": sealed})
 
@@ -265,6 +272,7 @@ class OAuth:
         self._config_of(server)
         tokens = await self._tokens(server, user)
         await self._store.delete(_key(server, user))
+        self._known.discard((server, user))
         if tokens is None:
             return False
         logger.info("'%s': %s disconnected", server, user)

@@ -12,7 +12,7 @@ authorization server, 502 it refused the code) and never a token.
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -21,14 +21,26 @@ from starlette.routing import Route
 from mcphub import pages
 from mcphub.auth import Principal
 from mcphub.errors import Forbidden, HubError, NotFound
-from mcphub.oauth import OAuth, user_of
+from mcphub.oauth import OAuth
+from mcphub.supervisor import ServerHandle
+from mcphub.toolserver import ToolServer
+from mcphub.user_servers import user_of
 
-Admin = Callable[[], Awaitable[dict[str, list[str]]]]  # running per-user instances: user → servers
+Instances = Callable[[], dict[str, list[str]]]  # running per-user instances: server → users
+Forgotten = Callable[[str, str], None]  # (server, user): their connection was forgotten
 
 
-def oauth_routes(oauth_of: Callable[[], OAuth | None], authenticate: Callable[[Request], Awaitable[Principal]],
-                 instances: Admin | None = None) -> list[Route]:
+def oauth_routes(oauth_of: Callable[[], OAuth | None], authenticate: Callable[[Request], Awaitable[Principal]], *,
+                 instances: Instances, forgotten: Forgotten) -> list[Route]:
     """The routes, over the hub's `OAuth` (None: no server uses it; every route answers 404 then)."""
+
+    async def user(request: Request) -> str:
+        principal = await authenticate(request)
+        found = user_of(principal)
+        if found is None:
+            raise Forbidden(f"credential '{principal.name}' is not a user: OAuth connections are each user's own "
+                            "(call through a front end that names its users, with a key that has forwarded_user)")
+        return found
 
     def manager() -> OAuth:
         found = oauth_of()
@@ -41,8 +53,7 @@ def oauth_routes(oauth_of: Callable[[], OAuth | None], authenticate: Callable[[R
         try:
             oauth = manager()
             link = request.query_params.get("link")
-            user = None if link else user_of(await authenticate(request))
-            target = await oauth.begin(server, link, user)
+            target = await oauth.begin(server, link, None if link else await user(request))
         except HubError as exc:
             return _page(exc)
         return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store",
@@ -66,8 +77,9 @@ You can close this page and call the tool again.</p></body>
         server = request.path_params["server"]
         try:
             oauth = manager()
-            user = user_of(await authenticate(request))
-            had = await oauth.forget(server, user)
+            who = await user(request)
+            had = await oauth.forget(server, who)
+            forgotten(server, who)  # their running instance stops: its connection held their token
         except HubError as exc:
             return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
         return JSONResponse({"server": server, "connected": False, "forgotten": had})
@@ -80,7 +92,7 @@ You can close this page and call the tool again.</p></body>
                                 "allowed every server and tool (servers: ['*'])")
             oauth = oauth_of()
             found = [] if oauth is None else await oauth.connections()
-            running = {} if instances is None else await instances()
+            running = instances()
         except HubError as exc:
             return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
         return JSONResponse({
@@ -102,3 +114,15 @@ def _page(exc: HubError) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def user_instances(servers: Mapping[str, ToolServer]) -> dict[str, list[str]]:
+    """Server → the users who have an instance of it running (per-user servers, user_servers.py)."""
+    return {name: pool.users() for name, s in servers.items()
+            if isinstance(s, ServerHandle) and (pool := s.users) is not None}
+
+
+def forget_instance(servers: Mapping[str, ToolServer], server: str, user: str) -> None:
+    found = servers.get(server)
+    if isinstance(found, ServerHandle) and found.users is not None:
+        found.users.forget(user)

@@ -164,6 +164,10 @@ class UserPool:
         """User instances running now (starting ones included)."""
         return len(self._entries)
 
+    def users(self) -> list[str]:
+        """Who has an instance now (starting ones included): for `mcphub users`, never in a metric."""
+        return sorted(self._entries)
+
     def states(self) -> dict[str, int]:
         """How many user instances are in each state (no user names)."""
         counts: dict[str, int] = {}
