@@ -24,7 +24,7 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from mcphub import __version__, schema, user_servers
+from mcphub import __version__, cli_users, schema, user_servers
 from mcphub.auth import Principal
 from mcphub.cli_progress import progress_shown
 from mcphub.config import (
@@ -131,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--model", help="the backend's model (default: runner.model)")
     p.add_argument("prompt", nargs="?", metavar="PROMPT", help="one question; without it, read questions from stdin")
+
+    p = command("users", "who is connected to which OAuth server, and whose per-user instances run (asks the hub)",
+                _users)
+    _config_arg(p)
+    p.add_argument("--url", help="the running hub (default: hub.host, hub.port and hub.root_path of the config)")
+    p.add_argument("--api-key", metavar="KEY", help=f"a key allowed every server (default: ${API_KEY_ENV})")
 
     keys_parser = sub.add_parser("keys", help="API keys", description="API keys: `mcphub keys new` makes one")
     keys_parser.set_defaults(run=lambda args: _usage(keys_parser))
@@ -538,6 +544,11 @@ class _ChatPrinter:
         if self._mid_line:
             print(flush=True)
             self._mid_line = False
+
+
+def _users(args: argparse.Namespace) -> int:
+    url = args.url or cli_users.hub_url(_load(args)[0])
+    return cli_users.run(url, args.api_key or os.environ.get(API_KEY_ENV, "").strip() or None, print)
 
 
 def _keys_new(args: argparse.Namespace) -> int:

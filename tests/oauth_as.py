@@ -35,7 +35,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tests.helpers import SERVER_START_TIMEOUT, free_port
@@ -168,7 +168,7 @@ class _Payload(OAuth2Payload):  # type: ignore[misc]
 
 class _Request(OAuth2Request):  # type: ignore[misc]
     def __init__(self, request: Request, form: dict[str, str]) -> None:
-        super().__init__(request.method, str(request.url), headers=dict(request.headers))
+        super().__init__(request.method, str(request.url), headers=request.headers)
         self._args = dict(request.query_params)
         self._form = form
         self.payload = _Payload({**self._args, **form})
