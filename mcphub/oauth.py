@@ -585,6 +585,3 @@ async def _json(http: httpx2.AsyncClient, url: str) -> dict[str, object] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
-
-
-

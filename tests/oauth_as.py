@@ -146,6 +146,7 @@ class Store:
     grants: list[tuple[str, str]] = field(default_factory=list)  # (grant type, user) per token issued
     revocations: list[str] = field(default_factory=list)  # users whose tokens were revoked
     resources: list[str | None] = field(default_factory=list)  # the `resource` of each authorization request
+    rejected: int = 0  # bearer tokens the MCP server refused (expired, revoked, unknown)
     lock: threading.Lock = field(default_factory=threading.Lock)
     serials: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -361,6 +362,7 @@ class _Verifier:
     async def verify_token(self, token: str) -> AccessToken | None:
         found = self.store.tokens.get(token)
         if found is None or found.revoked or found.is_expired():
+            self.store.rejected += 1
             return None
         return AccessToken(token=token, client_id=found.client_id, scopes=found.scope.split(),
                            expires_at=int(found.expires_at), resource=found.resource, subject=found.user.name)

@@ -143,6 +143,7 @@ async def test_a_token_about_to_expire_is_refreshed(secret_key: None) -> None:
                     await anyio.sleep(0.2)
             after = (await call(hub, ALICE)).json()
             assert after["subject"] == "alice" and after["serial"] > first["serial"]
+            assert remote.store.rejected == 0  # refreshed before it expired, not after a 401
 
 
 async def test_a_token_the_server_rejects_is_refreshed_once(remote: Upstream) -> None:
@@ -418,3 +419,16 @@ async def test_connections_live_in_redis_with_hub_state(remote: Upstream, redis_
         assert token.access_token.encode() not in value and str(token.refresh_token).encode() not in value
         listed = await hub.client.get("/oauth/connections", headers={"Authorization": f"Bearer {ADMIN}"})
         assert [c["user"] for c in listed.json()["connections"]] == ["alice@example.com"]
+
+
+async def test_a_user_with_the_hub_credential_is_sent_to_the_sign_in_with_pkce(remote: Upstream) -> None:
+    async with running_hub(config(remote)) as hub:
+        to_as = await hub.client.get("/oauth/files/connect", headers=headers(ALICE))
+        assert to_as.status_code == 302, to_as.text
+        target = httpx2.URL(to_as.headers["location"])
+        assert str(target).startswith(f"{remote.issuer}/authorize?")
+        params = target.params
+        assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) == 43
+        assert params["resource"] == remote.mcp_url and params["scope"] == "files:read"
+        assert params["redirect_uri"] == f"{IN_PROCESS_BASE_URL}/oauth/files/callback"
+        assert to_as.headers["cache-control"] == "no-store"
