@@ -137,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--url", help="the running hub (default: hub.host, hub.port and hub.root_path of the config)")
     p.add_argument("--api-key", metavar="KEY", help=f"a key allowed every server (default: ${API_KEY_ENV})")
+    p.add_argument("--connect", metavar="SERVER", help="print a connect link to this OAuth server for --user instead")
+    p.add_argument("--user", help="the forwarded user (email, else id) the --connect link is for")
 
     keys_parser = sub.add_parser("keys", help="API keys", description="API keys: `mcphub keys new` makes one")
     keys_parser.set_defaults(run=lambda args: _usage(keys_parser))
@@ -547,6 +549,11 @@ class _ChatPrinter:
 
 
 def _users(args: argparse.Namespace) -> int:
+    if args.connect is not None:
+        if not args.user:
+            raise ConfigError("--connect SERVER needs --user USER (the forwarded user the link is for)")
+        print(cli_users.connect_link(_load(args)[0], args.connect, args.user))
+        return 0
     url = args.url or cli_users.hub_url(_load(args)[0])
     return cli_users.run(url, args.api_key or os.environ.get(API_KEY_ENV, "").strip() or None, print)
 

@@ -1,6 +1,10 @@
 """`mcphub users`: who is connected to which OAuth server, and who has a per-user instance running.
 
-It asks a running hub (`GET /oauth/connections`, which needs a key allowed every server and tool: the
+`mcphub users --connect SERVER --user USER` prints a connect link for that user instead (made from the
+config and MCPHUB_SECRET_KEY, as the hub makes them): an OAuth server lists its tools through the first
+user's connection, so someone must connect before any of its tools shows up in the specs.
+
+Otherwise it asks a running hub (`GET /oauth/connections`, which needs a key allowed every server and tool: the
 one in $MCPHUB_API_KEY or --api-key) rather than reading the token store: the tokens are encrypted
 with the hub's MCPHUB_SECRET_KEY, and the in-memory store lives only in the hub's process. It prints
 names and expiry times, never a token.
@@ -15,8 +19,23 @@ from collections.abc import Callable
 import httpx2
 
 from mcphub.config import HubConfig
+from mcphub.errors import ConfigError
+from mcphub.oauth import oauth_for
 
 REQUEST_TIMEOUT = 10.0  # seconds for the hub to answer
+
+
+def connect_link(config: HubConfig, server: str, user: str) -> str:
+    """A connect link for `user` to `server`, made here (it needs only the config and MCPHUB_SECRET_KEY,
+    the same as the hub's): how the first user connects an OAuth server, whose tools are listed through
+    the first user's connection. ConfigError / NotFound when it cannot be made."""
+    manager = oauth_for(config)
+    if manager is None:
+        raise ConfigError(f"no server of this config uses oauth: (asked for {server!r})")
+    if not manager.applies_to(server):
+        names = sorted(n for n in config.servers if manager.applies_to(n))
+        raise ConfigError(f"--connect {server!r}: not a server with oauth: (OAuth servers: {', '.join(names)})")
+    return manager.connect_link(server, user)
 
 
 def hub_url(config: HubConfig) -> str:

@@ -432,3 +432,25 @@ async def test_a_user_with_the_hub_credential_is_sent_to_the_sign_in_with_pkce(r
         assert params["resource"] == remote.mcp_url and params["scope"] == "files:read"
         assert params["redirect_uri"] == f"{IN_PROCESS_BASE_URL}/oauth/files/callback"
         assert to_as.headers["cache-control"] == "no-store"
+
+
+async def test_the_users_command_makes_a_connect_link_for_the_first_user(remote: Upstream, tmp_path: Path) -> None:
+    path = tmp_path / "mcphub.yaml"
+    path.write_text(json.dumps(config(remote)), encoding="utf-8")
+    command = [PYTHON, "-m", "mcphub", "users", "-c", str(path), "--connect", "files", "--user", "alice@example.com"]
+    env = {**os.environ, "MCPHUB_SECRET_KEY": SECRET_KEY}
+    made = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=60))
+    assert made.returncode == 0, made.stderr
+    link = made.stdout.strip()
+    assert link.startswith(f"{IN_PROCESS_BASE_URL}/oauth/files/connect?link=")
+    async with running_hub(config(remote)) as hub:
+        assert "/whoami" not in (await hub.client.get("/files/openapi.json")).json()["paths"]  # nobody connected
+        async with browser(hub, remote, "alice") as client:
+            assert "Connected" in (await client.get(link)).text
+        assert (await call(hub, ALICE)).json()["subject"] == "alice"
+        assert "/whoami" in (await hub.client.get("/files/openapi.json")).json()["paths"]
+    wrong = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        [*command[:-4], "--connect", "nope", "--user", "x"], cwd=REPO, env=env, capture_output=True, text=True,
+        encoding="utf-8", timeout=60))
+    assert wrong.returncode == 2 and "'nope': not a server with oauth: (OAuth servers: files)" in wrong.stderr
