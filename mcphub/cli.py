@@ -41,6 +41,7 @@ from mcphub.federation import RemoteMount
 from mcphub.invoker import Call
 from mcphub.launcher import Launcher
 from mcphub.logs import configure_logging, plural
+from mcphub.oauth import OAuthServers
 from mcphub.runner.api import backend_client, make_runner
 from mcphub.runner.messages import ToolCall, ToolResult
 from mcphub.runner.tools import HubTools
@@ -279,7 +280,7 @@ def _check(args: argparse.Namespace) -> int:
     warnings.extend(user_servers.undefined_secrets(config, str(path)))
 
     async def run() -> None:
-        async with Supervisor(config) as supervisor:
+        async with Supervisor(config, user_auth=[OAuthServers(config)]) as supervisor:  # (oauth.py)
             _server_table(console, supervisor)
             names: dict[str, list[str]] = {}
             for handle in supervisor.servers.values():
@@ -374,7 +375,7 @@ def _tools(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         nonlocal failed
-        async with Supervisor(config) as supervisor:
+        async with Supervisor(config, user_auth=[OAuthServers(config)]) as supervisor:  # (oauth.py)
             _server_table(console, supervisor, with_tools=True)
             failed = any(h.state is not State.READY for h in supervisor.servers.values())
 

@@ -40,7 +40,15 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri  # type: ignore[
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 
 from mcphub.config import HttpServer, HubConfig, OAuthClient
-from mcphub.errors import BadUpstreamResponse, ConfigError, HubError, NotFound, OAuthRequired, ServerUnavailable
+from mcphub.errors import (
+    BadUpstreamResponse,
+    ConfigError,
+    Forbidden,
+    HubError,
+    NotFound,
+    OAuthRequired,
+    ServerUnavailable,
+)
 from mcphub.oauth_store import SECRET_KEY_ENV, MemoryStore, RedisStore, Sealer, SecretStore
 from mcphub.state import StateStore
 
@@ -110,6 +118,23 @@ def oauth_for(config: HubConfig, environ: Mapping[str, str] | None = None) -> OA
     if sealer is None:
         return None
     return OAuth(config, sealer, MemoryStore())
+
+
+class OAuthServers:
+    """Which servers use `oauth:`, as a `user_servers.UserAuthSource` for commands that run servers without
+    users (`mcphub check`, `mcphub tools`): such a server is per-user (its listing instance does not try to
+    connect without a token), and no user connects here."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self._config = config
+
+    def applies_to(self, server: str) -> bool:
+        cfg = self._config.servers.get(server)
+        return isinstance(cfg, HttpServer) and cfg.oauth is not None
+
+    def auth_for(self, server: str, user: str) -> httpx2.Auth:
+        raise Forbidden(f"server '{server}' is called with each user's own OAuth connection, made through the "
+                        "running hub (GET /oauth/{server}/connect)", server=server)
 
 
 class OAuth:
@@ -197,6 +222,9 @@ class OAuth:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "resource": endpoints.resource}
         status, answer = await self._token_request(server, endpoints, form)
         if status >= 400 or not isinstance(answer.get("access_token"), str):
+            latest = await self._tokens(server, user)
+            if latest is not None and latest.get("refresh_token") != refresh_token:
+                return latest  # another replica refreshed it first (the AS rotated the refresh token)
             await self._store.delete(_key(server, user))
             self._known.discard((server, user))
             logger.info("'%s': refreshing the token of %s was refused (%s): not connected", server, user,

@@ -25,7 +25,8 @@ from mcp.types import URL_ELICITATION_REQUIRED
 from mcphub import cli_users
 from mcphub.config import parse_config
 from mcphub.errors import ConfigError
-from mcphub.oauth import oauth_for
+from mcphub.oauth import OAuth, oauth_for
+from mcphub.oauth_store import MemoryStore, Sealer
 from tests.helpers import PYTHON, REPO, free_port
 from tests.hub import IN_PROCESS_BASE_URL, RunningHub, assert_error, mcp_client, running_hub
 from tests.oauth_as import Client as AsClient
@@ -454,3 +455,33 @@ async def test_the_users_command_makes_a_connect_link_for_the_first_user(remote:
         [*command[:-4], "--connect", "nope", "--user", "x"], cwd=REPO, env=env, capture_output=True, text=True,
         encoding="utf-8", timeout=60))
     assert wrong.returncode == 2 and "'nope': not a server with oauth: (OAuth servers: files)" in wrong.stderr
+
+
+def test_tools_and_check_show_an_oauth_server_ready_without_any_user(tmp_path: Path) -> None:
+    path = tmp_path / "mcphub.yaml"
+    path.write_text(json.dumps(config("http://127.0.0.1:9/mcp")), encoding="utf-8")  # (nothing listens there)
+    env = {k: v for k, v in os.environ.items() if k != "MCPHUB_SECRET_KEY"}
+    result = subprocess.run([PYTHON, "-m", "mcphub", "tools", "-c", str(path)], cwd=REPO, env=env,
+                            capture_output=True, text=True, encoding="utf-8", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "files" in result.stdout and "ready" in result.stdout
+
+
+async def test_a_refresh_lost_to_another_replica_keeps_the_user_connected(remote: Upstream) -> None:
+    """Two replicas over one store (Redis in production) refresh the same token at once: the authorization
+    server rotates the refresh token, so the second refresh is refused; that replica takes the first's."""
+    hub_config = parse_config(json.dumps(config(remote)))
+    store, sealer = MemoryStore(), Sealer(SECRET_KEY)
+    first, second = OAuth(hub_config, sealer, store), OAuth(hub_config, sealer, store)
+    target = await first.begin("files", httpx2.URL(first.connect_link("files", "alice")).params["link"])
+    async with httpx2.AsyncClient(timeout=WAIT) as client:
+        await client.get(login_url(remote.issuer, "alice"))
+        back = await client.get(target)
+    await first.finish("files", dict(httpx2.URL(back.headers["location"]).params))
+    old = await first._tokens("files", "alice")
+    assert old is not None
+    renewed = await first.access_token("files", "alice", rejected=str(old["access_token"]))
+    taken = await second._refresh("files", "alice", old)  # it read the tokens before the first refreshed
+    assert taken["access_token"] == renewed
+    assert await second._tokens("files", "alice") is not None  # still connected
+    assert remote.store.grants == [("authorization_code", "alice"), ("refresh_token", "alice")]
