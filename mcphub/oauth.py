@@ -32,16 +32,16 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import anyio
 import httpx2
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 
+from mcphub import oauth_discovery as discovery
 from mcphub.config import HttpServer, HubConfig, OAuthClient
 from mcphub.errors import (
-    BadUpstreamResponse,
     ConfigError,
     Forbidden,
     HubError,
@@ -49,6 +49,7 @@ from mcphub.errors import (
     OAuthRequired,
     ServerUnavailable,
 )
+from mcphub.oauth_discovery import Endpoints, discover
 from mcphub.oauth_store import SECRET_KEY_ENV, MemoryStore, RedisStore, Sealer, SecretStore
 from mcphub.state import StateStore
 
@@ -57,24 +58,9 @@ logger = logging.getLogger(__name__)
 CONNECT_LINK_TTL = 600.0  # seconds a connect link works (it travels through a chat to a browser)
 STATE_TTL = 600.0  # seconds from leaving for the authorization server to coming back to the callback
 REFRESH_MARGIN = 60.0  # seconds before expiry a token is refreshed (at most a tenth of its lifetime)
-HTTP_TIMEOUT = 10.0  # seconds for one request to an authorization server or for discovery
-MAX_METADATA_BYTES = 256 * 1024  # a bigger metadata or token answer is refused
 RETRY_AFTER = 5  # seconds a caller is told to wait when the authorization server cannot be reached
-_RESOURCE_METADATA = re.compile(r'resource_metadata="([^"]+)"')
 CALLBACK = "/oauth/{server}/callback"
 CONNECT = "/oauth/{server}/connect"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    """What the hub knows of one server's authorization server."""
-
-    authorization: str
-    token: str
-    resource: str
-    revocation: str | None = None
-    registration: str | None = None
-    auth_methods: tuple[str, ...] = ("client_secret_basic",)  # RFC 8414's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,77 +334,8 @@ class OAuth:
     async def endpoints(self, server: str) -> Endpoints:
         known = self._endpoints.get(server)
         if known is None:
-            known = self._endpoints[server] = await self._discover(server)
+            known = self._endpoints[server] = await discover(server, self._server(server))
         return known
-
-    async def _discover(self, server: str) -> Endpoints:
-        cfg = self._server(server)
-        oauth = cfg.oauth
-        assert oauth is not None
-        if oauth.authorization_endpoint is not None and oauth.token_endpoint is not None:
-            return Endpoints(oauth.authorization_endpoint, oauth.token_endpoint, oauth.resource or cfg.url,
-                             revocation=oauth.revocation_endpoint,
-                             auth_methods=("client_secret_basic", "client_secret_post"))
-        async with self._http(cfg) as http:
-            resource_meta = await self._resource_metadata(http, server, cfg)
-            issuers = resource_meta.get("authorization_servers")
-            if not isinstance(issuers, list) or not issuers or not isinstance(issuers[0], str):
-                raise self._unreachable(server, "its protected-resource metadata names no authorization_servers")
-            issuer = issuers[0]
-            meta = await self._server_metadata(http, server, issuer)
-        resource = oauth.resource or resource_meta.get("resource") or cfg.url
-        if not isinstance(resource, str) or _origin(resource) != _origin(cfg.url):
-            raise self._unreachable(server, f"its metadata names a resource on another site ({resource!r})")
-        for field in ("authorization_endpoint", "token_endpoint"):
-            if not isinstance(meta.get(field), str):
-                raise self._unreachable(server, f"its authorization server's metadata has no {field}")
-        challenges = meta.get("code_challenge_methods_supported")
-        if isinstance(challenges, list) and "S256" not in challenges:
-            raise self._unreachable(server, "its authorization server does not support PKCE S256")
-        methods = meta.get("token_endpoint_auth_methods_supported")
-        logger.info("'%s': OAuth authorization server %s", server, issuer)
-        return Endpoints(
-            oauth.authorization_endpoint or str(meta["authorization_endpoint"]),
-            oauth.token_endpoint or str(meta["token_endpoint"]), resource,
-            revocation=oauth.revocation_endpoint or _str(meta.get("revocation_endpoint")),
-            registration=_str(meta.get("registration_endpoint")),
-            auth_methods=tuple(m for m in methods if isinstance(m, str)) if isinstance(methods, list)
-            else ("client_secret_basic",))
-
-    async def _resource_metadata(self, http: httpx2.AsyncClient, server: str, cfg: HttpServer) -> dict[str, object]:
-        candidates = []
-        try:
-            probe = await http.get(cfg.url, headers={"Accept": "application/json, text/event-stream"})
-            await probe.aclose()
-            found = _RESOURCE_METADATA.search(probe.headers.get("www-authenticate", ""))
-            if probe.status_code == 401 and found:
-                candidates.append(found.group(1))
-        except httpx2.HTTPError as exc:
-            raise self._unreachable(server, f"{cfg.url} cannot be reached ({type(exc).__name__})") from None
-        parts = urlsplit(cfg.url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        path = parts.path.rstrip("/")
-        candidates += [f"{origin}/.well-known/oauth-protected-resource{path}",
-                       f"{origin}/.well-known/oauth-protected-resource"]
-        for url in dict.fromkeys(candidates):
-            meta = await _json(http, url)
-            if meta is not None:
-                return meta
-        raise self._unreachable(server, f"it publishes no protected-resource metadata (tried {', '.join(candidates)}); "
-                                "give oauth.authorization_endpoint and oauth.token_endpoint")
-
-    async def _server_metadata(self, http: httpx2.AsyncClient, server: str, issuer: str) -> dict[str, object]:
-        parts = urlsplit(issuer)
-        origin, path = f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
-        for url in (f"{origin}/.well-known/oauth-authorization-server{path}",
-                    f"{origin}/.well-known/openid-configuration{path}",
-                    f"{origin}{path}/.well-known/openid-configuration"):
-            meta = await _json(http, url)
-            if meta is not None:
-                if meta.get("issuer") not in (issuer, issuer.rstrip("/")):
-                    raise self._unreachable(server, f"the metadata at {url} is for another issuer")
-                return meta
-        raise self._unreachable(server, f"its authorization server {issuer} publishes no RFC 8414 metadata")
 
     async def _client(self, server: str, endpoints: Endpoints) -> _Client:
         oauth = self._config_of(server)
@@ -441,7 +358,7 @@ class OAuth:
                 "token_endpoint_auth_method": "none"}
         if oauth.scopes:
             body["scope"] = " ".join(oauth.scopes)
-        async with self._http(self._server(server)) as http:
+        async with discovery.client(self._server(server)) as http:
             try:
                 response = await http.post(endpoints.registration, json=body)
                 answer = response.json() if response.status_code < 500 else {}
@@ -472,17 +389,17 @@ class OAuth:
             form["client_id"] = client.client_id
             if client.client_secret is not None:
                 form["client_secret"] = client.client_secret
-        async with self._http(self._server(server)) as http:
+        async with discovery.client(self._server(server)) as http:
             try:
                 response = await http.post(url or endpoints.token, data=form, auth=auth,
                                            headers={"Accept": "application/json"})
-                body = response.content[:MAX_METADATA_BYTES + 1]
+                body = response.content[:discovery.MAX_METADATA_BYTES + 1]
             except httpx2.HTTPError as exc:
                 raise ServerUnavailable(f"server '{server}': its authorization server cannot be reached "
                                         f"({type(exc).__name__}); retry shortly", retry_after=RETRY_AFTER,
                                         server=server) from None
         try:
-            answer = json.loads(body) if body and len(body) <= MAX_METADATA_BYTES else {}
+            answer = json.loads(body) if body and len(body) <= discovery.MAX_METADATA_BYTES else {}
         except ValueError:
             answer = {}
         return response.status_code, answer if isinstance(answer, dict) else {}
@@ -531,13 +448,6 @@ class OAuth:
         assert oauth is not None
         return oauth
 
-    def _http(self, cfg: HttpServer) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(timeout=HTTP_TIMEOUT, proxy=cfg.proxy, follow_redirects=False)
-
-    def _unreachable(self, server: str, why: str) -> BadUpstreamResponse:
-        return BadUpstreamResponse(f"server '{server}': OAuth discovery failed: {why}", server=server)
-
-
 @dataclass(frozen=True, slots=True)
 class _Client:
     client_id: str
@@ -571,11 +481,6 @@ def _key(server: str, user: str) -> str:
     return f"token/{server}/{user}"
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -593,23 +498,3 @@ def _oauth_error(answer: dict[str, object], status: int) -> str:
     if isinstance(description, str):
         text += f": {_printable(description)}"
     return text
-
-
-async def _json(http: httpx2.AsyncClient, url: str) -> dict[str, object] | None:
-    """A JSON object from `url` (bounded), or None when there is none there."""
-    try:
-        async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
-            if response.status_code != 200:
-                return None
-            body = b""
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_METADATA_BYTES:
-                    return None
-    except httpx2.HTTPError:
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
