@@ -38,6 +38,7 @@ from mcphub.jobs import JobRunner
 from mcphub.jobs_http import JobsFace, wanted
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
+from mcphub.oauth_http import forget_instance, oauth_routes, user_instances
 from mcphub.runner.api import runner_routes
 from mcphub.shared_jobs import RedisJobStore
 from mcphub.toolserver import Json, State
@@ -334,6 +335,9 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         await invoker.auth.prepare(request.headers.get("authorization"))
         return _guarded(lambda: _docs(hub, request, "/jobs/openapi.json", "mcphub: jobs"))
 
+    async def authenticated(request: Request) -> Principal:
+        return await invoker.auth.require_async(request.headers.get("authorization"), request.headers)
+
     async def asset(request: Request) -> Response:
         found = pages.asset(request.path_params["file"])
         return found or await _not_found_handler(request, Exception())
@@ -348,6 +352,9 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
         Route(METADATA_PATH, resource_metadata, methods=["GET"]),
         Route(METADATA_PATH + "/{endpoint:path}", resource_metadata, methods=["GET"]),
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
+        # /oauth/...: users connect their own accounts to servers with oauth: (mcphub/oauth.py)
+        *oauth_routes(lambda: invoker.oauth, authenticated, instances=lambda: user_instances(invoker.servers()),
+                      forgotten=lambda server, user: forget_instance(invoker.servers(), server, user)),
         Route("/openapi.json", combined_spec, methods=["GET"]),
         Route("/docs", combined_docs, methods=["GET"]),
         Route("/jobs/openapi.json", jobs_spec, methods=["GET"]),  # (before a server named 'jobs' would have it)

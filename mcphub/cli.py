@@ -24,7 +24,7 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from mcphub import __version__, schema, user_servers
+from mcphub import __version__, cli_users, schema, user_servers
 from mcphub.auth import Principal
 from mcphub.cli_progress import progress_shown
 from mcphub.config import (
@@ -41,6 +41,7 @@ from mcphub.federation import RemoteMount
 from mcphub.invoker import Call
 from mcphub.launcher import Launcher
 from mcphub.logs import configure_logging, plural
+from mcphub.oauth import OAuthServers
 from mcphub.runner.api import backend_client, make_runner
 from mcphub.runner.messages import ToolCall, ToolResult
 from mcphub.runner.tools import HubTools
@@ -131,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--model", help="the backend's model (default: runner.model)")
     p.add_argument("prompt", nargs="?", metavar="PROMPT", help="one question; without it, read questions from stdin")
+
+    p = command("users", "who is connected to which OAuth server, and whose per-user instances run (asks the hub)",
+                _users)
+    _config_arg(p)
+    p.add_argument("--url", help="the running hub (default: hub.host, hub.port and hub.root_path of the config)")
+    p.add_argument("--api-key", metavar="KEY", help=f"a key allowed every server (default: ${API_KEY_ENV})")
+    p.add_argument("--connect", metavar="SERVER", help="print a connect link to this OAuth server for --user instead")
+    p.add_argument("--user", help="the forwarded user (email, else id) the --connect link is for")
 
     keys_parser = sub.add_parser("keys", help="API keys", description="API keys: `mcphub keys new` makes one")
     keys_parser.set_defaults(run=lambda args: _usage(keys_parser))
@@ -271,7 +280,7 @@ def _check(args: argparse.Namespace) -> int:
     warnings.extend(user_servers.undefined_secrets(config, str(path)))
 
     async def run() -> None:
-        async with Supervisor(config) as supervisor:
+        async with Supervisor(config, user_auth=[OAuthServers(config)]) as supervisor:  # (oauth.py)
             _server_table(console, supervisor)
             names: dict[str, list[str]] = {}
             for handle in supervisor.servers.values():
@@ -366,7 +375,7 @@ def _tools(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         nonlocal failed
-        async with Supervisor(config) as supervisor:
+        async with Supervisor(config, user_auth=[OAuthServers(config)]) as supervisor:  # (oauth.py)
             _server_table(console, supervisor, with_tools=True)
             failed = any(h.state is not State.READY for h in supervisor.servers.values())
 
@@ -538,6 +547,16 @@ class _ChatPrinter:
         if self._mid_line:
             print(flush=True)
             self._mid_line = False
+
+
+def _users(args: argparse.Namespace) -> int:
+    if args.connect is not None:
+        if not args.user:
+            raise ConfigError("--connect SERVER needs --user USER (the forwarded user the link is for)")
+        print(cli_users.connect_link(_load(args)[0], args.connect, args.user))
+        return 0
+    url = args.url or cli_users.hub_url(_load(args)[0])
+    return cli_users.run(url, args.api_key or os.environ.get(API_KEY_ENV, "").strip() or None, print)
 
 
 def _keys_new(args: argparse.Namespace) -> int:

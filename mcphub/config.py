@@ -67,6 +67,18 @@ class HubSettings(_Model):
     # None: each hub keeps it in its own memory. Holds a password: never in a repr or log line (redacted_url)
     state: str | None = Field(None, repr=False)
     state_failure: Literal["open", "closed"] = "open"  # rate-limited calls while the state store is unreachable
+    # where browsers reach the hub (scheme://host[:port][/prefix]): OAuth redirect URIs and connect links
+    # (mcphub/oauth.py); None: http://{host}:{port}{root_path}
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^https?://[^/?#]+(/[^?#]*)?$", value):
+            raise ValueError(f"must be an http:// or https:// URL without query (got {value!r})")
+        return value.rstrip("/")
 
     @field_validator("state")
     @classmethod
@@ -308,12 +320,43 @@ class StdioServer(_ServerBase):
         return f"StdioServer(command={self.command!r}, args={self.args!r}, env=[{', '.join(self.env)}])"
 
 
+class OAuthClient(_Model):
+    """OAuth 2.1 to a remote MCP server, per user (mcphub/oauth.py). Endpoints not given are discovered
+    (RFC 9728 protected-resource metadata, then RFC 8414); without `client_id` the hub registers itself
+    (RFC 7591) where the authorization server offers it."""
+
+    scopes: list[str] = Field(default_factory=list)
+    client_id: str | None = None
+    client_secret: str | None = Field(None, repr=False)
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    resource: str | None = None  # RFC 8707 `resource`; default: the protected-resource metadata's, else the url
+    client_name: str = "mcphub"  # what dynamic registration calls the hub
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> OAuthClient:
+        for name in ("authorization_endpoint", "token_endpoint", "revocation_endpoint", "resource"):
+            value = getattr(self, name)
+            if value is not None and not re.match(r"^https?://", value):
+                raise ValueError(f"'{name}' must be an http:// or https:// URL (got {value!r})")
+        if (self.authorization_endpoint is None) != (self.token_endpoint is None):
+            raise ValueError("give both 'authorization_endpoint' and 'token_endpoint', or neither (discovered)")
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("'client_secret' needs 'client_id'")
+        return self
+
+    def __repr__(self) -> str:
+        return f"OAuthClient(scopes={self.scopes!r}, client_id={self.client_id!r})"
+
+
 class HttpServer(_ServerBase):
     transport: Literal["streamable-http", "sse"]
     url: str
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     # seconds between health probes (MCP ping) while no call is in flight; 0 = off
     ping_interval: float = Field(30.0, ge=0)
+    oauth: OAuthClient | None = None  # each user connects their own account (mcphub/oauth.py)
 
     @field_validator("url")
     @classmethod
@@ -647,7 +690,7 @@ def _is_union_tag(part: str | int) -> bool:
     return part in ("stdio", "streamable-http", "sse") or (isinstance(part, str) and part.startswith("function-"))
 
 
-_SECRET_FIELDS = ("key", "secret", "env", "headers", "api_key")
+_SECRET_FIELDS = ("key", "secret", "env", "headers", "api_key", "client_secret")
 
 
 def _is_secret_path(loc: Sequence[str | int]) -> bool:

@@ -7,6 +7,8 @@ HubError                      500 internal_error
     Unauthorized              401 unauthorized       no or bad credential
     Forbidden                 403 forbidden          credential not allowed here
       CrossSiteRequest        403 forbidden          a page of another site posting to a hub with no credential
+      OAuthRequired           403 oauth_required     the user has not connected their account of an OAuth
+                                                     server (+ `connect_url` in the body; mcphub/oauth.py)
   NotFound                    404 not_found          unknown server or tool
   RequestTimeout              408 request_timeout    the request's headers did not arrive in time
   BodyTooLarge                413 body_too_large     a request body over hub.limits.max_body_bytes
@@ -46,6 +48,7 @@ class ErrorDetail(TypedDict):
     server: NotRequired[str]
     tool: NotRequired[str]
     errors: NotRequired[list[ArgumentError]]
+    connect_url: NotRequired[str]
 
 
 class ErrorBody(TypedDict):
@@ -101,6 +104,22 @@ class Forbidden(AuthError):
 
 class CrossSiteRequest(Forbidden):
     """With no credential configured, a browser would let any site's page post to the hub (CSRF)."""
+
+
+class OAuthRequired(Forbidden):
+    """The calling user has no (or no longer a) connection to an OAuth-protected server: `url` is where
+    they connect it, a short-lived single-use link bound to them (its text is in the message too)."""
+
+    type = "oauth_required"
+
+    def __init__(self, message: str, url: str, *, server: str | None = None, tool: str | None = None) -> None:
+        super().__init__(message, server=server, tool=tool)
+        self.url = url
+
+    def body(self) -> ErrorBody:
+        body = super().body()
+        body["error"]["connect_url"] = self.url
+        return body
 
 
 class NotFound(HubError):

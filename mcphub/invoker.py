@@ -25,12 +25,13 @@ import anyio
 from mcp import MCPError
 from mcp.types import CallToolResult, Tool
 
-from mcphub import resources, results
+from mcphub import resources, results, user_servers
 from mcphub.auth import Authenticator, Principal
 from mcphub.config import HubConfig
 from mcphub.errors import BadUpstreamResponse, Forbidden, HubError, NotFound, ServerUnavailable, ToolCallFailed
 from mcphub.logs import printable
 from mcphub.metrics import HubMetrics
+from mcphub.oauth import OAuth
 from mcphub.ratelimit import ConcurrencyLimiter, Limiter, RateLimiter
 from mcphub.state import SharedRateLimiter, StateStore
 from mcphub.supervisor import ServerHandle
@@ -117,7 +118,8 @@ class _View:
 
 
 class Invoker:
-    def __init__(self, config: HubConfig, servers: Catalog, *, api_keys: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: HubConfig, servers: Catalog, *, api_keys: tuple[str, ...] = (),
+                 oauth: OAuth | None = None) -> None:
         self._api_keys = api_keys
         self._view = _View(config, Authenticator(config.auth, extra_keys=api_keys))
         self.servers = servers
@@ -128,6 +130,7 @@ class Invoker:
         # outlives reloads: a limit that stays the same keeps its bucket
         self.limiter: Limiter = RateLimiter() if self.state is None else SharedRateLimiter(self.state)
         self.concurrency = ConcurrencyLimiter()
+        self.oauth = oauth  # users' own OAuth connections, shared by the process's listeners (None: no oauth:)
         self._validator = ArgumentValidator()
         self._closing = False
         self._in_flight: set[anyio.CancelScope] = set()
@@ -264,6 +267,9 @@ class Invoker:
         """A server that runs per user (user_servers.py): the caller's own instance of it; 403 for a
         caller without the secrets it needs."""
         if isinstance(server, ServerHandle) and server.users is not None:
+            user = user_servers.user_of(principal)
+            if self.oauth is not None and user is not None and self.oauth.applies_to(server.name):
+                await self.oauth.require(server.name, user)  # not connected: 403 with a link (oauth.py)
             return await server.users.for_caller(principal, self.config.auth.users)
         return server
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -41,7 +42,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from mcp import MCPError
+from mcp import MCPError, UrlElicitationRequiredError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -55,6 +56,7 @@ from mcp.types import (
     INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
+    ElicitRequestURLParams,
     ListToolsResult,
     PaginatedRequestParams,
     TextContent,
@@ -67,7 +69,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mcphub import __version__, schema
 from mcphub.auth import Principal
-from mcphub.errors import HubError, error_body
+from mcphub.errors import HubError, OAuthRequired, error_body
 from mcphub.hangup import HangUpWatch
 from mcphub.invoker import Call, Invoker, Outcome
 from mcphub.mcp_resources import McpResources, back_channel
@@ -317,6 +319,8 @@ class McpFace:
                                                  face=FACE, progress=progress, back_channel=back_channel(ctx)))
         if progress is not None:
             await progress.settled()
+        if outcome.error_type == OAuthRequired.type:
+            _ask_to_connect(ctx, outcome)  # a client that takes URL elicitations gets one (else the text)
         return _to_result(outcome)
 
     # ----------------------------------------------------------------------------- list_changed
@@ -416,6 +420,20 @@ def _to_result(outcome: Outcome) -> CallToolResult:
     if retry:
         message += f" (retry after {retry}s)"
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def _ask_to_connect(ctx: ServerRequestContext[dict[str, Any]], outcome: Outcome) -> None:
+    """The user must connect their account first (mcphub/oauth.py): to a 2025-11-25 session client that
+    declared URL elicitation, the spec's URLElicitationRequiredError (-32042) with the connect link."""
+    declared = ctx.session.client_capabilities if ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS else None
+    if declared is None or declared.elicitation is None or declared.elicitation.url is None:
+        return
+    try:
+        url, message = str(outcome.body["error"]["connect_url"]), str(outcome.body["error"]["message"])
+    except (KeyError, TypeError):
+        return
+    raise UrlElicitationRequiredError([ElicitRequestURLParams(mode="url", message=message, url=url,
+                                                              elicitation_id=uuid.uuid4().hex)], message)
 
 
 def _message(body: Json) -> str | None:

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import uuid
@@ -31,7 +32,7 @@ import uvicorn
 from anyio.abc import TaskStatus
 from starlette.types import ASGIApp
 
-from mcphub import connection, state, transports
+from mcphub import connection, oauth, state, transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
@@ -222,16 +223,23 @@ class RunningHub:
 
 @asynccontextmanager
 async def running(servers: Mapping[str, ServerConfig], sites: list[Site], *, api_keys: tuple[str, ...] = (),
-                  launcher: Launcher | None = None, connect: Connect | None = None) -> AsyncIterator[RunningHub]:
+                  launcher: Launcher | None = None, connect: Connect | None = None,
+                  user_oauth: oauth.OAuth | None = None) -> AsyncIterator[RunningHub]:
     """Start `servers` (see `plan`), then poll every site's mounts once, in parallel; stop it all on exit.
     A cancellation at any point (a signal during start-up) stops what has started, and leaves no child.
-    `connect`: how a server is reached (default: `transports.connect`; tests connect in-process)."""
+    `connect`: how a server is reached (default: `transports.connect`; tests connect in-process).
+    `user_oauth`: users' own OAuth connections (servers with `oauth:`), shared by every listener."""
     connect = connect or functools.partial(transports.connect, launcher=launcher)
-    async with Supervisor(servers=servers, connect=connect) as supervisor, anyio.create_task_group() as polling:
+    sources = [user_oauth] if user_oauth is not None else []
+    async with Supervisor(servers=servers, connect=connect, user_auth=sources) as supervisor, \
+            anyio.create_task_group() as polling:
         async with anyio.create_task_group() as first_listings:  # each bounded by federation.LIST_TIMEOUT
             for mount in (m for site in sites for m in site.mounts):
                 first_listings.start_soon(polling.start, mount.run)
-        invokers = [Invoker(site.config, site.servers(supervisor), api_keys=api_keys) for site in sites]
+        invokers = [Invoker(site.config, site.servers(supervisor), api_keys=api_keys, oauth=user_oauth)
+                    for site in sites]
+        if user_oauth is not None and invokers[0].state is not None:
+            user_oauth.use_redis(invokers[0].state)  # hub.state: tokens shared by the replicas
         async with contextlib.AsyncExitStack() as stores:  # hub.state: each listener's Redis client and monitor
             for invoker in invokers:
                 await stores.enter_async_context(state.kept(invoker.state))
@@ -279,6 +287,7 @@ async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | N
     is bound before any server starts (a busy port is a ListenError, nothing spawned); then the
     servers, the mounts and the listeners, each stopped by leaving its `async with`."""
     servers, sites = plan(config, options)
+    user_oauth = oauth.oauth_for(config)  # an oauth: server needs MCPHUB_SECRET_KEY: refuse to start without
     for site in sites:
         check_exposure(site.config, options, site.host)
     with contextlib.ExitStack() as sockets:
@@ -287,7 +296,8 @@ async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | N
             with anyio.CancelScope() as scope:
                 lifetime = _Lifetime(scope)
                 await signals.start(_on_signals, lifetime)
-                async with running(servers, sites, api_keys=options.api_keys, launcher=launcher) as hub:
+                async with running(servers, sites, api_keys=options.api_keys, launcher=launcher,
+                                   user_oauth=user_oauth) as hub:
                     listeners = [_listener(site, invoker, sock)
                                  for site, invoker, sock in zip(sites, hub.invokers, bound, strict=True)]
                     async with contextlib.AsyncExitStack() as faces:
@@ -395,6 +405,7 @@ async def _watch_config(path: Path, options: ServeOptions, supervisor: Superviso
         try:
             config = await anyio.to_thread.run_sync(load_config, path)
             servers, sites = plan(config, options)
+            oauth.sealer_from_env(os.environ, config, str(path))
         except ConfigError as exc:
             logger.error("config changed but cannot be used; keeping the running config:\n%s", exc)
             continue
@@ -408,6 +419,8 @@ async def _watch_config(path: Path, options: ServeOptions, supervisor: Superviso
             listener.site.local[:] = fresh.local
             listener.site.config = fresh.config
             listener.invoker.reconfigure(fresh.config)
+        if listeners[0].invoker.oauth is not None:
+            listeners[0].invoker.oauth.reconfigure(config)  # (one for the process; a new oauth: server needs a restart)
         await supervisor.apply(servers)
 
 

@@ -486,6 +486,14 @@ class Supervisor:
     async def _run_replica(self, handle: ServerHandle, replica: _Replica, reported: Callable[[], None]) -> None:
         label = handle.name if len(handle.replicas) == 1 else f"{handle.name}#{replica.index}"
         try:
+            if handle.users is not None and handle.users.source is not None:
+                # each user's own auth (OAuth): nothing to connect with before a user does; ready, and the
+                # tools come from the first user's instance (user_servers.UserPool adopts them)
+                replica.state = State.READY
+                handle._refresh_state()
+                reported()
+                await handle._stopping.wait()
+                return
             await self._replica_loop(handle, replica, label, reported)
         finally:
             reported()

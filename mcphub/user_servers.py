@@ -167,6 +167,10 @@ class UserPool:
         """User instances running now (starting ones included)."""
         return len(self._entries)
 
+    def users(self) -> list[str]:
+        """Who has an instance now (starting ones included): for `mcphub users`, never in a metric."""
+        return sorted(self._entries)
+
     # ------------------------------------------------------------------------------ the caller's view
 
     async def for_caller(self, principal: Principal, users: Mapping[str, UserConfig]) -> ToolServer:

@@ -36,6 +36,7 @@ from mcphub import state, transports
 from mcphub.app import create_app
 from mcphub.config import HubConfig, ServerConfig, StdioServer, parse_config
 from mcphub.invoker import Invoker
+from mcphub.oauth import OAuth, oauth_for
 from mcphub.serve import ServeOptions, _Server, plan, running, uvicorn_config
 from mcphub.supervisor import Supervisor
 from tests.helpers import REPO, free_port
@@ -180,10 +181,11 @@ class _Ready:
 
 
 def make_app(supervisor: Supervisor, config: HubConfig, api_keys: tuple[str, ...] = (),
-             backend: httpx2.AsyncBaseTransport | None = None) -> Starlette:
+             backend: httpx2.AsyncBaseTransport | None = None, oauth: OAuth | None = None) -> Starlette:
     """The app over a running supervisor: the one place tests build it. `backend`: the runner's transport
     to its model backend (default: the network)."""
-    return create_app(Invoker(config, lambda: supervisor.servers, api_keys=api_keys), backend_transport=backend)
+    return create_app(Invoker(config, lambda: supervisor.servers, api_keys=api_keys, oauth=oauth),
+                      backend_transport=backend)
 
 
 def core(hub: RunningHub) -> Invoker:
@@ -218,8 +220,11 @@ async def running_hub(raw: dict[str, Any] | str | HubConfig, *, api_keys: tuple[
     listen = not in_process if listen is None else listen
     config = raw if isinstance(raw, HubConfig) else config_of(raw)
     connector: Callable[..., Any] = connect if in_process else transports.connect
-    async with Supervisor(config, connect=connector) as supervisor:  # bounded by each server's connect_timeout
-        app = make_app(supervisor, config, api_keys, backend)
+    user_oauth = oauth_for(config)  # servers with oauth: (MCPHUB_SECRET_KEY from the environment)
+    async with Supervisor(config, connect=connector, user_auth=[user_oauth] if user_oauth else []) as supervisor:
+        app = make_app(supervisor, config, api_keys, backend, user_oauth)
+        if user_oauth is not None and app.state.invoker.state is not None:
+            user_oauth.use_redis(app.state.invoker.state)
         async with state.kept(app.state.invoker.state), app.state.mcp.running(), app.state.jobs.running():
             async with _serving(app, config, listen, headers) as hub:
                 yield RunningHub(hub.url, hub.client, supervisor, app, hub.transport)

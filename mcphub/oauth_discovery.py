@@ -1,0 +1,148 @@
+"""Where a remote MCP server's authorization server is, and what it offers (mcphub/oauth.py uses it).
+
+From config (`oauth.authorization_endpoint` + `token_endpoint`), else discovered: the server's own 401
+(`WWW-Authenticate: Bearer resource_metadata="..."`), else `/.well-known/oauth-protected-resource[/path]`
+(RFC 9728), names its authorization server, whose RFC 8414 metadata (else OpenID discovery) gives the
+endpoints. The protected resource must be on the server's own site, and the metadata's `issuer` the one
+asked for; PKCE S256 must be supported where the metadata says what it supports. Bounded answers only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx2
+
+from mcphub.config import HttpServer
+from mcphub.errors import BadUpstreamResponse
+
+logger = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = 10.0  # seconds for one request to an authorization server or for discovery
+MAX_METADATA_BYTES = 256 * 1024  # a bigger metadata or token answer is refused
+_RESOURCE_METADATA = re.compile(r'resource_metadata="([^"]+)"')
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """What the hub knows of one server's authorization server."""
+
+    authorization: str
+    token: str
+    resource: str
+    revocation: str | None = None
+    registration: str | None = None
+    auth_methods: tuple[str, ...] = ("client_secret_basic",)  # RFC 8414's default
+
+
+def client(cfg: HttpServer) -> httpx2.AsyncClient:
+    """An HTTP client for `cfg`'s authorization server (its proxy; redirects not followed)."""
+    return httpx2.AsyncClient(timeout=HTTP_TIMEOUT, proxy=cfg.proxy, follow_redirects=False)
+
+
+async def discover(server: str, cfg: HttpServer) -> Endpoints:
+    """The endpoints of `server`'s authorization server: configured, else discovered. BadUpstreamResponse
+    naming what is missing when they cannot be found."""
+    oauth = cfg.oauth
+    assert oauth is not None
+    if oauth.authorization_endpoint is not None and oauth.token_endpoint is not None:
+        return Endpoints(oauth.authorization_endpoint, oauth.token_endpoint, oauth.resource or cfg.url,
+                         revocation=oauth.revocation_endpoint,
+                         auth_methods=("client_secret_basic", "client_secret_post"))
+    async with client(cfg) as http:
+        resource_meta = await _resource_metadata(http, server, cfg)
+        issuers = resource_meta.get("authorization_servers")
+        if not isinstance(issuers, list) or not issuers or not isinstance(issuers[0], str):
+            raise _unreachable(server, "its protected-resource metadata names no authorization_servers")
+        issuer = issuers[0]
+        meta = await _server_metadata(http, server, issuer)
+    resource = oauth.resource or resource_meta.get("resource") or cfg.url
+    if not isinstance(resource, str) or origin(resource) != origin(cfg.url):
+        raise _unreachable(server, f"its metadata names a resource on another site ({resource!r})")
+    for field in ("authorization_endpoint", "token_endpoint"):
+        if not isinstance(meta.get(field), str):
+            raise _unreachable(server, f"its authorization server's metadata has no {field}")
+    challenges = meta.get("code_challenge_methods_supported")
+    if isinstance(challenges, list) and "S256" not in challenges:
+        raise _unreachable(server, "its authorization server does not support PKCE S256")
+    methods = meta.get("token_endpoint_auth_methods_supported")
+    logger.info("'%s': OAuth authorization server %s", server, issuer)
+    return Endpoints(
+        oauth.authorization_endpoint or str(meta["authorization_endpoint"]),
+        oauth.token_endpoint or str(meta["token_endpoint"]), resource,
+        revocation=oauth.revocation_endpoint or _str(meta.get("revocation_endpoint")),
+        registration=_str(meta.get("registration_endpoint")),
+        auth_methods=tuple(m for m in methods if isinstance(m, str)) if isinstance(methods, list)
+        else ("client_secret_basic",))
+
+async def _resource_metadata(http: httpx2.AsyncClient, server: str, cfg: HttpServer) -> dict[str, object]:
+    candidates = []
+    try:
+        probe = await http.get(cfg.url, headers={"Accept": "application/json, text/event-stream"})
+        await probe.aclose()
+        found = _RESOURCE_METADATA.search(probe.headers.get("www-authenticate", ""))
+        if probe.status_code == 401 and found:
+            candidates.append(found.group(1))
+    except httpx2.HTTPError as exc:
+        raise _unreachable(server, f"{cfg.url} cannot be reached ({type(exc).__name__})") from None
+    parts = urlsplit(cfg.url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    candidates += [f"{origin}/.well-known/oauth-protected-resource{path}",
+                   f"{origin}/.well-known/oauth-protected-resource"]
+    for url in dict.fromkeys(candidates):
+        meta = await _json(http, url)
+        if meta is not None:
+            return meta
+    raise _unreachable(server, f"it publishes no protected-resource metadata (tried {', '.join(candidates)}); "
+                            "give oauth.authorization_endpoint and oauth.token_endpoint")
+
+async def _server_metadata(http: httpx2.AsyncClient, server: str, issuer: str) -> dict[str, object]:
+    parts = urlsplit(issuer)
+    origin, path = f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
+    for url in (f"{origin}/.well-known/oauth-authorization-server{path}",
+                f"{origin}/.well-known/openid-configuration{path}",
+                f"{origin}{path}/.well-known/openid-configuration"):
+        meta = await _json(http, url)
+        if meta is not None:
+            if meta.get("issuer") not in (issuer, issuer.rstrip("/")):
+                raise _unreachable(server, f"the metadata at {url} is for another issuer")
+            return meta
+    raise _unreachable(server, f"its authorization server {issuer} publishes no RFC 8414 metadata")
+
+
+def _unreachable(server: str, why: str) -> BadUpstreamResponse:
+    return BadUpstreamResponse(f"server '{server}': OAuth discovery failed: {why}", server=server)
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def _json(http: httpx2.AsyncClient, url: str) -> dict[str, object] | None:
+    """A JSON object from `url` (bounded), or None when there is none there."""
+    try:
+        async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
+            if response.status_code != 200:
+                return None
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_METADATA_BYTES:
+                    return None
+    except httpx2.HTTPError:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
