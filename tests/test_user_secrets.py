@@ -315,9 +315,11 @@ async def test_a_registered_auth_source_makes_an_http_server_per_user_with_each_
         app = make_app(supervisor, cfg)
         async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://hub") as client:
             handle = supervisor.servers["oauthy"]
-            assert handle.users is not None and "whoami" in handle.tools  # listed without any user's auth
+            # nothing to list with before a user connects (an OAuth server answers 401): ready, no tools yet
+            assert handle.users is not None and handle.tools == {} and handle.state is State.READY
             alice = await client.post("/oauthy/whoami", json={}, headers=as_user("alice@example.com"))
             assert alice.status_code == 200, alice.text
+            assert "whoami" in handle.tools  # adopted from alice's instance
             assert alice.json()["authorization"] == "Bearer oauth-token-of-alice"
             bob = await client.post("/oauthy/whoami", json={}, headers=as_user("bob@example.com"))
             assert assert_error(bob, 403, "forbidden")["message"] == (
