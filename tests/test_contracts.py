@@ -22,6 +22,10 @@ Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
 | `scope["user"]` holding an `AuthenticatedUser` binds a 2025 session to that credential (`authorization_context`) | mcp_face._admit | a session id is useless with another key | mcp 2.3.0 | tests/test_mcp_face.py `test_a_session_stays_with_the_key_that_opened_it` |
 | the session runner takes `InitializationOptions` from `Server.create_initialization_options()` (overridden to announce `tools.listChanged`) | mcp_face._HubServer | 2025 clients know to expect `notifications/tools/list_changed` | mcp 2.3.0 | tests/test_mcp_face.py `test_a_session_client_is_told_when_the_tools_change` |
 | `Server(get_tool_input_schema=)` is called in the request's own task (a context variable set by the ASGI app is visible) | mcp_face._input_schema | the `Mcp-Param-*` check uses the caller's view without listing every tool per call | mcp 2.3.0 | `test_the_sdk_looks_up_a_tools_input_schema_in_the_requests_own_context` |
+| `ClientSession._dispatcher` (private attribute) and its `send_raw_request(method, params, opts)` (the public `Dispatcher` protocol): the raw result dict | upstream_tasks._create (the task-augmented `tools/call`) | `ClientSession.send_request` checks a 2025 `tools/call` answer against `CallToolResult` and rejects the `CreateTaskResult` (measured: pydantic "content: Field required"); the SDK has no other way to receive it | mcp 2.3.0 | `test_a_2025_session_carries_tasks_through_middleware_request_handlers_and_the_raw_dispatcher` |
+| `ClientSession.send_request` skips its per-version result check for methods outside the spec tables (`tasks/get`, `tasks/result`, `tasks/cancel`, `tasks/list`) and validates the raw result into the given type | upstream_tasks.call_tool | polling, fetching and cancelling a server's task with the SDK's own 2025 task types | mcp 2.3.0 | `test_a_2025_session_carries_...` |
+| `Server.middleware` (marked provisional, TODO(L54)): runs before params validation and the runner's per-version result check; a short-circuit's dict is sent as returned | mcp_tasks.McpTasks._task_call | a 2025 `tools/call` handler cannot answer `CreateTaskResult` (the runner answers -32603 "Handler returned an invalid result") | mcp 2.3.0 | `test_a_2025_session_carries_...` |
+| `Server.add_request_handler` for methods outside the spec's tables (`tasks/*`): reached at every version, result not checked; `create_initialization_options()`'s capabilities (with `tasks`) are the `initialize` result's | mcp_tasks.McpTasks.install; mcp_face._HubServer | the MCP face serves tasks/get, tasks/result, tasks/cancel, tasks/list and announces `tasks` | mcp 2.3.0 | `test_a_2025_session_carries_...` |
 | `uvicorn.Server.capture_signals()`: where `serve()` installs its signal handlers | serve._Server (no-op override); tests/hub.py | uvicorn would re-raise the signal after serving, killing the hub before its servers stop | uvicorn 0.55.0 | `test_uvicorn_installs_its_signal_handlers_only_through_capture_signals` |
 | `uvicorn.Server.serve(sockets=[sock])` (the gunicorn worker's path): serves on a socket bound by the caller | serve._serve_until_done (the port is bound by serve._bind first) | a busy port is found, and said in one line, before any server starts | uvicorn 0.55.0 | `test_uvicorn_serves_on_a_socket_bound_by_the_caller` |
 | `uvicorn.Server.serve()` ends with `SystemExit` when its start-up fails (after logging why) | serve._serve_until_done (→ ListenError) | a failed start is one line and exit 2, not a traceback | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
@@ -49,6 +53,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import pydantic
 import pytest
 import uvicorn
 from mcp import Client, MCPError
@@ -62,8 +67,13 @@ from mcp.types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
+    CreateTaskResult,
+    GetTaskRequest,
+    GetTaskRequestParams,
+    GetTaskResult,
     ListToolsResult,
     TextContent,
     Tool,
@@ -71,7 +81,7 @@ from mcp.types import (
 from starlette.applications import Starlette
 from typing_extensions import get_protocol_members
 
-from mcphub import supervisor, transports
+from mcphub import mcp_tasks, supervisor, transports
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.anyio
@@ -535,3 +545,60 @@ async def test_uvicorn_httptools_protocol_can_be_subclassed_to_count_headers_and
         f"a parser callback that raises no longer ends in send_400_response (seen: {sorted(seen)}, "
         f"answer: {answer[:40]!r})", "connection.LimitedHttpToolsProtocol (raises _Refused from on_header/on_url)",
         "a request over hub.limits.max_headers would be served, or answered without the 431 error body")
+
+
+# ------------------------------------------------------------------------------- MCP tasks (2025-11-25)
+
+
+def _task_server() -> Server[Any]:
+    """A 2025 task server as the MCP face builds one: `Server.middleware` answers a task-augmented tools/call,
+    `add_request_handler` serves tasks/get, `create_initialization_options` announces `tasks`."""
+    task = {"taskId": "t1", "status": "working", "createdAt": "2026-01-01T00:00:00Z",
+            "lastUpdatedAt": "2026-01-01T00:00:00Z", "ttl": 1000, "pollInterval": 10}
+
+    class TaskServer(Server[Any]):
+        def create_initialization_options(self, *args: Any, **kwargs: Any) -> Any:
+            options = super().create_initialization_options(*args, **kwargs)
+            options.capabilities = options.capabilities.model_copy(update={"tasks": mcp_tasks.CAPABILITY})
+            return options
+
+    async def answer_task(ctx: Any, call_next: Any) -> Any:
+        if ctx.method == "tools/call" and (ctx.params or {}).get("task") is not None:
+            return {"task": task}
+        return await call_next(ctx)
+
+    async def get_task(ctx: Any, params: GetTaskRequestParams) -> dict[str, Any]:
+        return {**task, "taskId": params.task_id, "status": "completed"}
+
+    async def call_tool(ctx: Any, params: Any) -> CallToolResult:
+        return CallToolResult(content=[TextContent(type="text", text="not as a task")])
+
+    server = TaskServer("contract", version="1", on_call_tool=call_tool)
+    server.middleware.append(answer_task)
+    server.add_request_handler("tasks/get", GetTaskRequestParams, get_task)
+    return server
+
+
+async def test_a_2025_session_carries_tasks_through_middleware_request_handlers_and_the_raw_dispatcher() -> None:
+    task_call = {"name": "echo", "arguments": {}, "task": {"ttl": 1000}}
+    with anyio.fail_after(WAIT):
+        async with Client(_task_server(), mode="legacy") as client:
+            assert client.server_capabilities.tasks == mcp_tasks.CAPABILITY, broken(
+                "the initialize result no longer carries the capabilities of create_initialization_options",
+                "mcp_face._HubServer.create_initialization_options", "2025 clients would not see `tasks`")
+            with pytest.raises(pydantic.ValidationError):  # why upstream_tasks goes one level down to create
+                await client.session.send_request(CallToolRequest(params=CallToolRequestParams.model_validate(
+                    task_call)), CreateTaskResult)
+            raw = await client.session._dispatcher.send_raw_request("tools/call", task_call, {})
+            assert raw["task"]["taskId"] == "t1", broken(
+                f"a Server.middleware result, or ClientSession._dispatcher.send_raw_request, changed ({raw})",
+                "mcp_tasks.McpTasks._task_call (answers CreateTaskResult from a middleware); "
+                "upstream_tasks._create (reads it raw)",
+                "task-augmented tools/call would fail on the MCP face and upstream")
+            got = await client.session.send_request(GetTaskRequest(params=GetTaskRequestParams(task_id="t9")),
+                                                    GetTaskResult)
+            assert (got.task_id, got.status) == ("t9", "completed"), broken(
+                "a method outside the spec's tables no longer reaches add_request_handler's handler, or "
+                "ClientSession.send_request checks its result against the core tables",
+                "mcp_tasks.McpTasks.install; upstream_tasks.call_tool (tasks/get, tasks/result, tasks/cancel)",
+                "tasks could not be polled, fetched or cancelled")
