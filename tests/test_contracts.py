@@ -25,7 +25,7 @@ Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
 | `ClientSession._dispatcher` (private attribute) and its `send_raw_request(method, params, opts)` (the public `Dispatcher` protocol): the raw result dict | upstream_tasks._create (the task-augmented `tools/call`) | `ClientSession.send_request` checks a 2025 `tools/call` answer against `CallToolResult` and rejects the `CreateTaskResult` (measured: pydantic "content: Field required"); the SDK has no other way to receive it | mcp 2.3.0 | `test_a_2025_session_carries_tasks_through_middleware_request_handlers_and_the_raw_dispatcher` |
 | `ClientSession.send_request` skips its per-version result check for methods outside the spec tables (`tasks/get`, `tasks/result`, `tasks/cancel`, `tasks/list`) and validates the raw result into the given type | upstream_tasks.call_tool | polling, fetching and cancelling a server's task with the SDK's own 2025 task types | mcp 2.3.0 | `test_a_2025_session_carries_...` |
 | `Server.middleware` (marked provisional, TODO(L54)): runs before params validation and the runner's per-version result check; a short-circuit's dict is sent as returned | mcp_tasks.McpTasks._task_call | a 2025 `tools/call` handler cannot answer `CreateTaskResult` (the runner answers -32603 "Handler returned an invalid result") | mcp 2.3.0 | `test_a_2025_session_carries_...` |
-| `Server.add_request_handler` for methods outside the spec's tables (`tasks/*`): reached at every version, result not checked; `create_initialization_options()`'s capabilities (with `tasks`) are the `initialize` result's | mcp_tasks.McpTasks.install; mcp_face._HubServer | the MCP face serves tasks/get, tasks/result, tasks/cancel, tasks/list and announces `tasks` | mcp 2.3.0 | `test_a_2025_session_carries_...` |
+| `Server.add_request_handler` for methods outside the spec's tables (`tasks/*`): reached at every version, result not checked; `Server.extensions` announced in `server/discover`; a 2026 middleware result with a non-core `resultType` reaches a client `ResultClaim`; `create_initialization_options()`'s capabilities (with `tasks`) are the `initialize` result's | mcp_tasks.McpTasks.install; mcp_face._HubServer | the MCP face serves tasks/get, tasks/result, tasks/cancel, tasks/list and announces `tasks` | mcp 2.3.0 | `test_a_2025_session_carries_...`, `test_a_2026_request_carries_a_task_result_from_middleware_to_a_client_extensions_claim` |
 | `uvicorn.Server.capture_signals()`: where `serve()` installs its signal handlers | serve._Server (no-op override); tests/hub.py | uvicorn would re-raise the signal after serving, killing the hub before its servers stop | uvicorn 0.55.0 | `test_uvicorn_installs_its_signal_handlers_only_through_capture_signals` |
 | `uvicorn.Server.serve(sockets=[sock])` (the gunicorn worker's path): serves on a socket bound by the caller | serve._serve_until_done (the port is bound by serve._bind first) | a busy port is found, and said in one line, before any server starts | uvicorn 0.55.0 | `test_uvicorn_serves_on_a_socket_bound_by_the_caller` |
 | `uvicorn.Server.serve()` ends with `SystemExit` when its start-up fails (after logging why) | serve._serve_until_done (→ ListenError) | a failed start is one line and exit 2, not a traceback | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
@@ -49,7 +49,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx2
@@ -57,6 +57,7 @@ import pydantic
 import pytest
 import uvicorn
 from mcp import Client, MCPError
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
@@ -75,6 +76,7 @@ from mcp.types import (
     GetTaskRequestParams,
     GetTaskResult,
     ListToolsResult,
+    Result,
     TextContent,
     Tool,
 )
@@ -565,6 +567,8 @@ def _task_server() -> Server[Any]:
     async def answer_task(ctx: Any, call_next: Any) -> Any:
         if ctx.method == "tools/call" and (ctx.params or {}).get("task") is not None:
             return {"task": task}
+        if ctx.method == "tools/call" and ctx.protocol_version == "2026-07-28":  # the extension's shape
+            return {**task, "resultType": "task"}
         return await call_next(ctx)
 
     async def get_task(ctx: Any, params: GetTaskRequestParams) -> dict[str, Any]:
@@ -573,10 +577,44 @@ def _task_server() -> Server[Any]:
     async def call_tool(ctx: Any, params: Any) -> CallToolResult:
         return CallToolResult(content=[TextContent(type="text", text="not as a task")])
 
-    server = TaskServer("contract", version="1", on_call_tool=call_tool)
+    async def list_tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=[Tool(name="echo", input_schema={"type": "object"})])
+
+    server = TaskServer("contract", version="1", on_list_tools=list_tools, on_call_tool=call_tool)
     server.middleware.append(answer_task)
     server.add_request_handler("tasks/get", GetTaskRequestParams, get_task)
+    server.extensions[mcp_tasks.EXTENSION] = {}
     return server
+
+
+class _Claimed(Result):
+    result_type: Literal["task"] = "task"
+    task_id: str
+
+
+class _TasksExtension(ClientExtension):
+    identifier = mcp_tasks.EXTENSION
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        async def resolve(claimed: _Claimed, context: ClaimContext) -> CallToolResult:
+            got = await context.session.send_request(
+                GetTaskRequest(params=GetTaskRequestParams(task_id=claimed.task_id)), GetTaskResult)
+            return CallToolResult(content=[TextContent(type="text", text=f"{got.task_id} {got.status}")])
+
+        return [ResultClaim(result_type="task", model=_Claimed, resolve=resolve)]
+
+
+async def test_a_2026_request_carries_a_task_result_from_middleware_to_a_client_extensions_claim() -> None:
+    with anyio.fail_after(WAIT):
+        async with Client(_task_server(), extensions=[_TasksExtension()]) as client:
+            assert client.protocol_version == "2026-07-28"
+            assert client.server_capabilities.extensions == {mcp_tasks.EXTENSION: {}}, broken(
+                "Server.extensions is no longer announced to 2026 clients", "mcp_tasks.McpTasks.install",
+                "2026 clients would not know the MCP face serves tasks")
+            result = await client.call_tool("echo", {})
+            assert result.content == [TextContent(type="text", text="t1 completed")], broken(
+                f"a 2026 middleware result with resultType 'task' no longer reaches a client's claim ({result})",
+                "mcp_tasks.McpTasks._task_call (2026 branch)", "2026 task-augmented calls would fail on the face")
 
 
 async def test_a_2025_session_carries_tasks_through_middleware_request_handlers_and_the_raw_dispatcher() -> None:

@@ -11,11 +11,12 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
 from mcp import MCPError
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.types import (
     INVALID_PARAMS,
     CallToolResult,
@@ -29,6 +30,8 @@ from mcp.types import (
     GetTaskResult,
     ListTasksRequest,
     ListTasksResult,
+    Request,
+    Result,
     ServerCapabilities,
     ServerTasksCapability,
     ServerTasksRequestsCapability,
@@ -263,3 +266,78 @@ async def test_cancelling_a_task_on_the_mcp_face_cancels_its_job_once() -> None:
                 await alice.session.send_request(
                     GetTaskPayloadRequest(params=GetTaskPayloadRequestParams(task_id=job_id)), CallToolResult)
             assert result.value.message == f"task '{job_id}' was cancelled before it ended"
+
+
+# ------------------------------------------------------------------ the MCP face, 2026-07-28 (the extension)
+
+
+class TaskState(Result):
+    """SEP-2663's `CreateTaskResult` / `tasks/get` answer, as far as these tests read it."""
+
+    task_id: str
+    status: str
+    status_message: str | None = None
+    ttl_ms: int | None = None
+    poll_interval_ms: int | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class TaskCreated(TaskState):
+    result_type: Literal["task"] = "task"
+
+
+class GetTask(Request[GetTaskRequestParams, Literal["tasks/get"]]):
+    method: Literal["tasks/get"] = "tasks/get"
+    params: GetTaskRequestParams
+    name_param = "taskId"  # SEP-2663: tasks/* carry the task id as Mcp-Name
+
+
+class Tasks(ClientExtension):
+    """The tasks extension for the Python SDK client (it ships none): a claimed `resultType: "task"` is
+    polled with tasks/get until it ends; what it saw is kept in `seen`."""
+
+    identifier = "io.modelcontextprotocol/tasks"
+
+    def __init__(self) -> None:
+        self.seen: list[TaskState] = []
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        return [ResultClaim(result_type="task", model=TaskCreated, resolve=self._resolve)]
+
+    async def _resolve(self, created: TaskCreated, context: ClaimContext) -> CallToolResult:
+        task: TaskState = created
+        self.seen.append(task)
+        with anyio.fail_after(30):
+            while task.status == "working":
+                await anyio.sleep((task.poll_interval_ms or 1000) / 1000)
+                task = await context.session.send_request(
+                    GetTask(params=GetTaskRequestParams(task_id=created.task_id)), TaskState)
+                self.seen.append(task)
+        assert task.result is not None, task
+        return CallToolResult.model_validate(task.result)
+
+
+async def test_a_2026_client_declaring_the_tasks_extension_gets_a_task_for_a_task_tool() -> None:
+    async with running_hub(config({"every": everything_server()}), listen=True) as hub:
+        tasks = Tasks()
+        async with mcp_client(f"{hub.url}/every/mcp", KEY, extensions=[tasks]) as client:
+            assert client.protocol_version == "2026-07-28"
+            assert client.server_capabilities.extensions == {"io.modelcontextprotocol/tasks": {}}
+            result = await client.call_tool(RESEARCH, {"topic": "kelp"})
+            assert isinstance(result.content[0], TextContent) and result.content[0].text.startswith(report_of("kelp"))
+            assert isinstance(tasks.seen[0], TaskCreated) and tasks.seen[0].poll_interval_ms == 1000, tasks.seen
+            assert [each.status for each in tasks.seen][-1] == "completed", tasks.seen
+            assert {each.status_message for each in tasks.seen} & set(STAGES), tasks.seen
+            job = (await hub.client.get(f"/jobs/{tasks.seen[0].task_id}", headers=ALICE)).json()
+            assert job["status"] == "succeeded" and job["tool"] == RESEARCH, job
+
+            polled = len(tasks.seen)
+            plain = await client.call_tool("echo", {"message": "hi"})  # not a task tool: answered at once
+            assert plain.content == [TextContent(type="text", text="Echo: hi")] and len(tasks.seen) == polled
+            with pytest.raises(MCPError) as refused:
+                await client.session.send_request(GetTask(params=GetTaskRequestParams(task_id="0" * 32)), TaskState)
+            assert refused.value.code == INVALID_PARAMS and refused.value.message.startswith(f"no task '{'0' * 32}'")
+        async with mcp_client(f"{hub.url}/every/mcp", KEY) as undeclared:  # no extension: the report itself
+            result = await undeclared.call_tool(RESEARCH, {"topic": "salt"})
+            assert isinstance(result.content[0], TextContent) and result.content[0].text.startswith(report_of("salt"))
