@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import httpx2
 import pytest
 from mcp import MCPError
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
@@ -129,6 +130,21 @@ async def test_deleting_a_job_on_a_task_tool_cancels_the_upstream_task() -> None
         deleted = await hub.client.delete(location, headers=ALICE)
         assert deleted.status_code == 200 and deleted.json()["status"] == "cancelled", deleted.text
         assert list((await server_tasks(handle)).values()) == ["cancelled"]
+
+
+async def test_an_event_stream_that_hangs_up_cancels_the_upstream_task() -> None:
+    async with running_hub(config({"every": everything_server()}), listen=True) as hub:
+        handle = hub.supervisor.servers["every"]
+        async with httpx2.AsyncClient(base_url=hub.url, timeout=10) as client:
+            async with client.stream("POST", f"/every/{RESEARCH}", json={"topic": "rain"},
+                                     headers={**ALICE, "Accept": "text/event-stream"}) as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_text():
+                    assert chunk.startswith("event: progress\n") and STAGES[0] in chunk, chunk
+                    break  # the task runs upstream: hang up
+        with anyio.fail_after(5):
+            while list((await server_tasks(handle)).values()) != ["cancelled"]:
+                await anyio.sleep(0.05)
 
 
 async def test_a_server_killed_under_a_task_fails_its_job_promptly_with_a_503() -> None:
