@@ -133,8 +133,9 @@ class McpFace:
                                   **McpResources(invoker, _caller).handlers())
         if jobs is not None:  # task-augmented calls as jobs, tasks/* (mcp_tasks.py)
             self._server.tasks = True
-            mcp_tasks.McpTasks(jobs, call_of=self._task_call, caller=lambda ctx: _caller(ctx)[0],
-                     to_result=_to_result).install(self._server)
+            tasks = mcp_tasks.McpTasks(jobs, call_of=self._task_call, caller=lambda ctx: _caller(ctx)[0],
+                                       to_result=_to_result)
+            tasks.install(self._server)
         # 2025 sessions, and 2026 requests that need a stream (a progress token, a subscription)
         self._streaming = StreamableHTTPSessionManager(self._server, session_idle_timeout=SESSION_IDLE_TIMEOUT)
         # every other 2026 request: answered as plain JSON, without the SDK's second task and stream per
