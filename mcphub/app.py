@@ -254,7 +254,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
     `app.state.mcp` is the MCP face (`/mcp`, `/{server}/mcp`): it serves while `async with
     app.state.mcp.running()`."""
     hub = _HttpFace(invoker, hub_id or uuid.uuid4().hex, mounts)
-    mcp = McpFace(invoker)
+    mcp = McpFace(invoker, hub.jobs.runner)
 
     async def listing(request: Request) -> Response:
         """Raw MCP tool definitions per server, for hubs that mount this one (federation)."""

@@ -93,6 +93,7 @@ class Job:
     result: Json = None
     error: Json = None
     expires: float | None = None
+    mcp: Json = None  # the server's own MCP answer, wire form: {"result": CallToolResult} or {"error": ErrorData}
 
     @property
     def finished(self) -> bool:
@@ -115,7 +116,7 @@ class Job:
         body: dict[str, Json] = {
             "id": self.id, "server": self.server, "tool": self.tool, "status": str(self.status),
             "progress": dataclasses.asdict(self.progress) if self.progress is not None else None,
-            "created": _timestamp(self.created), "updated": _timestamp(self.updated),
+            "created": timestamp(self.created), "updated": timestamp(self.updated),
         }
         if self.status_code is not None:
             body["status_code"] = self.status_code
@@ -126,7 +127,18 @@ class Job:
         return body
 
 
-def _timestamp(epoch: float) -> str:
+def _mcp_answer(outcome: Outcome | None) -> Json:
+    """What the server answered in MCP terms (the MCP face's tasks/result passes it on), if it answered."""
+    if outcome is None:
+        return None
+    if outcome.result is not None:
+        return {"result": outcome.result.model_dump(by_alias=True, mode="json", exclude_none=True)}
+    if outcome.mcp_error is not None:
+        return {"error": outcome.mcp_error.error.model_dump(mode="json", exclude_none=True)}
+    return None
+
+
+def timestamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -372,7 +384,7 @@ class JobRunner:
         ttl = self.invoker.config.jobs.ttl
         await self.store.update(dataclasses.replace(
             job, status=status, status_code=code, result=result, error=error, updated=now, expires=now + ttl,
-            progress=progress or job.progress))
+            progress=progress or job.progress, mcp=_mcp_answer(outcome)))
         self._wake(job_id)
         logger.debug("job %s: %s (%s)", job_id, status, code)
 

@@ -67,11 +67,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from mcphub import __version__, schema
+from mcphub import __version__, mcp_tasks, schema
 from mcphub.auth import Principal
 from mcphub.errors import HubError, OAuthRequired, error_body
 from mcphub.hangup import HangUpWatch
 from mcphub.invoker import Call, Invoker, Outcome
+from mcphub.jobs import JobRunner
 from mcphub.mcp_resources import McpResources, back_channel
 from mcphub.toolserver import Json, ProgressRelay, ToolServer
 
@@ -108,24 +109,35 @@ class _Listener:
 
 
 class _HubServer(Server[dict[str, Any]]):
-    """The SDK's low-level server, announcing `tools.listChanged` to 2025 session clients."""
+    """The SDK's low-level server, announcing `tools.listChanged` to 2025 session clients, and `tasks` when
+    it serves them (mcp_tasks.py)."""
+
+    tasks = False
 
     def create_initialization_options(self, notification_options: NotificationOptions | None = None,
                                       experimental_capabilities: dict[str, dict[str, Any]] | None = None,
                                       extensions: dict[str, dict[str, Any]] | None = None) -> InitializationOptions:
-        return super().create_initialization_options(
+        options = super().create_initialization_options(
             notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions)
+        if self.tasks:
+            options.capabilities = options.capabilities.model_copy(update={"tasks": mcp_tasks.CAPABILITY})
+        return options
 
 
 class McpFace:
     """The MCP endpoints over one invoker. An ASGI app (mount it at `/mcp` and `/{server}/mcp`) that
     must be running (`async with face.running()`) while it serves."""
 
-    def __init__(self, invoker: Invoker) -> None:
+    def __init__(self, invoker: Invoker, jobs: JobRunner | None = None) -> None:
         self.invoker = invoker
         self._server = _HubServer("mcphub", version=__version__, on_list_tools=self._list_tools,
                                   on_call_tool=self._call_tool, get_tool_input_schema=self._input_schema,
                                   **McpResources(invoker, _caller).handlers())
+        if jobs is not None:  # task-augmented calls as jobs, tasks/* (mcp_tasks.py)
+            self._server.tasks = True
+            tasks = mcp_tasks.McpTasks(jobs, call_of=self._task_call, caller=lambda ctx: _caller(ctx)[0],
+                                       to_result=_to_result)
+            tasks.install(self._server)
         # 2025 sessions, and 2026 requests that need a stream (a progress token, a subscription)
         self._streaming = StreamableHTTPSessionManager(self._server, session_idle_timeout=SESSION_IDLE_TIMEOUT)
         # every other 2026 request: answered as plain JSON, without the SDK's second task and stream per
@@ -302,6 +314,18 @@ class McpFace:
                 self._names.clear()
             self._names[key] = names
         return names
+
+    def _task_call(self, ctx: ServerRequestContext[dict[str, Any]], params: CallToolRequestParams) -> Call:
+        """A task-augmented tools/call as the invoker's Call (run as a job: no progress or back-channel of
+        the request's own, which ends with the CreateTaskResult)."""
+        principal, view = _caller(ctx)
+        target = self._target(view, params.name, self.invoker.servers())
+        if target is None:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name}")
+        request = ctx.request
+        authorization = request.headers.get("authorization") if isinstance(request, Request) else None
+        return Call(principal, target.server, target.tool, arguments=params.arguments or {},
+                    authorization=authorization, face=FACE)
 
     async def _call_tool(self, ctx: ServerRequestContext[dict[str, Any]],
                          params: CallToolRequestParams) -> CallToolResult:

@@ -44,7 +44,7 @@ from mcp.types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from mcphub import backchannel, resources, stdio, transports, user_servers
+from mcphub import backchannel, resources, stdio, transports, upstream_tasks, user_servers
 from mcphub.backchannel import ServerRequests
 from mcphub.config import HttpServer, HubConfig, ServerConfig
 from mcphub.errors import BadUpstreamResponse, NotFound, ServerUnavailable, ToolTimeout, exception_line
@@ -177,6 +177,10 @@ class ServerHandle:
         replica.in_flight += 1
         try:
             with anyio.fail_after(timeout + CALL_GRACE), replica.requests.during(back_channel):
+                if upstream_tasks.runs_as_task(client.server_capabilities, client.protocol_version,
+                                               self.tools.get(tool)):
+                    return await upstream_tasks.call_tool(client.session, params, timeout=timeout, progress=progress,
+                                                          closed=replica.closed)
                 # send_request, not Client.call_tool: results pass through verbatim, without the SDK
                 # rejecting structured content that disagrees with the tool's own outputSchema.
                 return await backchannel.call_tool(client.session, params, timeout=timeout, progress=progress,

@@ -24,6 +24,10 @@ Bounds in pyproject.toml: mcp >=2.3,<2.4; uvicorn >=0.30,<0.56.
 | `Server(get_tool_input_schema=)` is called in the request's own task (a context variable set by the ASGI app is visible) | mcp_face._input_schema | the `Mcp-Param-*` check uses the caller's view without listing every tool per call | mcp 2.3.0 | `test_the_sdk_looks_up_a_tools_input_schema_in_the_requests_own_context` |
 | the SDK's debug line `GET stream max reconnection attempts (N) exceeded` (`mcp.client.streamable_http`) | tests/test_thirdparty.py (`SDK_GAVE_UP`) only | the restart test waits for the SDK to give up its GET stream instead of sleeping | mcp 2.3.0 | tests/test_thirdparty.py `test_everything_server_over_http_restarted_answers_concurrent_calls_on_one_new_session` (fails naming the line) |
 | `jsonrpc_message_adapter.validate_json` refuses a lone surrogate escape (`\\ud800`) that Python's `json` takes | stdio.unreadable_answer (answers the call it names with an error) | such an answer fails its call at once (502), not at the timeout | mcp 2.3.0, pydantic-core 2 | tests/test_faults.py `test_an_answer_the_sdk_cannot_read_fails_that_call_at_once_not_at_its_timeout` |
+| `ClientSession._dispatcher` (private attribute) and its `send_raw_request(method, params, opts)` (the public `Dispatcher` protocol): the raw result dict | upstream_tasks._create (the task-augmented `tools/call`) | `ClientSession.send_request` checks a 2025 `tools/call` answer against `CallToolResult` and rejects the `CreateTaskResult` (measured: pydantic "content: Field required"); the SDK has no other way to receive it | mcp 2.3.0 | `test_a_2025_session_carries_tasks_through_middleware_request_handlers_and_the_raw_dispatcher` |
+| `ClientSession.send_request` skips its per-version result check for methods outside the spec tables (`tasks/get`, `tasks/result`, `tasks/cancel`, `tasks/list`) and validates the raw result into the given type | upstream_tasks.call_tool | polling, fetching and cancelling a server's task with the SDK's own 2025 task types | mcp 2.3.0 | `test_a_2025_session_carries_...` |
+| `Server.middleware` (marked provisional, TODO(L54)): runs before params validation and the runner's per-version result check; a short-circuit's dict is sent as returned | mcp_tasks.McpTasks._task_call | a 2025 `tools/call` handler cannot answer `CreateTaskResult` (the runner answers -32603 "Handler returned an invalid result") | mcp 2.3.0 | `test_a_2025_session_carries_...` |
+| `Server.add_request_handler` for methods outside the spec's tables (`tasks/*`): reached at every version, result not checked; `Server.extensions` announced in `server/discover`; a 2026 middleware result with a non-core `resultType` reaches a client `ResultClaim`; `create_initialization_options()`'s capabilities (with `tasks`) are the `initialize` result's | mcp_tasks.McpTasks.install; mcp_face._HubServer | the MCP face serves tasks/get, tasks/result, tasks/cancel, tasks/list and announces `tasks` | mcp 2.3.0 | `test_a_2025_session_carries_...`, `test_a_2026_request_carries_a_task_result_from_middleware_to_a_client_extensions_claim` |
 | `uvicorn.Server.capture_signals()`: where `serve()` installs its signal handlers | serve._Server (no-op override); tests/hub.py | uvicorn would re-raise the signal after serving, killing the hub before its servers stop | uvicorn 0.55.0 | `test_uvicorn_installs_its_signal_handlers_only_through_capture_signals` |
 | `uvicorn.Server.serve(sockets=[sock])` (the gunicorn worker's path): serves on a socket bound by the caller | serve._serve_until_done (the port is bound by serve._bind first) | a busy port is found, and said in one line, before any server starts | uvicorn 0.55.0 | `test_uvicorn_serves_on_a_socket_bound_by_the_caller` |
 | `uvicorn.Server.serve()` ends with `SystemExit` when its start-up fails (after logging why) | serve._serve_until_done (→ ListenError) | a failed start is one line and exit 2, not a traceback | uvicorn 0.55.0 | `test_uvicorn_serve_raises_system_exit_when_the_port_is_taken` |
@@ -47,13 +51,15 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx2
+import pydantic
 import pytest
 import uvicorn
 from mcp import Client, MCPError
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
@@ -64,16 +70,22 @@ from mcp.types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
+    CreateTaskResult,
+    GetTaskRequest,
+    GetTaskRequestParams,
+    GetTaskResult,
     ListToolsResult,
+    Result,
     TextContent,
     Tool,
 )
 from starlette.applications import Starlette
 from typing_extensions import get_protocol_members
 
-from mcphub import supervisor, transports
+from mcphub import mcp_tasks, supervisor, transports
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.anyio
@@ -537,3 +549,96 @@ async def test_uvicorn_httptools_protocol_can_be_subclassed_to_count_headers_and
         f"a parser callback that raises no longer ends in send_400_response (seen: {sorted(seen)}, "
         f"answer: {answer[:40]!r})", "connection.LimitedHttpToolsProtocol (raises _Refused from on_header/on_url)",
         "a request over hub.limits.max_headers would be served, or answered without the 431 error body")
+
+
+# ------------------------------------------------------------------------------- MCP tasks (2025-11-25)
+
+
+def _task_server() -> Server[Any]:
+    """A 2025 task server as the MCP face builds one: `Server.middleware` answers a task-augmented tools/call,
+    `add_request_handler` serves tasks/get, `create_initialization_options` announces `tasks`."""
+    task = {"taskId": "t1", "status": "working", "createdAt": "2026-01-01T00:00:00Z",
+            "lastUpdatedAt": "2026-01-01T00:00:00Z", "ttl": 1000, "pollInterval": 10}
+
+    class TaskServer(Server[Any]):
+        def create_initialization_options(self, *args: Any, **kwargs: Any) -> Any:
+            options = super().create_initialization_options(*args, **kwargs)
+            options.capabilities = options.capabilities.model_copy(update={"tasks": mcp_tasks.CAPABILITY})
+            return options
+
+    async def answer_task(ctx: Any, call_next: Any) -> Any:
+        if ctx.method == "tools/call" and (ctx.params or {}).get("task") is not None:
+            return {"task": task}
+        if ctx.method == "tools/call" and ctx.protocol_version == "2026-07-28":  # the extension's shape
+            return {**task, "resultType": "task"}
+        return await call_next(ctx)
+
+    async def get_task(ctx: Any, params: GetTaskRequestParams) -> dict[str, Any]:
+        return {**task, "taskId": params.task_id, "status": "completed"}
+
+    async def call_tool(ctx: Any, params: Any) -> CallToolResult:
+        return CallToolResult(content=[TextContent(type="text", text="not as a task")])
+
+    async def list_tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=[Tool(name="echo", input_schema={"type": "object"})])
+
+    server = TaskServer("contract", version="1", on_list_tools=list_tools, on_call_tool=call_tool)
+    server.middleware.append(answer_task)
+    server.add_request_handler("tasks/get", GetTaskRequestParams, get_task)
+    server.extensions[mcp_tasks.EXTENSION] = {}
+    return server
+
+
+class _Claimed(Result):
+    result_type: Literal["task"] = "task"
+    task_id: str
+
+
+class _TasksExtension(ClientExtension):
+    identifier = mcp_tasks.EXTENSION
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        async def resolve(claimed: _Claimed, context: ClaimContext) -> CallToolResult:
+            got = await context.session.send_request(
+                GetTaskRequest(params=GetTaskRequestParams(task_id=claimed.task_id)), GetTaskResult)
+            return CallToolResult(content=[TextContent(type="text", text=f"{got.task_id} {got.status}")])
+
+        return [ResultClaim(result_type="task", model=_Claimed, resolve=resolve)]
+
+
+async def test_a_2026_request_carries_a_task_result_from_middleware_to_a_client_extensions_claim() -> None:
+    with anyio.fail_after(WAIT):
+        async with Client(_task_server(), extensions=[_TasksExtension()]) as client:
+            assert client.protocol_version == "2026-07-28"
+            assert client.server_capabilities.extensions == {mcp_tasks.EXTENSION: {}}, broken(
+                "Server.extensions is no longer announced to 2026 clients", "mcp_tasks.McpTasks.install",
+                "2026 clients would not know the MCP face serves tasks")
+            result = await client.call_tool("echo", {})
+            assert result.content == [TextContent(type="text", text="t1 completed")], broken(
+                f"a 2026 middleware result with resultType 'task' no longer reaches a client's claim ({result})",
+                "mcp_tasks.McpTasks._task_call (2026 branch)", "2026 task-augmented calls would fail on the face")
+
+
+async def test_a_2025_session_carries_tasks_through_middleware_request_handlers_and_the_raw_dispatcher() -> None:
+    task_call = {"name": "echo", "arguments": {}, "task": {"ttl": 1000}}
+    with anyio.fail_after(WAIT):
+        async with Client(_task_server(), mode="legacy") as client:
+            assert client.server_capabilities.tasks == mcp_tasks.CAPABILITY, broken(
+                "the initialize result no longer carries the capabilities of create_initialization_options",
+                "mcp_face._HubServer.create_initialization_options", "2025 clients would not see `tasks`")
+            with pytest.raises(pydantic.ValidationError):  # why upstream_tasks goes one level down to create
+                await client.session.send_request(CallToolRequest(params=CallToolRequestParams.model_validate(
+                    task_call)), CreateTaskResult)
+            raw = await client.session._dispatcher.send_raw_request("tools/call", task_call, {})
+            assert raw["task"]["taskId"] == "t1", broken(
+                f"a Server.middleware result, or ClientSession._dispatcher.send_raw_request, changed ({raw})",
+                "mcp_tasks.McpTasks._task_call (answers CreateTaskResult from a middleware); "
+                "upstream_tasks._create (reads it raw)",
+                "task-augmented tools/call would fail on the MCP face and upstream")
+            got = await client.session.send_request(GetTaskRequest(params=GetTaskRequestParams(task_id="t9")),
+                                                    GetTaskResult)
+            assert (got.task_id, got.status) == ("t9", "completed"), broken(
+                "a method outside the spec's tables no longer reaches add_request_handler's handler, or "
+                "ClientSession.send_request checks its result against the core tables",
+                "mcp_tasks.McpTasks.install; upstream_tasks.call_tool (tasks/get, tasks/result, tasks/cancel)",
+                "tasks could not be polled, fetched or cancelled")
