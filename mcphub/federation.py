@@ -13,7 +13,8 @@ import enum
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import quote
@@ -257,15 +258,9 @@ class RemoteMount:
         if self._client is None:
             raise server.unavailable(None, "not connected yet")
         what = f"{path} of server '{server.name}'"
-        try:
+        with self._reaching(server, None, f"did not answer {what} within {self.timeout:g}s"):
             response = await self._client.get(f"{self.url}/{server.name}/{path}", params=dict(params),
                                               headers=self._headers(context.authorization if context else None))
-        except httpx2.TimeoutException:
-            raise ToolTimeout(f"hub '{self.name}' did not answer {what} within {self.timeout:g}s",
-                              server=server.name) from None
-        except httpx2.HTTPError as exc:
-            self._poll_now.set()
-            raise server.unavailable(None, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
         try:
             body = response.json()
         except ValueError:
@@ -282,16 +277,10 @@ class RemoteMount:
         if self._client is None:
             raise server.unavailable(tool, "not connected yet")
         url = f"{self.url}/{server.name}/{tool}"
-        try:
+        with self._reaching(server, tool, f"did not answer tool '{tool}' within {self.timeout:g}s"):
             response = await self._client.post(
                 url, content=json.dumps(arguments).encode(), headers={
                     **self._headers(authorization), "Content-Type": "application/json"})
-        except httpx2.TimeoutException:
-            raise ToolTimeout(f"hub '{self.name}' did not answer tool '{tool}' within {self.timeout:g}s",
-                              server=server.name, tool=tool) from None
-        except httpx2.HTTPError as exc:
-            self._poll_now.set()
-            raise server.unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
         return self._relayed(server, tool, response)
 
     async def forward_streamed(self, server: RemoteServer, tool: str, arguments: Any, context: CallContext) -> Relayed:
@@ -306,26 +295,40 @@ class RemoteMount:
                    "Accept": EVENT_STREAM}
         timeout = httpx2.Timeout(max(self.timeout, STREAM_IDLE_TIMEOUT), connect=5.0)
         try:
-            async with self._client.stream("POST", f"{self.url}/{server.name}/{tool}", headers=headers,
-                                           content=json.dumps(arguments).encode(), timeout=timeout) as response:
-                if response.headers.get("content-type", "").partition(";")[0].strip() != EVENT_STREAM:
-                    await response.aread()
-                    return self._relayed(server, tool, response)
-                async for event in httpx2.EventSource(response, max_event_size=None):
-                    answer = await _streamed(event, context)
-                    if answer is not None:
-                        return answer
-        except httpx2.TimeoutException:
-            raise ToolTimeout(f"hub '{self.name}' sent nothing on tool '{tool}' for {timeout.read:g}s",
-                              server=server.name, tool=tool) from None
-        except httpx2.HTTPError as exc:
-            self._poll_now.set()
-            raise server.unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
+            with self._reaching(server, tool, f"sent nothing on tool '{tool}' for {timeout.read:g}s"):
+                answer = await self._stream(server, tool, arguments, headers, timeout, context)
         except (ValueError, KeyError, TypeError) as exc:
             raise BadUpstreamResponse(f"hub '{self.name}' sent an event on tool '{tool}' that is not a progress, "
                                       f"result or error event ({exception_line(exc)})",
                                       server=server.name, tool=tool) from None
-        raise server.unavailable(tool, f"hub '{self.name}' ended the call's event stream without an answer")
+        if answer is None:
+            raise server.unavailable(tool, f"hub '{self.name}' ended the call's event stream without an answer")
+        return answer
+
+    async def _stream(self, server: RemoteServer, tool: str, arguments: Any, headers: Mapping[str, str],
+                      timeout: httpx2.Timeout, context: CallContext) -> Relayed | None:
+        assert self._client is not None
+        async with self._client.stream("POST", f"{self.url}/{server.name}/{tool}", headers=headers,
+                                       content=json.dumps(arguments).encode(), timeout=timeout) as response:
+            if response.headers.get("content-type", "").partition(";")[0].strip() != EVENT_STREAM:
+                await response.aread()
+                return self._relayed(server, tool, response)
+            async for event in httpx2.EventSource(response, max_event_size=None):
+                answer = await _streamed(event, context)
+                if answer is not None:
+                    return answer
+        return None
+
+    @contextmanager
+    def _reaching(self, server: RemoteServer, tool: str | None, timed_out: str) -> Iterator[None]:
+        """Transport failures of a forwarded call, as the caller's errors: 504 (`hub '<name>' <timed_out>`), 503."""
+        try:
+            yield
+        except httpx2.TimeoutException:
+            raise ToolTimeout(f"hub '{self.name}' {timed_out}", server=server.name, tool=tool) from None
+        except httpx2.HTTPError as exc:
+            self._poll_now.set()
+            raise server.unavailable(tool, f"hub '{self.name}' unreachable: {_reason(exc, self.url)}") from None
 
     def _relayed(self, server: RemoteServer, tool: str, response: httpx2.Response) -> Relayed:
         try:

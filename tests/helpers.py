@@ -34,14 +34,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, *, port: int | None = None, http: Any = "auto") -> Iterator[str]:
+def serve_in_thread(app: Any, *, port: int | None = None, http: Any = "auto", lifespan: str = "off") -> Iterator[str]:
     """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread; yield its base URL.
 
     A thread (not the test's event loop) so that child processes and synchronous code can reach it
     while the test's own loop is blocked, and so one fixture serves sync and async tests alike.
     """
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http=http)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan, http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
     thread.start()

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Error, OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
@@ -38,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tests.helpers import SERVER_START_TIMEOUT, free_port
+from tests.helpers import free_port, serve_in_thread
 
 SCOPE = "files:read"
 
@@ -410,19 +409,8 @@ def upstream(*, expires_in: int = 3600, registration: bool = True) -> Iterator[U
 @contextlib.contextmanager
 def _serving(app: Any, port: int) -> Iterator[None]:
     """uvicorn on 127.0.0.1:`port` in a thread, with the app's lifespan (the MCP server's session manager)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"test server on port {port} did not start")
-        time.sleep(0.01)
-    try:
+    with serve_in_thread(app, port=port, lifespan="on"):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT)
 
 
 def login_url(issuer: str, user: str, *, deny: bool = False) -> str:

@@ -32,14 +32,18 @@ def anyio_backend() -> str:
 
 async def ts_client(url: str, key: str | None, tool: str,
                     arguments: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
+    return await run_node(TS_CLIENT, url, key or "-", tool, json.dumps(arguments))
+
+
+async def run_node(script: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`node script args` with the TypeScript SDK from .ci/install-thirdparty on its module path."""
     installed("npm/node_modules/.bin/mcp-server-everything")  # the same npm install brings the SDK
     node = shutil.which("node")
     if node is None or not (TP_DIR / "npm/node_modules/@modelcontextprotocol/sdk").is_dir():
         missing("node or @modelcontextprotocol/sdk missing: run .ci/install-thirdparty")
     env = {**os.environ, "NODE_PATH": str(TP_DIR / "npm/node_modules")}
     with anyio.fail_after(NODE_RUN):  # run as a task: the hub answering it lives in this event loop
-        return await anyio.run_process([node, TS_CLIENT, url, key or "-", tool, json.dumps(arguments)],
-                                       env=env, check=False)
+        return await anyio.run_process([node, script, *args], env=env, check=False)
 
 
 def unwrapped(result: CallToolResult) -> dict[str, Any]:

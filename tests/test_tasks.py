@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -45,11 +44,10 @@ from mcp.types import (
 
 from mcphub import upstream_tasks
 from mcphub.supervisor import ServerHandle
-from tests.helpers import missing
 from tests.hub import assert_error, mcp_client, running_hub
 from tests.test_jobs import ALICE, ASYNC, KEY, OTHER_KEY, config, ended, wait_for
-from tests.test_mcp_clients import NODE_RUN
-from tests.test_thirdparty import TP_DIR, everything_server, installed
+from tests.test_mcp_clients import run_node
+from tests.test_thirdparty import everything_server
 
 pytestmark = pytest.mark.anyio
 
@@ -183,14 +181,7 @@ TS_TASKS = Path(__file__).parent / "clients" / "ts_tasks.cjs"
 
 
 async def ts_tasks(url: str, key: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    installed("npm/node_modules/.bin/mcp-server-everything")  # the same npm install brings the SDK
-    node = shutil.which("node")
-    if node is None or not (TP_DIR / "npm/node_modules/@modelcontextprotocol/sdk").is_dir():
-        missing("node or @modelcontextprotocol/sdk missing: run .ci/install-thirdparty")
-    env = {**os.environ, "NODE_PATH": str(TP_DIR / "npm/node_modules")}
-    with anyio.fail_after(NODE_RUN):  # run as a task: the hub answering it lives in this event loop
-        done = await anyio.run_process([node, str(TS_TASKS), url, key, tool, json.dumps(arguments)], env=env,
-                                       check=False)
+    done = await run_node(str(TS_TASKS), url, key, tool, json.dumps(arguments))
     assert done.returncode == 0, done.stderr.decode()
     return dict(json.loads(done.stdout))
 
