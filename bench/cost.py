@@ -142,8 +142,9 @@ class Hub:
 
 
 def write_config(path: Path, servers: dict[str, list[str]], *, keys: list[str], limits: dict[str, Any] | None = None,
-                 auth: dict[str, Any] | None = None) -> Path:
-    """A hub config: stdio `servers` (name → args of PYTHON, run from the repository root), API `keys`."""
+                 auth: dict[str, Any] | None = None, scopes: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A hub config: stdio `servers` (name → args of PYTHON, run from the repository root), API `keys`
+    (`scopes`: a key's `servers`/`tools`, where it is not every tool)."""
     hub: dict[str, Any] = {"log_level": "warning", "reload": False}
     if limits:
         hub["limits"] = limits
@@ -153,7 +154,8 @@ def write_config(path: Path, servers: dict[str, list[str]], *, keys: list[str], 
             name: {"transport": "stdio", "command": PYTHON, "args": args, "cwd": str(REPO)}
             for name, args in servers.items()
         },
-        "auth": {"api_keys": [{"name": f"bench{i}", "key": k} for i, k in enumerate(keys)], **(auth or {})},
+        "auth": {"api_keys": [{"name": f"bench{i}", "key": k, **(scopes or {}).get(k, {})} for i, k in enumerate(keys)],
+                 **(auth or {})},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -246,7 +248,12 @@ def measure_spec(workdir: Path, counts: tuple[int, ...], keys: int, cached: int,
         samples = []
         for r in range(runs):
             names = [secrets.token_urlsafe(24) for _ in range(keys + 1)]
-            config = write_config(workdir / f"spec{n}.yaml", {"many": [*MANY_TOOLS, str(n)]}, keys=names)
+            # names[0] may call every tool; each other key every tool but one: a scope of its own, so its
+            # first fetch builds its document (the documents are cached per scope, not per caller)
+            tools = [f"tool_{t:04d}" for t in range(n)]
+            scopes = {k: {"tools": tools[:i] + tools[i + 1:]} for i, k in enumerate(names[1:])}
+            config = write_config(workdir / f"spec{n}.yaml", {"many": [*MANY_TOOLS, str(n)]}, keys=names,
+                                  scopes=scopes)
             with hub(workdir, config, names[0]) as h, httpx2.Client(timeout=CALL_TIMEOUT) as http:
                 url = f"{h.url}/openapi.json"
                 first, size = _timed_get(http, url, h.headers)
