@@ -11,8 +11,10 @@ polling and stop), with a fresh config in a temporary directory, and stops it af
   counts shared pages once per process, PSS divides them among the processes that share them);
 * rest: the hub's RSS at rest with the packaged default config (the five bundled servers), 2 s after ready;
 * spec: `GET /openapi.json` (the combined spec) with 10, 100 and 1,000 tools (`bench/many_tools.py`): the
-  very first fetch, then first fetches by other API keys (each key is a principal of its own, so each one's
-  spec is built afresh: uncached), then the same key again (cached); and the size of the document;
+  very first fetch (every operation built), then first fetches by other API keys, each allowed every tool
+  but one (a scope of its own: documents are cached per scope, so each one's document is built afresh from
+  the operations the first fetch built: uncached), then the first key again (cached: the rendered
+  document); and the size of the document;
 * payload: p50/p99 of `blob` answering 1 kB, 100 kB and 1 MB at c=1 and c=10, with the lean load generator
   (bench/loadgen.py), and the hub's CPU per call;
 * slow: 1,000 concurrent calls to `hold` (5 s), one connection each, with hub.limits.max_concurrent_calls
@@ -24,6 +26,8 @@ polling and stop), with a fresh config in a temporary directory, and stops it af
   mcphub/app.py, so the second round shows whether the per-caller spec cache thrashes; the hub's RSS after
   each part.
 
+Before measuring, the bytecode of mcphub and the bundled servers is written (`compileall`), as `pip install`
+does: otherwise, with PYTHONDONTWRITEBYTECODE set, every hub would compile mcphub in memory at start.
 Every loop is bounded in count and time; all traffic is on 127.0.0.1. The machine this was written on has
 2 cores shared with other work: each configuration is run --runs times (3; --quick: 1) and the median
 shown, with the load average at the start and end. The table goes to stdout, the details to --json.

@@ -62,6 +62,7 @@ _DEFS = ("$defs", "definitions")
 # Keywords that only make sense at the top of a standalone schema; in the document they confuse validators.
 _DROPPED = frozenset({"$schema", "$id", "$anchor", "$dynamicAnchor", "$recursiveAnchor"})
 _DYNAMIC = ("$dynamicRef", "$recursiveRef")
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # immutable: shared with the tool's schema, not copied
 
 RESULT_DESCRIPTION = (
     "The tool result: its structuredContent when present, else its text content parsed as "
@@ -422,7 +423,7 @@ class _Hoisted:
             elif key in _MAP and isinstance(value, dict):
                 out.setdefault(key, {}).update((k, self._rewrite(v, owner, level)) for k, v in value.items())
             else:
-                out[key] = copy.deepcopy(value)
+                out[key] = value if type(value) in _SCALARS else copy.deepcopy(value)  # most are strings
         # Open WebUI's backend crashes on a `true` subschema under items or properties; {} means the same.
         if out.get("items") is True:
             out["items"] = {}
