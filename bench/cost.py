@@ -23,8 +23,8 @@ polling and stop), with a fresh config in a temporary directory, and stops it af
 * jwt: `auth.jwt` with an HS256 secret; 10,000 tokens with distinct subjects (--quick: 300) each call once
   in turn, then each fetch the combined spec (100 tools) once in turn; one subject fetches it repeatedly;
   then 200 and 300 fresh subjects each fetch it twice round: below and above MAX_CACHED_SPECS (256) in
-  mcphub/app.py, so the second round shows whether the per-caller spec cache thrashes; the hub's RSS after
-  each part.
+  mcphub/app.py, so the second round shows whether the spec cache thrashes (documents are cached per
+  scope, and these subjects all have one: it should not); the hub's RSS after each part.
 
 Before measuring, the bytecode of mcphub and the bundled servers is written (`compileall`), as `pip install`
 does: otherwise, with PYTHONDONTWRITEBYTECODE set, every hub would compile mcphub in memory at start.
