@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers import PYTHON, free_port
@@ -85,3 +86,9 @@ def test_a_hub_at_rest_with_the_default_config_has_not_imported_what_it_does_not
     assert result["call"] == 200
     assert loaded(result["after_call"], "jsonschema"), "the first call compiles a validator: jsonschema is loaded"
     assert not loaded(result["after_call"], "redis") and not loaded(result["after_call"], "joserfc")
+
+
+def test_freed_heap_pages_can_be_handed_back_on_linux() -> None:
+    from mcphub.memory import release_freed
+
+    assert release_freed() is sys.platform.startswith("linux")  # glibc here: malloc_trim was found and called
