@@ -11,8 +11,10 @@ polling and stop), with a fresh config in a temporary directory, and stops it af
   counts shared pages once per process, PSS divides them among the processes that share them);
 * rest: the hub's RSS at rest with the packaged default config (the five bundled servers), 2 s after ready;
 * spec: `GET /openapi.json` (the combined spec) with 10, 100 and 1,000 tools (`bench/many_tools.py`): the
-  very first fetch, then first fetches by other API keys (each key is a principal of its own, so each one's
-  spec is built afresh: uncached), then the same key again (cached); and the size of the document;
+  very first fetch (every operation built), then first fetches by other API keys, each allowed every tool
+  but one (a scope of its own: documents are cached per scope, so each one's document is built afresh from
+  the operations the first fetch built: uncached), then the first key again (cached: the rendered
+  document); and the size of the document;
 * payload: p50/p99 of `blob` answering 1 kB, 100 kB and 1 MB at c=1 and c=10, with the lean load generator
   (bench/loadgen.py), and the hub's CPU per call;
 * slow: 1,000 concurrent calls to `hold` (5 s), one connection each, with hub.limits.max_concurrent_calls
@@ -21,9 +23,11 @@ polling and stop), with a fresh config in a temporary directory, and stops it af
 * jwt: `auth.jwt` with an HS256 secret; 10,000 tokens with distinct subjects (--quick: 300) each call once
   in turn, then each fetch the combined spec (100 tools) once in turn; one subject fetches it repeatedly;
   then 200 and 300 fresh subjects each fetch it twice round: below and above MAX_CACHED_SPECS (256) in
-  mcphub/app.py, so the second round shows whether the per-caller spec cache thrashes; the hub's RSS after
-  each part.
+  mcphub/app.py, so the second round shows whether the spec cache thrashes (documents are cached per
+  scope, and these subjects all have one: it should not); the hub's RSS after each part.
 
+Before measuring, the bytecode of mcphub and the bundled servers is written (`compileall`), as `pip install`
+does: otherwise, with PYTHONDONTWRITEBYTECODE set, every hub would compile mcphub in memory at start.
 Every loop is bounded in count and time; all traffic is on 127.0.0.1. The machine this was written on has
 2 cores shared with other work: each configuration is run --runs times (3; --quick: 1) and the median
 shown, with the load average at the start and end. The table goes to stdout, the details to --json.
@@ -32,6 +36,8 @@ shown, with the load average at the start and end. The table goes to stdout, the
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.util
 import json
 import os
 import resource
@@ -94,6 +100,7 @@ TARGET_SLOW_RSS_MIB = 200.0
 TARGET_REST_RSS_MIB = 75.0
 
 MIB = 2**20
+BYTECODE_PACKAGES = ("mcphub", "mcphub_servers")  # compiled before measuring: see compile_bytecode()
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -104,6 +111,22 @@ def raise_fd_limit(needed: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))  # the hub (a child) inherits it
         soft = new
     return soft
+
+
+def compile_bytecode() -> list[str]:
+    """Write the bytecode of the hub's own packages (mcphub, the bundled servers) as `pip install` does, so
+    each hub measured loads it rather than compiling every module in memory at start (with
+    PYTHONDONTWRITEBYTECODE set, as on the machine this was written on, nothing else would write it, and
+    compiling costs the hub ~2 MiB at start and time). The directories compiled."""
+    done = []
+    for package in BYTECODE_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for directory in spec.submodule_search_locations:
+            compileall.compile_dir(directory, quiet=1)
+            done.append(directory)
+    return done
 
 
 # ------------------------------------------------------------------------------------------ a hub
@@ -123,8 +146,9 @@ class Hub:
 
 
 def write_config(path: Path, servers: dict[str, list[str]], *, keys: list[str], limits: dict[str, Any] | None = None,
-                 auth: dict[str, Any] | None = None) -> Path:
-    """A hub config: stdio `servers` (name → args of PYTHON, run from the repository root), API `keys`."""
+                 auth: dict[str, Any] | None = None, scopes: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A hub config: stdio `servers` (name → args of PYTHON, run from the repository root), API `keys`
+    (`scopes`: a key's `servers`/`tools`, where it is not every tool)."""
     hub: dict[str, Any] = {"log_level": "warning", "reload": False}
     if limits:
         hub["limits"] = limits
@@ -134,7 +158,8 @@ def write_config(path: Path, servers: dict[str, list[str]], *, keys: list[str], 
             name: {"transport": "stdio", "command": PYTHON, "args": args, "cwd": str(REPO)}
             for name, args in servers.items()
         },
-        "auth": {"api_keys": [{"name": f"bench{i}", "key": k} for i, k in enumerate(keys)], **(auth or {})},
+        "auth": {"api_keys": [{"name": f"bench{i}", "key": k, **(scopes or {}).get(k, {})} for i, k in enumerate(keys)],
+                 **(auth or {})},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -227,7 +252,12 @@ def measure_spec(workdir: Path, counts: tuple[int, ...], keys: int, cached: int,
         samples = []
         for r in range(runs):
             names = [secrets.token_urlsafe(24) for _ in range(keys + 1)]
-            config = write_config(workdir / f"spec{n}.yaml", {"many": [*MANY_TOOLS, str(n)]}, keys=names)
+            # names[0] may call every tool; each other key every tool but one: a scope of its own, so its
+            # first fetch builds its document (the documents are cached per scope, not per caller)
+            tools = [f"tool_{t:04d}" for t in range(n)]
+            scopes = {k: {"tools": tools[:i] + tools[i + 1:]} for i, k in enumerate(names[1:])}
+            config = write_config(workdir / f"spec{n}.yaml", {"many": [*MANY_TOOLS, str(n)]}, keys=names,
+                                  scopes=scopes)
             with hub(workdir, config, names[0]) as h, httpx2.Client(timeout=CALL_TIMEOUT) as http:
                 url = f"{h.url}/openapi.json"
                 first, size = _timed_get(http, url, h.headers)
@@ -530,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     pick = 0 if args.quick else 1
     runs = args.runs or RUNS[pick]
     chosen = args.only or MEASUREMENTS
+    compiled = compile_bytecode()
     load_start = os.getloadavg()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mcphub-cost-") as tmp:
@@ -555,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "environment": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg_at_start": load_start,
                         "loadavg_at_end": load_end, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-        "settings": {"quick": args.quick, "runs": runs},
+        "settings": {"quick": args.quick, "runs": runs, "bytecode_compiled": compiled},
         **results,
         "targets": targets,
         "table": table,

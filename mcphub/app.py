@@ -12,6 +12,7 @@ in the supervisor); and the hot path is one route lookup.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ from mcphub.toolserver import Json, State
 logger = logging.getLogger(__name__)
 
 MAX_CACHED_SPECS = 256  # OpenAPI documents kept (per server, root path, caller's scope and tool versions)
+MAX_CACHED_SPEC_BYTES = 64 * 2**20  # ... and at most this many bytes of them (a 1,000-tool document is ~1.3 MB)
 
 
 class _HttpFace:
@@ -55,8 +57,10 @@ class _HttpFace:
         self.invoker = invoker
         self.hub_id = hub_id
         self.mounts = list(mounts)
-        self._specs: dict[tuple[object, ...], dict[str, Json]] = {}
+        self._specs: dict[tuple[object, ...], bytes] = {}  # rendered: a cached fetch only sends them
+        self._spec_bytes = 0
         self._specs_of: HubConfig | None = None  # the config the cached specs were built under
+        self._operations = schema.OperationCache()  # shared by the documents of every scope (mcphub/schema.py)
         shared = None if invoker.state is None else RedisJobStore(invoker.state, lambda: invoker.config.jobs.ttl)
         self.jobs = JobsFace(JobRunner(invoker, shared))  # Prefer: respond-async, Accept: text/event-stream, /jobs
 
@@ -100,7 +104,8 @@ class _HttpFace:
 
     # ---------------------------------------------------------------------------------- documents
 
-    def spec(self, request: Request, server: str | None, offers: frozenset[str] = frozenset()) -> dict[str, Json]:
+    def spec(self, request: Request, server: str | None, offers: frozenset[str] = frozenset()) -> bytes:
+        """The OpenAPI document as JSON, as JSONResponse would render it."""
         principal = self._docs_principal(request)
         root = request.scope.get("root_path", "")
         if server is not None:
@@ -113,6 +118,8 @@ class _HttpFace:
                       if principal is None or principal.may_use_server(s.name)]
         if self._specs_of is not self.invoker.config:  # a reload: keys, scopes or descriptions may differ
             self._specs.clear()
+            self._spec_bytes = 0
+            self._operations.clear()
             self._specs_of = self.invoker.config
         scope = None if principal is None else (principal.servers, principal.tools)  # what the document shows
         key = (server, root, scope, offers, tuple((s.name, s.version) for s in chosen))
@@ -138,14 +145,18 @@ class _HttpFace:
         document = schema.build_spec(
             operations, title=title, version=__version__, description=description,
             server_url=url, secured=self.invoker.auth.enabled,
+            jobs_root=root,  # Prefer: respond-async, Accept: text/event-stream
+            cache=self._operations,
         )
         if offers and (principal is None or principal.tools is None):  # a server's resources and prompts
             schema.add_resource_operations(document, resources="resources" in offers, prompts="prompts" in offers)
-        schema.add_async_answers(document, root=root)  # Prefer: respond-async, Accept: text/event-stream
-        if len(self._specs) > MAX_CACHED_SPECS:
-            self._specs.clear()
-        self._specs[key] = document
-        return document
+        rendered = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        while self._specs and (len(self._specs) >= MAX_CACHED_SPECS
+                               or self._spec_bytes + len(rendered) > MAX_CACHED_SPEC_BYTES):
+            self._spec_bytes -= len(self._specs.pop(next(iter(self._specs))))  # the oldest first
+        self._specs[key] = rendered
+        self._spec_bytes += len(rendered)
+        return rendered
 
     def _docs_principal(self, request: Request) -> Principal | None:
         """None: show everything. Specs are public while hub.public_docs is on; a caller who sends a
@@ -297,12 +308,13 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
 
     async def combined_spec(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))  # JWKS keys for the sync checks
-        return _guarded(lambda: JSONResponse(hub.spec(request, None)))
+        return _guarded(lambda: Response(hub.spec(request, None), media_type="application/json"))
 
     async def server_spec(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))
         offers = await offered(invoker, request.path_params["server"], request.headers.get("authorization"))
-        return _guarded(lambda: JSONResponse(hub.spec(request, request.path_params["server"], offers)))
+        return _guarded(lambda: Response(hub.spec(request, request.path_params["server"], offers),
+                                         media_type="application/json"))
 
     async def combined_docs(request: Request) -> Response:
         await invoker.auth.prepare(request.headers.get("authorization"))

@@ -41,17 +41,21 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
 import httpx2
-from joserfc import errors as jose_errors
-from joserfc import jws, jwt
-from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey, import_key
 
 from mcphub.config import AuthConfig, ForwardedUser, JwtConfig, RateLimit, UserConfig, key_hash
 from mcphub.errors import Forbidden, ServerUnavailable, Unauthorized
 from mcphub.ratelimit import Limit
+
+# joserfc (with the parts of cryptography it needs, ~2 MiB) is imported where a token is checked, so a hub
+# without auth.jwt or a forwarded-user JWT never loads it (tests/test_cost_fences.py).
+if TYPE_CHECKING:
+    from joserfc import jwt
+    from joserfc.jwk import Key, OctKey
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,14 @@ MAX_TOKEN_CHARS = 16 * 1024  # a bigger bearer value is refused before any parsi
 MAX_NAME_CHARS = 128
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e\u00a0-\uffff]")  # no spaces or controls: one token in a log line
-_KEY_TYPES: dict[str, type[Key]] = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey, "HS": OctKey}
+
+
+def _key_type(alg: str) -> type[Key] | None:
+    """The joserfc key class an algorithm (RS256, ES384, ...) verifies with."""
+    from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+    types: dict[str, type[Key]] = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey, "HS": OctKey}
+    return types.get(alg[:2])
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,9 @@ class _Forwarding:
         self._users = users
         self._secret: OctKey | None = None
         if config.jwt_secret is not None:
+            from joserfc import errors as jose_errors
+            from joserfc.jwk import OctKey
+
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", jose_errors.SecurityWarning)
                 self._secret = OctKey.import_key(config.jwt_secret)
@@ -225,6 +239,9 @@ class _Forwarding:
                          rate_limit=rate_limit)
 
     def _verified(self, token: str) -> str:
+        from joserfc import errors as jose_errors
+        from joserfc import jwt
+
         assert self._secret is not None
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthorized("invalid forwarded user token (X-OpenWebUI-User-Jwt): too long")
@@ -261,6 +278,9 @@ class _JwtVerifier:
         self._secret: OctKey | None = None
         self.remote = config.jwks_url is not None
         if config.secret is not None:
+            from joserfc import errors as jose_errors
+            from joserfc.jwk import OctKey
+
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", jose_errors.SecurityWarning)
                 self._secret = OctKey.import_key(config.secret)
@@ -279,6 +299,9 @@ class _JwtVerifier:
         await self._jwks.ensure(kid if isinstance(kid, str) else None)
 
     def verify(self, token: str) -> Principal:
+        from joserfc import errors as jose_errors
+        from joserfc import jwt
+
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthorized("invalid token: too long")
         header = _header(token)
@@ -303,6 +326,8 @@ class _JwtVerifier:
         return self._principal(claims)
 
     def _registry(self) -> jwt.JWTClaimsRegistry:
+        from joserfc import jwt
+
         options: dict[str, jwt.ClaimsOption] = {"exp": {"essential": self._config.require_exp}}
         if self._config.issuer is not None:
             options["iss"] = {"essential": True, "value": self._config.issuer}
@@ -351,7 +376,7 @@ class _KeySetCache:
         return self._fetched_at is not None
 
     def get(self, kid: str | None, alg: str) -> Key | None:
-        wanted = _KEY_TYPES.get(alg[:2])
+        wanted = _key_type(alg)
         fitting = [k for k in self._keys if wanted is not None and isinstance(k, wanted)
                    and k.get("alg") in (None, alg) and k.get("use") in (None, "sig")]
         if kid is not None:
@@ -384,6 +409,9 @@ class _KeySetCache:
         return self._fetched_at is not None and self.clock() - self._fetched_at < JWKS_MAX_AGE
 
     async def _fetch(self) -> list[Key]:
+        from joserfc import errors as jose_errors
+        from joserfc.jwk import KeySet, import_key
+
         async with httpx2.AsyncClient(timeout=JWKS_TIMEOUT, follow_redirects=False) as client:
             async with client.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
                 if response.status_code != 200:
@@ -425,6 +453,9 @@ def _bearer(authorization: str | None, *, strict: bool) -> str | None:
 
 
 def _header(token: str) -> Mapping[str, object]:
+    from joserfc import errors as jose_errors
+    from joserfc import jws
+
     try:
         header = jws.extract_compact(token.encode("ascii")).headers()
     except (jose_errors.JoseError, ValueError, TypeError, UnicodeError):

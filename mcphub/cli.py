@@ -18,15 +18,12 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from rich.console import Console
-from rich.table import Table
 
 from mcphub import __version__, cli_users, schema, user_servers
 from mcphub.auth import Principal
-from mcphub.cli_progress import progress_shown
 from mcphub.config import (
     DEFAULT_CONFIG_NAME,
     HubConfig,
@@ -49,6 +46,9 @@ from mcphub.serve import ListenError, ServeOptions, plan, running, serve
 from mcphub.supervisor import Supervisor
 from mcphub.toolserver import State
 from mcphub.transports import launchable
+
+if TYPE_CHECKING:  # rich is for the commands that print (~2 MiB): `serve` never loads it (tests/test_cost_fences.py)
+    from rich.console import Console
 
 API_KEY_ENV = "MCPHUB_API_KEY"
 RUNNER_DOCS = 'README.md, section "runner" under "Config reference"'  # tests check that this section exists
@@ -162,6 +162,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _console() -> Console:
     """Tables and marks on stdout. Piped (not a terminal) nothing is wrapped, so a long error stays on one
     line that grep and scripts can read."""
+    from rich.console import Console
+
     return Console() if sys.stdout.isatty() else Console(width=_UNWRAPPED, soft_wrap=True)
 
 
@@ -343,6 +345,8 @@ async def _instance_table(console: Console, config: HubConfig) -> tuple[list[str
                             timeout=remote.timeout, proxy=remote.proxy)
         await mount.probe()
         probed[name] = mount
+    from rich.table import Table
+
     table = Table("instance", "listens", "serves", "mounts")
     rows = [(n, i.host or config.hub.host, i.port or config.hub.port, i.servers, i.mount)
             for n, i in config.instances.items()] or [("(hub)", config.hub.host, config.hub.port,
@@ -384,6 +388,8 @@ def _tools(args: argparse.Namespace) -> int:
 
 
 def _server_table(console: Console, supervisor: Supervisor, *, with_tools: bool = False) -> None:
+    from rich.table import Table
+
     table = Table("server", "transport", "state", "tools", "detail")
     for handle in supervisor.servers.values():
         style = "green" if handle.state is State.READY else "red"
@@ -419,6 +425,8 @@ def _call(args: argparse.Namespace) -> int:
     output: dict[str, Any] = {}
 
     async def run() -> None:
+        from mcphub.cli_progress import progress_shown  # rich: see TYPE_CHECKING above
+
         async with running(servers, sites) as hub:
             invoker = hub.invoker_for(args.server)
             if invoker is None:

@@ -46,7 +46,10 @@ _HASH_LENGTH = 8
 _BAD_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 _BAD_COMPONENT = re.compile(r"[^a-zA-Z0-9._-]")  # OpenAPI component names
 _COMPONENTS = "#/components/schemas/"
+_RESPONSES = "#/components/responses/"
 ERROR_COMPONENT = "Error"
+RESULT_COMPONENT = "ToolResult"  # the result of a tool without an outputSchema
+MAX_CACHED_OPERATIONS = 20_000  # operation objects kept by an OperationCache (one per tool, path and version)
 
 # JSON Schema keywords whose values are subschemas (one, a list, or a name → schema map).
 _ONE = frozenset(
@@ -59,6 +62,7 @@ _DEFS = ("$defs", "definitions")
 # Keywords that only make sense at the top of a standalone schema; in the document they confuse validators.
 _DROPPED = frozenset({"$schema", "$id", "$anchor", "$dynamicAnchor", "$recursiveAnchor"})
 _DYNAMIC = ("$dynamicRef", "$recursiveRef")
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # immutable: shared with the tool's schema, not copied
 
 RESULT_DESCRIPTION = (
     "The tool result: its structuredContent when present, else its text content parsed as "
@@ -74,6 +78,10 @@ ERROR_RESPONSES = {
     503: "The MCP server is down or restarting; retry after Retry-After seconds.",
     504: "The tool call timed out.",
 }
+# Every tool operation answers these the same way: each is written once, in components/responses, and every
+# operation refers to it (inline, they were three quarters of each operation's bytes).
+ERROR_RESPONSE_NAMES = {400: "ToolError", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+                        422: "InvalidArguments", 502: "BadGateway", 503: "Unavailable", 504: "Timeout"}
 _STRING = {"type": "string"}
 
 
@@ -129,10 +137,21 @@ def build_spec(
     description: str = "",
     server_url: str = "/",
     secured: bool = True,
+    jobs_root: str | None = None,
+    cache: OperationCache | None = None,
 ) -> dict[str, Any]:
-    """A complete OpenAPI 3.1.0 document (a fresh dict every call)."""
-    schemas: dict[str, Any] = {ERROR_COMPONENT: copy.deepcopy(ERROR_SCHEMA)}
-    taken = {ERROR_COMPONENT}
+    """A complete OpenAPI 3.1.0 document: a fresh dict every call, whose operation objects may be shared
+    with other documents through `cache` (never modify them). `jobs_root` (the root path; None: not
+    documented): every tool operation also documents its job (202, `Prefer: respond-async`) and its
+    event stream (`Accept: text/event-stream`) answers."""
+    schemas: dict[str, Any] = {ERROR_COMPONENT: copy.deepcopy(ERROR_SCHEMA),
+                               RESULT_COMPONENT: {"description": RESULT_DESCRIPTION}}
+    responses = _error_responses()
+    if jobs_root is not None:
+        schemas[JOB_COMPONENT] = job_schema()
+        schemas[EVENT_STREAM_COMPONENT] = {"type": "string", "description": EVENT_STREAM_DESCRIPTION}
+        responses[JOB_ACCEPTED_COMPONENT] = _job_accepted(jobs_root)
+    taken = set(schemas)
     paths: dict[str, Any] = {}
     ids: set[str] = set()
     for op in operations:
@@ -142,14 +161,19 @@ def build_spec(
         if opid in ids:  # lint_collisions reports it; the document must stay valid meanwhile
             opid = f"{opid[: MAX_NAME_LENGTH - _HASH_LENGTH - 1]}_{_digest(op.path)}"
         ids.add(opid)
-        paths[op.path] = {"post": _operation(op, opid, schemas, taken)}
+        if cache is None:
+            operation, components = _operation(op, opid, taken, jobs=jobs_root is not None)
+        else:
+            operation, components = cache.operation(op, opid, taken, jobs=jobs_root is not None)
+        schemas.update(components)
+        paths[op.path] = {"post": operation}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "servers": [{"url": server_url}],
         "tags": [{"name": server} for server in dict.fromkeys(op.server for op in operations)],
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "responses": responses},
     }
     if secured:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -206,20 +230,72 @@ def lint_collisions(names: dict[str, list[str]]) -> list[str]:
     ]
 
 
-def _operation(op: Operation, opid: str, schemas: dict[str, Any], taken: set[str]) -> dict[str, Any]:
+class OperationCache:
+    """Tool operations built once and shared by every document that shows them: a document for another
+    caller's scope, root path or server set is then mostly lookups (the hoisting of each tool's schemas is
+    the cost of building one). An entry is the operation for one tool object (the supervisor replaces a
+    tool's object when its server's tool list changes), path, operationId and answers; it holds the tool,
+    so its id is not reused while the entry lives. Bounded: cleared past MAX_CACHED_OPERATIONS entries.
+
+    Component names: an entry's are chosen as if its tool were alone in a document. A document whose other
+    tools already hold one of those names builds that operation afresh with its own names, exactly as
+    without a cache; when none clash, the names are the ones a fresh build would have chosen."""
+
+    def __init__(self, limit: int = MAX_CACHED_OPERATIONS) -> None:
+        self._limit = limit
+        self._built: dict[tuple[int, str, str, str, bool], tuple[Tool, dict[str, Any], dict[str, Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+    def clear(self) -> None:
+        self._built.clear()
+
+    def operation(self, op: Operation, opid: str, taken: set[str], *, jobs: bool
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`_operation(op, opid, taken, jobs=jobs)`, from the cache where its component names are free."""
+        key = (id(op.tool), op.path, opid, op.server, jobs)
+        entry = self._built.get(key)
+        if entry is None or entry[0] is not op.tool:
+            alone = {ERROR_COMPONENT, RESULT_COMPONENT, JOB_COMPONENT, EVENT_STREAM_COMPONENT}
+            operation, components = _operation(op, opid, alone, jobs=jobs)
+            if len(self._built) >= self._limit:
+                self._built.clear()
+            entry = self._built[key] = (op.tool, operation, components)
+        _, operation, components = entry
+        if not taken.isdisjoint(components):  # another tool of this document has one of its names
+            return _operation(op, opid, taken, jobs=jobs)
+        taken.update(components)
+        return operation, components
+
+
+def _error_responses() -> dict[str, Any]:
+    """components/responses: one per error status of a tool call (ERROR_RESPONSE_NAMES)."""
+    error = {"application/json": {"schema": {"$ref": _COMPONENTS + ERROR_COMPONENT}}}
+    found: dict[str, Any] = {}
+    for status, text in ERROR_RESPONSES.items():
+        found[ERROR_RESPONSE_NAMES[status]] = {"description": text, "content": error}
+        if status == 503:
+            retry = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+            found[ERROR_RESPONSE_NAMES[status]]["headers"] = {"Retry-After": retry}
+    return found
+
+
+def _operation(op: Operation, opid: str, taken: set[str], *, jobs: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operation object of one tool, and the components (hoisted definitions) it refers to."""
     tool = op.tool
     annotations = tool.annotations
     request = _Hoisted(tool.input_schema, opid, f"{opid}__Input", taken)
-    schemas.update(request.components)
+    components = dict(request.components)
     body = request.body
     body.setdefault("type", "object")
     if body["type"] == "object":
         body.setdefault("properties", {})
     if tool.output_schema is None:
-        result: dict[str, Any] = {"description": RESULT_DESCRIPTION}
+        result: dict[str, Any] = {"$ref": _COMPONENTS + RESULT_COMPONENT}
     else:
         response = _Hoisted(tool.output_schema, f"{opid}__Output", f"{opid}__Output", taken)
-        schemas.update(response.components)
+        components.update(response.components)
         result = response.body
     operation: dict[str, Any] = {
         "operationId": opid,
@@ -229,21 +305,18 @@ def _operation(op: Operation, opid: str, schemas: dict[str, Any], taken: set[str
         operation["description"] = tool.description
     operation["tags"] = [op.server]
     operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    operation["responses"] = {
-        "200": {"description": "The tool result.", "content": {"application/json": {"schema": result}}}
-    }
-    for status, text in ERROR_RESPONSES.items():
-        response_object: dict[str, Any] = {
-            "description": text,
-            "content": {"application/json": {"schema": {"$ref": _COMPONENTS + ERROR_COMPONENT}}},
-        }
-        if status == 503:
-            retry = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
-            response_object["headers"] = {"Retry-After": retry}
-        operation["responses"][str(status)] = response_object
+    ok: dict[str, Any] = {"description": "The tool result.", "content": {"application/json": {"schema": result}}}
+    responses: dict[str, Any] = {"200": ok}
+    if jobs:  # Prefer: respond-async, Accept: text/event-stream
+        ok["description"] = RESULT_OR_STREAM
+        ok["content"]["text/event-stream"] = {"schema": {"$ref": _COMPONENTS + EVENT_STREAM_COMPONENT}}
+        responses["202"] = {"$ref": _RESPONSES + JOB_ACCEPTED_COMPONENT}
+    for status, name in ERROR_RESPONSE_NAMES.items():
+        responses[str(status)] = {"$ref": _RESPONSES + name}
+    operation["responses"] = responses
     if annotations is not None:
         operation["x-mcp-annotations"] = annotations.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return operation
+    return operation, components
 
 
 class _Hoisted:
@@ -350,7 +423,7 @@ class _Hoisted:
             elif key in _MAP and isinstance(value, dict):
                 out.setdefault(key, {}).update((k, self._rewrite(v, owner, level)) for k, v in value.items())
             else:
-                out[key] = copy.deepcopy(value)
+                out[key] = value if type(value) in _SCALARS else copy.deepcopy(value)  # most are strings
         # Open WebUI's backend crashes on a `true` subschema under items or properties; {} means the same.
         if out.get("items") is True:
             out["items"] = {}
@@ -475,6 +548,10 @@ def _digest(text: str) -> str:
 # in the 202's description, not declared as a parameter, and the /jobs paths have a document of their own.
 
 JOB_COMPONENT = "Job"
+JOB_ACCEPTED_COMPONENT = "JobAccepted"  # in components/responses
+EVENT_STREAM_COMPONENT = "EventStream"
+RESULT_OR_STREAM = ("The tool result; with the header `Accept: text/event-stream`, its progress and result as "
+                    "server-sent events.")
 JOB_ACCEPTED = (
     "Sent with the header `Prefer: respond-async`: the call runs as a job (under the server's job_timeout). "
     "Location is the job's URL: GET it for its status, progress and result; DELETE it to cancel. "
@@ -511,27 +588,16 @@ def job_schema() -> dict[str, Any]:
     )
 
 
-def add_async_answers(document: dict[str, Any], *, root: str = "") -> dict[str, Any]:
-    """Document, on every tool operation of `document`, the job (202) and event-stream answers."""
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas[JOB_COMPONENT] = job_schema()
-    for methods in document.get("paths", {}).values():
-        operation = methods.get("post")
-        if operation is None:
-            continue
-        ok = operation["responses"]["200"]
-        ok.setdefault("content", {})["text/event-stream"] = {
-            "schema": {"type": "string", "description": EVENT_STREAM_DESCRIPTION}}
-        ok["description"] += " " + EVENT_STREAM_DESCRIPTION
-        operation["responses"]["202"] = {
-            "description": JOB_ACCEPTED.format(root=root),
-            "headers": {
-                "Location": {"description": "The job's URL.", "schema": _STRING},
-                "Preference-Applied": {"description": "respond-async", "schema": _STRING},
-            },
-            "content": {"application/json": {"schema": {"$ref": _COMPONENTS + JOB_COMPONENT}}},
-        }
-    return document
+def _job_accepted(root: str) -> dict[str, Any]:
+    """components/responses/JobAccepted: the 202 of a call sent with `Prefer: respond-async`."""
+    return {
+        "description": JOB_ACCEPTED.format(root=root),
+        "headers": {
+            "Location": {"description": "The job's URL.", "schema": _STRING},
+            "Preference-Applied": {"description": "respond-async", "schema": _STRING},
+        },
+        "content": {"application/json": {"schema": {"$ref": _COMPONENTS + JOB_COMPONENT}}},
+    }
 
 
 def jobs_spec(*, version: str, server_url: str, secured: bool) -> dict[str, Any]:

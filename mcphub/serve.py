@@ -43,6 +43,7 @@ from mcphub.jobs import JobRunner
 from mcphub.launcher import Launcher
 from mcphub.logs import plural
 from mcphub.mcp_face import McpFace
+from mcphub.memory import release_freed
 from mcphub.supervisor import Connect, Supervisor
 from mcphub.toolserver import ToolServer
 
@@ -304,6 +305,7 @@ async def serve(config: HubConfig, options: ServeOptions, launcher: Launcher | N
                         for listener in listeners:
                             await faces.enter_async_context(listener.mcp.running())
                             await faces.enter_async_context(listener.jobs.running())
+                        release_freed()  # what start-up freed goes back to the system (mcphub/memory.py)
                         await _serve(listeners, lifetime, options, config, hub.supervisor)
             signals.cancel_scope.cancel()
     logger.info("stopped")

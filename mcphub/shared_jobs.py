@@ -19,8 +19,6 @@ import logging
 import time
 from collections.abc import Callable, Collection
 
-from redis.exceptions import RedisError
-
 from mcphub.errors import ServerUnavailable
 from mcphub.jobs import Job, JobStatus
 from mcphub.state import CLOSED_RETRY_AFTER, StateStore
@@ -73,7 +71,7 @@ class RedisJobStore:
                 keys=[_owner(job.owner), _job(job.id), _lease(job.id)],
                 args=[max_running, json.dumps(job.to_json()), int(LEASE_TTL * 1000), PREFIX + "job:", job.id,
                       PREFIX + "lease:"])
-        except (RedisError, OSError) as exc:
+        except self._store.errors as exc:
             raise self._down(exc) from None
         return bool(created)
 
@@ -83,7 +81,7 @@ class RedisJobStore:
                                   pxat=None if job.expires is None else int(job.expires * 1000))
             if job.finished:
                 await self._redis.delete(_lease(job.id), _cancel(job.id))
-        except (RedisError, OSError) as exc:
+        except self._store.errors as exc:
             raise self._down(exc) from None
 
     async def delete(self, job_id: str) -> None:
@@ -92,7 +90,7 @@ class RedisJobStore:
             await self._redis.delete(_job(job_id), _lease(job_id), _cancel(job_id))
             if raw is not None:
                 await self._redis.srem(_owner(json.loads(raw)["owner"]), job_id)
-        except (RedisError, OSError) as exc:
+        except self._store.errors as exc:
             raise self._down(exc) from None
 
     async def get(self, job_id: str) -> Job | None:
@@ -101,7 +99,7 @@ class RedisJobStore:
             if raw is None:
                 return None
             return await self._checked(Job.from_json(json.loads(raw)))
-        except (RedisError, OSError) as exc:
+        except self._store.errors as exc:
             raise self._down(exc) from None
 
     async def owned_by(self, owner: str) -> list[Job]:
@@ -112,7 +110,7 @@ class RedisJobStore:
             gone = [job_id for job_id, raw in zip(ids, raws, strict=True) if raw is None]
             if gone:  # expired
                 await self._redis.srem(_owner(owner), *gone)
-        except (RedisError, OSError) as exc:
+        except self._store.errors as exc:
             raise self._down(exc) from None
         return sorted(jobs, key=lambda j: j.created)
 
@@ -126,7 +124,7 @@ class RedisJobStore:
                     pipe.set(_lease(job_id), "1", px=int(LEASE_TTL * 1000))
                     pipe.exists(_cancel(job_id))
                 answers = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except self._store.errors as exc:
             self._store.failed("jobs", exc)
             return set()
         self._store.succeeded()
@@ -135,7 +133,7 @@ class RedisJobStore:
     async def ask_cancel(self, job_id: str) -> None:
         try:
             await self._redis.set(_cancel(job_id), "1", px=int(CANCEL_TTL * 1000))
-        except (RedisError, OSError) as exc:
+        except self._store.errors as exc:
             raise self._down(exc) from None
 
     async def _checked(self, job: Job) -> Job:

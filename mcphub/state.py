@@ -24,17 +24,16 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from mcphub.config import redacted_url
 from mcphub.errors import RateLimited, ServerUnavailable
 from mcphub.ratelimit import Limit
+
+if TYPE_CHECKING:  # redis is imported by a StateStore only: a hub without hub.state never loads it (~7 MiB)
+    import redis.asyncio as redis
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +86,19 @@ class StateStore:
         self.shown_url = redacted_url(url)  # what logs, messages and /readyz may show: no password
         self.failure = failure
         self._on_error = on_error
+        import redis.asyncio as redis  # here, not at the top: see TYPE_CHECKING above (tests/test_cost_fences.py)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        self.errors: tuple[type[Exception], ...] = (RedisError, OSError)  # what a failed command raises
         # blocking: a call past MAX_CONNECTIONS waits (up to COMMAND_TIMEOUT) for a connection, where the
         # default pool would fail it as if Redis were down
         pool = redis.BlockingConnectionPool.from_url(
             url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT, timeout=COMMAND_TIMEOUT,
             retry=Retry(NoBackoff(), 1),  # once more at once: a pooled connection may predate a Redis restart
             max_connections=MAX_CONNECTIONS, decode_responses=True)
-        self.client = redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
+        self.client: redis.Redis = redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
         self.up: bool | None = None  # None: not tried yet
         self.last_error: str | None = None
         self._retry_at = 0.0
@@ -130,7 +135,7 @@ class StateStore:
     async def ping(self) -> None:
         try:
             await self.client.ping()
-        except (RedisError, OSError) as exc:
+        except self.errors as exc:
             self.failed("ping", exc)
         else:
             self.succeeded()
@@ -193,7 +198,7 @@ class SharedRateLimiter:
                 args += [limit.limit.requests, limit.limit.per]
             try:
                 answer = await self._take(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
+            except store.errors as exc:
                 store.failed("ratelimit", exc)
             else:
                 store.succeeded()

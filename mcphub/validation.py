@@ -18,23 +18,26 @@ from __future__ import annotations
 
 import array
 import copy
+import functools
 import itertools
 import json
 import logging
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import referencing.exceptions
-from jsonschema.protocols import Validator
 from mcp.types import Tool
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from mcphub.errors import ArgumentError, InvalidArguments, exception_line
 from mcphub.toolserver import Json
+
+# jsonschema (with referencing, rpds and attrs: ~2.6 MiB) is imported when the first validator is compiled,
+# at a tool's first call: a hub at rest has not loaded it (tests/test_cost_fences.py).
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.protocols import Validator
+    from referencing import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class ArgumentValidator:
     def __init__(self) -> None:
         self._validators: dict[_Key, Validator | None] = {}
         self._inapplicable: set[_Key] = set()  # tools whose schema could not be applied to some call (logged)
+        self._cannot_apply: tuple[type[Exception], ...] = (RecursionError,)  # and Unresolvable, once loaded
 
     def check(self, server: str, version: int, tool: Tool, arguments: Json) -> dict[str, Json]:
         """`arguments` as the call's arguments; raises InvalidArguments (422) where they break the schema,
@@ -67,7 +71,7 @@ class ArgumentValidator:
             if validator.is_valid(checked):  # the common case costs one pass
                 return checked
             errors = sorted(validator.iter_errors(checked), key=lambda e: list(map(str, e.absolute_path)))
-        except (RecursionError, referencing.exceptions.Unresolvable) as exc:
+        except self._cannot_apply as exc:
             # A property of this input with this schema (a loop, a $ref that resolves nowhere, reached only
             # by some inputs): this call is refused, and the next one is checked again.
             if isinstance(exc, RecursionError):
@@ -99,6 +103,10 @@ class ArgumentValidator:
         if len(self._validators) > MAX_CACHED_VALIDATORS:  # old tool versions pile up over restarts
             self._validators.clear()
             self._inapplicable.clear()
+        import jsonschema  # see TYPE_CHECKING above
+        from referencing.exceptions import Unresolvable
+
+        self._cannot_apply = (RecursionError, Unresolvable)
         validator: Validator | None
         try:
             cls = jsonschema.validators.validator_for(tool.input_schema, default=jsonschema.Draft202012Validator)
@@ -108,7 +116,7 @@ class ArgumentValidator:
                 logger.warning("'%s' tool '%s': $ref %s in its input schema resolve nowhere; those parts are "
                                "checked as open, as its OpenAPI document shows them", key[0], tool.name,
                                ", ".join(map(repr, dangling)))
-            validator = cls(schema, registry=_NO_RETRIEVAL)
+            validator = cls(schema, registry=_no_retrieval())
         except jsonschema.SchemaError as exc:
             logger.warning("'%s' tool '%s' has an invalid input schema (%s); arguments are passed unchecked",
                            key[0], tool.name, exc.message)
@@ -117,9 +125,16 @@ class ArgumentValidator:
         return validator
 
 
-# Never fetch a $ref over the network (jsonschema would, with a blocking urlopen on the event loop, for any
-# input that reaches one): a reference outside the tool's own schema resolves nowhere.
-_NO_RETRIEVAL: Registry[Any] = Registry()
+
+
+@functools.cache
+def _no_retrieval() -> Registry[Any]:
+    """Never fetch a $ref over the network (jsonschema would, with a blocking urlopen on the event loop, for
+    any input that reaches one): a reference outside the tool's own schema resolves nowhere."""
+    from referencing import Registry
+
+    return Registry()
+
 # Keywords whose values are subschemas (one, a list, a map of them): where a $ref can sit.
 _ONE_SCHEMA = frozenset({"additionalProperties", "items", "contains", "propertyNames", "not", "if", "then", "else",
                          "unevaluatedItems", "unevaluatedProperties", "additionalItems"})
@@ -135,17 +150,21 @@ def _open_dangling_refs(schema: dict[str, Any]) -> tuple[dict[str, Any], list[st
     nodes = list(_subschemas(schema))
     if any("$id" in node for node in nodes[1:]):
         return schema, []
+    from referencing import Resource
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
     root_id = schema.get("$id")
     base = root_id if isinstance(root_id, str) else ""
     resource: Resource[Any] = Resource.from_contents(schema, default_specification=DRAFT202012)
-    resolver = _NO_RETRIEVAL.with_resource(base, resource).resolver(base_uri=base)
+    resolver = _no_retrieval().with_resource(base, resource).resolver(base_uri=base)
     dangling: list[str] = []
     for node in nodes:
         ref = node.get("$ref")
         if isinstance(ref, str):
             try:
                 resolver.lookup(ref)
-            except referencing.exceptions.Unresolvable:
+            except Unresolvable:
                 dangling.append(ref)
     if not dangling:
         return schema, []

@@ -393,7 +393,8 @@ async def test_the_specs_document_jobs_and_event_streams_without_adding_tools() 
             validate(spec)
             operation = spec["paths"][tool_path]["post"]
             assert "parameters" not in operation  # a converter would hand a Prefer parameter to the model
-            accepted = operation["responses"]["202"]
+            assert operation["responses"]["202"] == {"$ref": "#/components/responses/JobAccepted"}  # one for all
+            accepted = spec["components"]["responses"]["JobAccepted"]
             assert "Prefer: respond-async" in accepted["description"]
             assert set(accepted["headers"]) == {"Location", "Preference-Applied"}
             assert accepted["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Job"}

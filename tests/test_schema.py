@@ -129,9 +129,9 @@ def assert_sound_document(spec: dict[str, Any]) -> None:
     validate(spec)
     for name in spec["components"]["schemas"]:
         assert name.replace(".", "").replace("-", "").replace("_", "").isalnum(), name
-    for ref in walk_refs(spec):
-        name = ref.removeprefix("#/components/schemas/")
-        assert name in spec["components"]["schemas"], f"dangling {ref}"
+    for ref in walk_refs(spec):  # schemas, and the responses every operation shares (components/responses)
+        kind, _, name = ref.removeprefix("#/components/").partition("/")
+        assert ref.startswith("#/components/") and name in spec["components"].get(kind, {}), f"dangling {ref}"
     for item in spec["paths"].values():
         operation = item["post"]
         assert len(operation["operationId"]) <= 64
@@ -207,13 +207,16 @@ def test_summary_falls_back_to_annotation_title_then_name_and_missing_descriptio
 
 
 def test_error_statuses_share_one_error_schema_that_fits_the_hub_error_body() -> None:
-    spec = per_server_spec("s", [tool()])
+    spec = per_server_spec("s", [tool(), tool("u")])
     responses = post(spec, "/t")["responses"]
     assert sorted(responses) == ["200", "400", "401", "403", "404", "422", "502", "503", "504"]
+    assert post(spec, "/u")["responses"] == responses  # written once, in components/responses
+    shared = spec["components"]["responses"]
     for status in ("400", "401", "403", "404", "422", "502", "503", "504"):
-        assert responses[status]["description"]
-        assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
-    assert "Retry-After" in responses["503"]["headers"]
+        name = responses[status]["$ref"].removeprefix("#/components/responses/")
+        assert shared[name]["description"]
+        assert shared[name]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert "Retry-After" in shared["Unavailable"]["headers"]
     error = in_document(spec, {"$ref": "#/components/schemas/Error"})
     assert error.is_valid({"error": {"type": "tool_error", "message": "boom", "server": "s", "tool": "t"}})
     assert error.is_valid(
@@ -231,8 +234,8 @@ def test_error_statuses_share_one_error_schema_that_fits_the_hub_error_body() ->
 
 def test_result_schema_is_the_output_schema_or_a_described_anything() -> None:
     spec = per_server_spec("s", [case_tool("structured"), tool("plain")])
-    assert result(spec, "/plain").keys() == {"description"}
-    assert "structuredContent" in result(spec, "/plain")["description"]
+    assert result(spec, "/plain") == {"$ref": "#/components/schemas/ToolResult"}
+    assert "structuredContent" in spec["components"]["schemas"]["ToolResult"]["description"]
     assert result(spec, "/structured")["properties"]["days"]["items"] == {
         "$ref": "#/components/schemas/structured__Output__Day"
     }
