@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import httpx2
@@ -40,7 +40,6 @@ from mcphub.jobs_http import JobsFace, wanted
 from mcphub.mcp_face import METADATA_PATH, McpFace
 from mcphub.metrics import CONTENT_TYPE
 from mcphub.oauth_http import forget_instance, oauth_routes, user_instances
-from mcphub.runner.api import runner_routes
 from mcphub.shared_jobs import RedisJobStore
 from mcphub.toolserver import Json, State
 
@@ -382,7 +381,7 @@ def create_app(invoker: Invoker, *, hub_id: str | None = None, mounts: Sequence[
     ]
     # /v1/... before the /{server}/... patterns; without runner: (or until a reload adds one) they answer a
     # 404 naming it; a server named v1 still gets its POST /v1/models
-    routes[1:1] = runner_routes(invoker, backend_transport=backend_transport)
+    routes[1:1] = _runner_routes(invoker, backend_transport)
     middleware = []
     origins = invoker.config.hub.cors_origins
     if origins:
@@ -445,3 +444,21 @@ async def _method_handler(request: Request, exc: Exception) -> Response:
 async def _internal_error_handler(request: Request, exc: Exception) -> Response:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("internal_error", "internal error in the hub (see its log)"), status_code=500)
+
+
+def _runner_routes(invoker: Invoker, backend_transport: httpx2.AsyncBaseTransport | None) -> list[Route]:
+    """The model runner's routes (runner/api.py), its code imported at their first request: a hub that is
+    never asked for a chat never loads it (tests/test_cost_fences.py)."""
+    loaded: list[Route] = []
+
+    def lazily(index: int) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if not loaded:
+                from mcphub.runner.api import runner_routes
+
+                loaded.extend(runner_routes(invoker, backend_transport=backend_transport))
+            answer: Response = await loaded[index].endpoint(request)
+            return answer
+        return endpoint
+
+    return [Route("/v1/models", lazily(0), methods=["GET"]), Route("/v1/chat/completions", lazily(1), methods=["POST"])]

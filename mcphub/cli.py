@@ -39,15 +39,13 @@ from mcphub.invoker import Call
 from mcphub.launcher import Launcher
 from mcphub.logs import configure_logging, plural
 from mcphub.oauth import OAuthServers
-from mcphub.runner.api import backend_client, make_runner
-from mcphub.runner.messages import ToolCall, ToolResult
-from mcphub.runner.tools import HubTools
 from mcphub.serve import ListenError, ServeOptions, plan, running, serve
 from mcphub.supervisor import Supervisor
 from mcphub.toolserver import State
 from mcphub.transports import launchable
 
 if TYPE_CHECKING:  # rich is for the commands that print (~2 MiB): `serve` never loads it (tests/test_cost_fences.py)
+    from mcphub.runner.messages import ToolCall, ToolResult  # (the runner: `chat` alone, as rich)
     from rich.console import Console
 
 API_KEY_ENV = "MCPHUB_API_KEY"
@@ -473,6 +471,9 @@ def _chat(args: argparse.Namespace) -> int:
     failed = False
 
     async def run() -> None:
+        from mcphub.runner.api import backend_client, make_runner  # see TYPE_CHECKING above
+        from mcphub.runner.tools import HubTools
+
         nonlocal failed
         async with running(servers, sites) as hub:
             wanted = set(runner_config.servers)  # the listener that serves most of them (instances: one each)

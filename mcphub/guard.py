@@ -132,7 +132,7 @@ class Guard:
                     f"the request body must be JSON sent with 'Content-Type: application/json' (got {got}; "
                     "curl sends form data with -d: use --json, or add -H 'Content-Type: application/json')")
         except HubError as exc:
-            self.invoker.metrics.refused.labels(str(exc.status_code)).inc()
+            self.invoker.metrics.refused(exc.status_code)
             access_logger.info("- %s %s %d (%s)", scope["method"], printable(scope["path"]), exc.status_code, exc.type,
                                extra={"audit": {"principal": None, "method": scope["method"],
                                                 "path": scope["path"], "status": exc.status_code}})

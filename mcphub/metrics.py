@@ -1,17 +1,17 @@
 """Prometheus metrics for one hub app: calls, errors, latency per server and tool, restarts, server state.
 
-Each app gets its own registry (several hubs can live in one process: instances, tests).
+Each app gets its own registry (several hubs can live in one process: instances, tests). prometheus_client
+(~0.6 MiB) is imported at the first count or scrape, not by a hub at rest (tests/test_cost_fences.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sized
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.metrics_core import Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -32,52 +32,76 @@ class ServerGauges(Protocol):
 
 class HubMetrics:
     def __init__(self, servers: Callable[[], Mapping[str, ServerGauges]]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.calls = Counter(
+        self._servers = servers
+        self._counters: _Counters | None = None
+
+    @property
+    def counters(self) -> _Counters:
+        if self._counters is None:
+            self._counters = _Counters(self._servers)
+        return self._counters
+
+    def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None,
+                *, face: str = "http") -> None:
+        counters = self.counters
+        counters.calls.labels(server, tool, str(status), face).inc()
+        counters.latency.labels(server, tool).observe(seconds)
+        if error_type is not None:
+            counters.errors.labels(server, tool, error_type).inc()
+
+    def refused(self, status: int) -> None:
+        self.counters.refused.labels(str(status)).inc()
+
+    def state_error(self, operation: str) -> None:
+        self.counters.state_errors.labels(operation).inc()
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest  # see the module docstring
+
+        return generate_latest(self.counters.registry)
+
+
+class _Counters:
+    """The registry and its metrics, made at the first count or scrape."""
+
+    def __init__(self, servers: Callable[[], Mapping[str, ServerGauges]]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram  # see the module docstring
+
+        self.registry: CollectorRegistry = CollectorRegistry(auto_describe=True)
+        self.calls: Counter = Counter(
             "mcphub_tool_calls", "Tool calls by outcome and face (http, mcp)", ["server", "tool", "status", "face"],
             registry=self.registry,
         )
-        self.errors = Counter(
+        self.errors: Counter = Counter(
             "mcphub_tool_errors", "Failed tool calls by error type", ["server", "tool", "type"], registry=self.registry
         )
-        self.latency = Histogram(
+        self.latency: Histogram = Histogram(
             "mcphub_tool_call_duration_seconds",
             "Tool call latency through the hub",
             ["server", "tool"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.refused = Counter(
+        self.refused: Counter = Counter(
             "mcphub_requests_refused", "Requests refused before routing (Host, Origin, Content-Type), by status",
             ["status"], registry=self.registry,
         )
-        self.state_errors = Counter(
+        self.state_errors: Counter = Counter(
             "mcphub_state_errors", "Failed commands to the shared state store (hub.state) by operation", ["operation"],
             registry=self.registry,
         )
         self.registry.register(_ServerCollector(servers))
 
-    def observe(self, server: str, tool: str, status: int, seconds: float, error_type: str | None,
-                *, face: str = "http") -> None:
-        self.calls.labels(server, tool, str(status), face).inc()
-        self.latency.labels(server, tool).observe(seconds)
-        if error_type is not None:
-            self.errors.labels(server, tool, error_type).inc()
 
-    def state_error(self, operation: str) -> None:
-        self.state_errors.labels(operation).inc()
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-class _ServerCollector(Collector):
-    """Per-server gauges read from the supervisor's handles at scrape time."""
+class _ServerCollector:
+    """Per-server gauges read from the supervisor's handles at scrape time (a prometheus_client Collector)."""
 
     def __init__(self, servers: Callable[[], Mapping[str, ServerGauges]]) -> None:
         self._servers = servers
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         up = GaugeMetricFamily("mcphub_server_up", "1 if the server is ready", labels=["server", "state"])
         tools = GaugeMetricFamily("mcphub_server_tools", "Tools the server exposes", labels=["server"])
         restarts = CounterMetricFamily("mcphub_server_restarts", "Server restarts", labels=["server"])

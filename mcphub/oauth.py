@@ -36,8 +36,6 @@ from urllib.parse import quote, urlencode
 
 import anyio
 import httpx2
-from authlib.oauth2.rfc6749.parameters import prepare_grant_uri  # type: ignore[import-untyped]
-from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 
 from mcphub import oauth_discovery as discovery
 from mcphub.config import HttpServer, HubConfig, OAuthClient
@@ -243,6 +241,10 @@ class OAuth:
         verifier = secrets.token_urlsafe(48)
         state = self._sealer.link(json.dumps({"s": server, "u": user, "v": verifier,
                                               "n": secrets.token_urlsafe(16)}).encode())
+        # authlib.oauth2 (~1.5 MiB) is imported at the first sign-in, not by every hub (tests/test_cost_fences.py)
+        from authlib.oauth2.rfc6749.parameters import prepare_grant_uri  # type: ignore[import-untyped]
+        from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
+
         scopes = self._config_of(server).scopes
         url: str = prepare_grant_uri(
             endpoints.authorization, client.client_id, "code", redirect_uri=self.redirect_uri(server),

@@ -16,12 +16,14 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio as redis
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+if TYPE_CHECKING:  # the client comes from state.StateStore, which alone imports redis (tests/test_cost_fences.py)
+    import redis.asyncio as redis
 
 SECRET_KEY_ENV = "MCPHUB_SECRET_KEY"
 MIN_SECRET_BYTES = 16  # a shorter MCPHUB_SECRET_KEY is refused: it protects every user's tokens

@@ -2,8 +2,9 @@
 
 What a hub serving the default config does not need stays unimported until something needs it: redis
 (only with hub.state), joserfc (only with auth.jwt or a forwarded-user JWT), rich (only the commands that
-print), jsonschema and referencing (at a tool's first call). Together ~13 MiB of the hub's RSS. Each is
-imported inside the code that uses it (mcphub/state.py, auth.py, cli.py, validation.py); a module-level
+print), jsonschema and referencing (at a tool's first call), authlib.oauth2 (a user's first OAuth
+sign-in), the model runner (a first chat), prometheus_client (the first count or scrape). Together ~15 MiB of the hub's RSS. Each is imported inside the
+code that uses it (mcphub/state.py, auth.py, cli.py, validation.py, oauth.py, app.py, metrics.py); a module-level
 import anywhere on `mcphub serve`'s path would load it again, silently, and this test fails.
 
 A real `mcphub serve` with the packaged default config (the five bundled servers), in a subprocess whose
@@ -23,7 +24,8 @@ from pathlib import Path
 from tests.helpers import PYTHON, free_port
 
 HUB_TIMEOUT = 90.0  # seconds for the whole subprocess: five servers start, a few requests, a shutdown
-NOT_AT_REST = ("redis", "joserfc", "rich", "jsonschema", "referencing")
+NOT_AT_REST = ("redis", "joserfc", "rich", "jsonschema", "referencing", "authlib.oauth2", "mcphub.runner",
+               "prometheus_client")
 
 DRIVER = r"""
 import gc, json, os, signal, sys, threading, time
@@ -85,6 +87,7 @@ def test_a_hub_at_rest_with_the_default_config_has_not_imported_what_it_does_not
     assert imported == [], f"imported by a hub at rest with the default config: {imported} (see this file's docstring)"
     assert result["call"] == 200
     assert loaded(result["after_call"], "jsonschema"), "the first call compiles a validator: jsonschema is loaded"
+    assert loaded(result["after_call"], "prometheus_client"), "the first call is counted: prometheus_client is loaded"
     assert not loaded(result["after_call"], "redis") and not loaded(result["after_call"], "joserfc")
 
 
