@@ -40,7 +40,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -89,6 +89,9 @@ class Principal:
     tools: frozenset[str] | None = None  # None: every tool of the allowed servers
     kind: str = "key"  # "key", "jwt" or "anonymous": with `name`, who the audit line names
     rate_limit: RateLimit | None = None
+    # a forwarded user's: the request headers that named them (the user JWT, or the plain headers), passed
+    # on to a mounted hub with the call, so that it acts as the same user (never logged, never to a server)
+    vouchers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def audit_name(self) -> str:
@@ -221,11 +224,13 @@ class _Forwarding:
         """The user the request names (the key itself when it names none). A user token that does not
         verify is a 401: a front end that sends one means the call to be that user's."""
         name: str | None = None
+        vouchers: tuple[tuple[str, str], ...] = ()
         token = headers.get(USER_JWT_HEADER) if self._secret is not None else None
         if token is not None:
-            name = self._verified(token)
+            name, vouchers = self._verified(token), ((USER_JWT_HEADER, token),)
         elif self._headers:
             name = next((headers[h] for h in USER_HEADERS if headers.get(h)), None)
+            vouchers = tuple((h, headers[h]) for h in USER_HEADERS if headers.get(h))
         if name is None:
             return key
         user = self._users.get(name)
@@ -236,7 +241,7 @@ class _Forwarding:
                 tools = frozenset(user.tools) if tools is None else tools & frozenset(user.tools)
         rate_limit = user.rate_limit if user is not None and user.rate_limit is not None else key.rate_limit
         return Principal(name=_printable(name)[:MAX_NAME_CHARS], servers=servers, tools=tools, kind="user",
-                         rate_limit=rate_limit)
+                         rate_limit=rate_limit, vouchers=vouchers)
 
     def _verified(self, token: str) -> str:
         from joserfc import errors as jose_errors

@@ -45,8 +45,9 @@ from mcphub.toolserver import State
 from mcphub.transports import launchable
 
 if TYPE_CHECKING:  # rich is for the commands that print (~2 MiB): `serve` never loads it (tests/test_cost_fences.py)
-    from mcphub.runner.messages import ToolCall, ToolResult  # (the runner: `chat` alone, as rich)
     from rich.console import Console
+
+    from mcphub.runner.messages import ToolCall, ToolResult  # (the runner: `chat` alone, as rich)
 
 API_KEY_ENV = "MCPHUB_API_KEY"
 RUNNER_DOCS = 'README.md, section "runner" under "Config reference"'  # tests check that this section exists

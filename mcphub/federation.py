@@ -70,7 +70,7 @@ class RemoteServer:
     async def call(self, tool: str, arguments: dict[str, Json], context: CallContext) -> Relayed:
         if context.timeout is not None:  # a job (jobs.job_timeout): that hub runs it under its own job_timeout
             return await self.mount.forward_streamed(self, tool, arguments, context)
-        return await self.mount.forward(self, tool, arguments, authorization=context.authorization)
+        return await self.mount.forward(self, tool, arguments, context)
 
     # Resources and prompts: asked of the other hub's HTTP routes (`GET /{server}/resources`, ...), with
     # the credential a call would carry; its errors pass on with their status and body. (Whether it has
@@ -165,8 +165,19 @@ class RemoteMount:
         return httpx2.AsyncClient(timeout=httpx2.Timeout(self.timeout + 5.0, connect=5.0), proxy=self.proxy,
                                   limits=limits, follow_redirects=False)
 
-    def _headers(self, authorization: str | None) -> dict[str, str]:
+    def _headers(self, context: CallContext | None) -> dict[str, str]:
+        """The mount's credential, else the caller's own (a sibling sharing this hub's auth); and the
+        headers that named a forwarded user, so that the other hub acts as the same user."""
         headers = {"X-Mcphub-Via": self.hub_id}
+        if context is not None:
+            headers.update(context.user_headers)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        elif context is not None and context.authorization:
+            headers["Authorization"] = context.authorization
+        return headers
+        headers.update(context.user_headers)
+        authorization = context.authorization
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         elif authorization:
@@ -260,7 +271,7 @@ class RemoteMount:
         what = f"{path} of server '{server.name}'"
         with self._reaching(server, None, f"did not answer {what} within {self.timeout:g}s"):
             response = await self._client.get(f"{self.url}/{server.name}/{path}", params=dict(params),
-                                              headers=self._headers(context.authorization if context else None))
+                                              headers=self._headers(context))
         try:
             body = response.json()
         except ValueError:
@@ -271,16 +282,14 @@ class RemoteMount:
             raise RelayedError(response.status_code, body, headers, server=server.name)
         return body
 
-    async def forward(
-        self, server: RemoteServer, tool: str, arguments: Any, *, authorization: str | None
-    ) -> Relayed:
+    async def forward(self, server: RemoteServer, tool: str, arguments: Any, context: CallContext) -> Relayed:
         if self._client is None:
             raise server.unavailable(tool, "not connected yet")
         url = f"{self.url}/{server.name}/{tool}"
         with self._reaching(server, tool, f"did not answer tool '{tool}' within {self.timeout:g}s"):
             response = await self._client.post(
                 url, content=json.dumps(arguments).encode(), headers={
-                    **self._headers(authorization), "Content-Type": "application/json"})
+                    **self._headers(context), "Content-Type": "application/json"})
         return self._relayed(server, tool, response)
 
     async def forward_streamed(self, server: RemoteServer, tool: str, arguments: Any, context: CallContext) -> Relayed:
@@ -291,7 +300,7 @@ class RemoteMount:
         streams) is relayed as `forward` relays it. Cancelling the call hangs up, which cancels it there."""
         if self._client is None:
             raise server.unavailable(tool, "not connected yet")
-        headers = {**self._headers(context.authorization), "Content-Type": "application/json",
+        headers = {**self._headers(context), "Content-Type": "application/json",
                    "Accept": EVENT_STREAM}
         timeout = httpx2.Timeout(max(self.timeout, STREAM_IDLE_TIMEOUT), connect=5.0)
         try:

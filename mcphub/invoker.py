@@ -237,7 +237,8 @@ class Invoker:
             else:  # but what this hub cannot send is refused here, for every server
                 arguments = sendable(arguments, server=call.server, tool=call.tool)
             context = CallContext(caller=call.principal.audit_name, authorization=call.authorization,
-                                  progress=call.progress, timeout=call.timeout, back_channel=call.back_channel)
+                                  progress=call.progress, timeout=call.timeout, back_channel=call.back_channel,
+                                  user_headers=call.principal.vouchers)
             if call.on_call is not None:
                 call.on_call()
             try:
@@ -305,7 +306,7 @@ class Invoker:
                 raise Forbidden(f"credential '{ask.principal.name}' is limited to some tools: it may not use "
                                 f"resources or prompts of server '{ask.server}'", server=ask.server)
             context = CallContext(caller=ask.principal.audit_name, authorization=ask.authorization,
-                                  back_channel=ask.back_channel)
+                                  back_channel=ask.back_channel, user_headers=ask.principal.vouchers)
             if ask.method in ("resources/read", "prompts/get"):
                 await self.limiter.take(self.auth.limits_for(ask.principal, ask.server), server=ask.server,
                                         tool=ask.method)

@@ -134,13 +134,15 @@ class CallContext:
     server's `notifications/progress` for this call go (None: the caller asked for none). `timeout`:
     seconds this call may take, instead of the server's own `timeout` (a job's `job_timeout`).
     `back_channel`: where the server's elicitation and sampling requests during the call go (None:
-    declined)."""
+    declined). `user_headers`: the headers that named a forwarded user (`auth.Principal.vouchers`), sent
+    with the call to a mounted hub only, so that it acts as the same user."""
 
     caller: str
     authorization: str | None = None
     progress: ProgressFn | None = None
     timeout: float | None = None
     back_channel: BackChannel | None = None
+    user_headers: tuple[tuple[str, str], ...] = ()
 
 
 Answer: TypeAlias = CallToolResult | Relayed

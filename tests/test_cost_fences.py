@@ -3,9 +3,10 @@
 What a hub serving the default config does not need stays unimported until something needs it: redis
 (only with hub.state), joserfc (only with auth.jwt or a forwarded-user JWT), rich (only the commands that
 print), jsonschema and referencing (at a tool's first call), authlib.oauth2 (a user's first OAuth
-sign-in), the model runner (a first chat), prometheus_client (the first count or scrape). Together ~15 MiB of the hub's RSS. Each is imported inside the
-code that uses it (mcphub/state.py, auth.py, cli.py, validation.py, oauth.py, app.py, metrics.py); a module-level
-import anywhere on `mcphub serve`'s path would load it again, silently, and this test fails.
+sign-in), the model runner (a first chat), prometheus_client (the first count or scrape). Together ~15 MiB
+of the hub's RSS. Each is imported inside the code that uses it (mcphub/state.py, auth.py, cli.py,
+validation.py, oauth.py, app.py, metrics.py); a module-level import anywhere on `mcphub serve`'s path
+would load it again, silently, and this test fails.
 
 A real `mcphub serve` with the packaged default config (the five bundled servers), in a subprocess whose
 main thread runs the CLI as `python -m mcphub serve` does; another thread waits for /readyz, fetches the

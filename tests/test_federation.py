@@ -254,7 +254,7 @@ async def test_a_job_on_a_mounted_server_runs_under_the_other_hubs_job_timeout_w
     b_cfg = {"hub": {"port": b_port, "mount": ["a"]}, "remotes": {"a": {"url": f"http://127.0.0.1:{a_port}",
                                                                         "timeout": 1}}}
     job = {"Prefer": "respond-async"}
-    async with running_instances(a_cfg) as a_hubs, running_instances(b_cfg) as b_hubs:
+    async with running_instances(a_cfg), running_instances(b_cfg) as b_hubs:
         b = b_hubs["hub"]
         await _until(lambda: _serves(b, "alpha"))
 

@@ -26,7 +26,8 @@ from mcphub.errors import ConfigError, Forbidden
 from mcphub.supervisor import ServerHandle, Supervisor
 from mcphub.toolserver import State
 from mcphub.user_servers import undefined_secrets
-from tests.hub import assert_error, config_of, core, make_app, running_hub, sample_server
+from tests.helpers import free_port
+from tests.hub import assert_error, config_of, core, make_app, running_hub, running_instances, sample_server
 from tests.hub import connect as hub_connect
 from tests.hub import mcp_client as hub_mcp_client
 from tests.test_cli import mcphub as cli
@@ -447,3 +448,37 @@ def test_mcphub_check_starts_the_listing_instance_and_warns_about_a_secret_no_us
     refused = cli("check", "-c", str(bad))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert f"{bad}: servers.gh.args[2]: ${{user.…}} (the calling user's secret) cannot be used here" in refused.stderr
+
+
+# ------------------------------------------------------------------------------------------ mounted
+
+
+async def test_a_hub_that_mounts_a_per_user_server_calls_it_as_the_same_user() -> None:
+    # Hub b mounts hub a (a sibling sharing its auth: the caller's key goes on), and sends the header that
+    # named the user with each call, so hub a runs the call on that user's own instance.
+    a_port = free_port()
+    a_cfg = {**config(), "hub": {"port": a_port}}
+    b_cfg = {"auth": config()["auth"], "hub": {"port": free_port(), "mount": ["a"]},
+             "remotes": {"a": {"url": f"http://127.0.0.1:{a_port}"}}}
+    async with running_instances(a_cfg) as a_hubs, running_instances(b_cfg) as b_hubs:
+        b = b_hubs["hub"]
+        with anyio.fail_after(WAIT):
+            while (await b.client.get("/readyz")).json()["servers"].get("gh", {}).get("state") != "ready":
+                await anyio.sleep(0.05)
+        assert "gh" not in b.supervisor.servers  # hub a runs it; b serves it mounted
+        for email, token in [("alice@example.com", ALICE_TOKEN), ("bob@example.com", BOB_TOKEN)]:
+            response = await b.client.post("/gh/getenv", json={"name": "TOKEN"}, headers=as_user(email))
+            assert response.status_code == 200, response.text
+            assert response.json() == {"result": token}
+        job = await b.client.post("/gh/getenv", json={"name": "TOKEN"},
+                                  headers={**as_user("alice@example.com"), "Prefer": "respond-async"})
+        assert job.status_code == 202, job.text
+        with anyio.fail_after(WAIT):
+            while (done := (await b.client.get(job.headers["location"], headers=as_user("alice@example.com")
+                                              )).json())["status"] == "running":
+                await anyio.sleep(0.05)
+        assert done["result"] == {"result": ALICE_TOKEN}, done
+        plain = await b.client.post("/gh/getenv", json={"name": "TOKEN"}, headers=PLAIN_HEADERS)
+        assert "is not a forwarded user" in assert_error(plain, 403, "forbidden")["message"]
+        a = a_hubs["hub"]
+        assert sorted(pool_of(a).users()) == ["alice@example.com", "bob@example.com"]
