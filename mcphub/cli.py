@@ -126,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("server")
     p.add_argument("tool")
     p.add_argument("--args", default="{}", metavar="JSON", help="the tool's arguments as a JSON object")
+    p.add_argument("--user", metavar="ID", help="call as this user of auth.users (their scopes; a per-user server "
+                                                "runs their own instance with their secrets)")
 
     p = command("chat", "tool-using chat through the runner (runner: in the config); a REPL without PROMPT", _chat)
     _config_arg(p)
@@ -401,6 +403,19 @@ def _server_table(console: Console, supervisor: Supervisor, *, with_tools: bool 
     console.print(table)
 
 
+def _cli_principal(config: HubConfig, path: Path, user: str | None) -> Principal:
+    """Who `mcphub call` calls as: the config's owner, or with --user one of its users (as a front end
+    would name them: the user's scopes, and their own instance of a per-user server)."""
+    if user is None:
+        return CLI_PRINCIPAL
+    found = config.auth.users.get(user)
+    if found is None:
+        listed = ", ".join(sorted(config.auth.users)) or "none"
+        raise ConfigError(f"--user: {path} has no user {user!r} in auth.users (users: {listed})")
+    return Principal(name=user, kind="user", servers=frozenset(found.servers),
+                     tools=None if found.tools is None else frozenset(found.tools), rate_limit=found.rate_limit)
+
+
 def _call(args: argparse.Namespace) -> int:
     """Through the hub's one call path (scopes, validation, result mapping, error shape), in-process.
     A server of this config runs alone; a mounted one (`mount:`, `instances:`, `remotes:`) is reached
@@ -412,6 +427,7 @@ def _call(args: argparse.Namespace) -> int:
         raise ConfigError(f"--args: not valid JSON: {exc}") from None
     if not isinstance(arguments, dict):
         raise ConfigError(f"--args: must be a JSON object of the tool's arguments (got {args.args})")
+    principal = _cli_principal(config, path, args.user)
     servers, sites = plan(config, ServeOptions())
     if args.server in servers:  # start only that server, mount nothing
         servers = {args.server: servers[args.server]}
@@ -434,7 +450,7 @@ def _call(args: argparse.Namespace) -> int:
                                    f"(servers: {', '.join(mounted) or 'none reachable'})")
                 return
             with progress_shown(f"{args.server}/{args.tool}") as progress:  # on stderr (mcphub/cli_progress.py)
-                outcome = await invoker.invoke(Call(CLI_PRINCIPAL, args.server, args.tool, arguments,
+                outcome = await invoker.invoke(Call(principal, args.server, args.tool, arguments,
                                                     authorization=_cli_authorization(), progress=progress))
                 await progress.settled()
             output["status"], output["body"] = outcome.status, outcome.body
@@ -443,6 +459,9 @@ def _call(args: argparse.Namespace) -> int:
     if "error" in output:
         raise ConfigError(output["error"])
     print(json.dumps(output["body"], indent=2, ensure_ascii=False))
+    if output["status"] == 403 and args.user is None and config.auth.users:
+        print(f"mcphub call: to call as one of the config's users, add --user ID (users: "
+              f"{', '.join(sorted(config.auth.users))})", file=sys.stderr)
     return 0 if output["status"] == 200 else 1
 
 

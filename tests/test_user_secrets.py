@@ -5,6 +5,7 @@ on the user's first call, stopped when idle, at most `max_users` at once; a call
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -448,6 +449,23 @@ def test_mcphub_check_starts_the_listing_instance_and_warns_about_a_secret_no_us
     refused = cli("check", "-c", str(bad))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert f"{bad}: servers.gh.args[2]: ${{user.…}} (the calling user's secret) cannot be used here" in refused.stderr
+
+
+def test_mcphub_call_as_a_user_runs_their_own_instance(tmp_path: Path):
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(config()), encoding="utf-8")
+    getenv_args = ("call", "gh", "getenv", "--args", '{"name": "TOKEN"}', "-c", str(path))
+    as_alice = cli(*getenv_args, "--user", "alice@example.com")
+    assert as_alice.returncode == 0, as_alice.stdout + as_alice.stderr
+    assert json.loads(as_alice.stdout) == {"result": ALICE_TOKEN}
+    as_owner = cli(*getenv_args)
+    assert as_owner.returncode == 1 and "needs the secret GITHUB_TOKEN" in as_owner.stdout, as_owner.stdout
+    assert "add --user ID (users: alice@example.com, bob@example.com" in as_owner.stderr, as_owner.stderr
+    unknown = cli(*getenv_args, "--user", "mallory@example.com")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr, unknown.stderr
+    assert (f"--user: {path} has no user 'mallory@example.com' in auth.users (users: alice@example.com, "
+            "bob@example.com, carol@example.com, dave@example.com)") in unknown.stderr
+    assert ALICE_TOKEN not in as_owner.stdout + as_owner.stderr + unknown.stderr
 
 
 # ------------------------------------------------------------------------------------------ mounted
