@@ -176,13 +176,6 @@ class RemoteMount:
         elif context is not None and context.authorization:
             headers["Authorization"] = context.authorization
         return headers
-        headers.update(context.user_headers)
-        authorization = context.authorization
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        elif authorization:
-            headers["Authorization"] = authorization
-        return headers
 
     async def _poll(self) -> bool:
         assert self._client is not None
