@@ -201,12 +201,7 @@ class UserPool:
         """Stop `user`'s instance now (their credentials were revoked); calls in flight on it end with it."""
         entry = self._entries.pop(user, None)
         if entry is not None and entry.server is not None:
-            server = entry.server
-
-            async def stop() -> None:
-                await self._launch.stop_instance(server)
-
-            self._background(stop)
+            self._stop_later(entry.server)
 
     # ---------------------------------------------------------------------------------- admission
 
@@ -225,13 +220,24 @@ class UserPool:
             self._changed.set()
 
     async def _admit(self, user: str, config: ServerConfig, auth: httpx2.Auth | None) -> _Entry:
+        """`user`'s entry, held for one call. Stopping an instance (secrets changed, or the least recently
+        used one making room) is left to the new instance's start task: never awaited under the lock, where
+        it would hold up every other user's call for its stop grace."""
         async with self._lock:
             if self._closed:
                 raise self.listing.unavailable(None, "the server is stopping")
+            replaced: ToolServer | None = None
             entry = self._entries.get(user)
-            if entry is not None and entry.config != config and entry.in_flight == 0 and entry.ready.is_set():
+            if entry is not None and entry.config != config:
+                if entry.in_flight or not entry.ready.is_set():
+                    # never a call on an instance holding other secrets (a reload changed them, or two
+                    # instances of the hub name this user with different ones): wait for it to be idle
+                    raise ServerUnavailable(
+                        f"server '{self.name}': user {user}'s instance is busy with calls made with other "
+                        "secrets (changed by a reload, or set differently by another instance); retry shortly",
+                        retry_after=FULL_RETRY_AFTER, server=self.name)
                 logger.info("'%s': user %s's secrets changed; restarting their instance", self.name, user)
-                await self._retire(entry)  # their secrets changed (a reload)
+                replaced = self._detach(entry)
                 entry = None
             if entry is None:
                 if len(self._entries) >= self.config.max_users:
@@ -244,16 +250,20 @@ class UserPool:
                     lru = min(idle, key=lambda e: e.last_used)
                     logger.info("'%s': stopping the least recently used user instance to make room (max_users %d)",
                                 self.name, self.config.max_users)
-                    await self._retire(lru)
+                    replaced = self._detach(lru)
                 entry = _Entry(user, config)
                 self._entries[user] = entry
-                self._start(entry, auth)
+                self._start(entry, auth, replaced)
             entry.in_flight += 1
             return entry
 
-    def _start(self, entry: _Entry, auth: httpx2.Auth | None) -> None:
+    def _start(self, entry: _Entry, auth: httpx2.Auth | None, replaced: ToolServer | None) -> None:
+        """Start `entry`'s instance in the background, once `replaced` (the instance it takes the place of,
+        if any) has stopped: at most max_users instances run at once."""
         async def start() -> None:
             try:
+                if replaced is not None:
+                    await self._launch.stop_instance(replaced)
                 server = await self._launch.start_instance(self.name, entry.config, auth)
                 if self._closed or self._entries.get(entry.user) is not entry:  # closed or forgotten meanwhile
                     await self._launch.stop_instance(server)
@@ -271,12 +281,17 @@ class UserPool:
 
         self._background(start)
 
-    async def _retire(self, entry: _Entry) -> None:
+    def _detach(self, entry: _Entry) -> ToolServer | None:
+        """Take `entry` out of the pool (under the lock); its instance, for the caller to stop."""
         if self._entries.get(entry.user) is entry:
             del self._entries[entry.user]
-        if entry.server is not None:
-            with anyio.CancelScope(shield=True):  # bounded (STOP_GRACE); a caller who hung up must not strand it
-                await self._launch.stop_instance(entry.server)
+        return entry.server
+
+    def _stop_later(self, server: ToolServer) -> None:
+        async def stop() -> None:
+            await self._launch.stop_instance(server)
+
+        self._background(stop)
 
     # ------------------------------------------------------------------------------- idle, close
 
@@ -293,7 +308,9 @@ class UserPool:
                         if entry.in_flight == 0 and self._entries.get(entry.user) is entry:
                             logger.info("'%s': stopping user %s's instance (no call for %gs)", self.name,
                                         entry.user, idle_timeout)
-                            await self._retire(entry)
+                            server = self._detach(entry)
+                            if server is not None:
+                                self._stop_later(server)
                 deadlines = [e.last_used + idle_timeout for e in self._entries.values()
                              if e.in_flight == 0 and e.ready.is_set()]
                 wait = max(0.0, min(deadlines) - anyio.current_time()) if deadlines else math.inf

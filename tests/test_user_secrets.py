@@ -27,7 +27,7 @@ from mcphub.errors import ConfigError, Forbidden
 from mcphub.supervisor import ServerHandle, Supervisor
 from mcphub.toolserver import State
 from mcphub.user_servers import undefined_secrets
-from tests.helpers import free_port
+from tests.helpers import PYTHON, free_port
 from tests.hub import assert_error, config_of, core, make_app, running_hub, running_instances, sample_server
 from tests.hub import connect as hub_connect
 from tests.hub import mcp_client as hub_mcp_client
@@ -466,6 +466,47 @@ def test_mcphub_call_as_a_user_runs_their_own_instance(tmp_path: Path):
     assert (f"--user: {path} has no user 'mallory@example.com' in auth.users (users: alice@example.com, "
             "bob@example.com, carol@example.com, dave@example.com)") in unknown.stderr
     assert ALICE_TOKEN not in as_owner.stdout + as_owner.stderr + unknown.stderr
+
+
+async def test_stopping_one_users_instance_holds_up_no_other_users_call() -> None:
+    # A server slow to exit (it ignores SIGTERM: the hub waits out its grace, then SIGKILLs the group).
+    # While the reaper stops alice's idle instance, bob's first call starts his at once.
+    raw = config(idle_timeout=0.5)
+    raw["servers"]["gh"].update(command="sh", args=["-c", f"trap '' TERM; {PYTHON} -m tests.mcp_servers.sample; "
+                                                          "sleep 20"])
+    async with running_hub(raw, in_process=False) as hub:
+        assert await getenv(hub, "alice@example.com") == ALICE_TOKEN
+        pool = pool_of(hub)
+        await until(lambda: pool.running == 0)  # the reaper took alice's instance out; it is still stopping
+        started = time.monotonic()
+        assert await getenv(hub, "bob@example.com") == BOB_TOKEN
+        assert time.monotonic() - started < 2.0, "bob's call waited for alice's instance to stop"
+
+
+async def test_one_user_named_by_two_instances_with_other_secrets_never_gets_the_others() -> None:
+    # Two instances of one hub share server gh, and each names bob@example.com with a secret of its own.
+    # While one bob's call runs, the other's is refused (503), never run on that instance; once it is
+    # idle, the instance restarts with the other bob's secret.
+    def auth(token: str) -> dict[str, Any]:
+        return {"api_keys": [{"name": "openwebui", "key": KEY, "forwarded_user": {"jwt_secret": FORWARD_SECRET}}],
+                "users": {"bob@example.com": {"secrets": {"GITHUB_TOKEN": token}}}}
+
+    raw = {"servers": {"gh": sample_server(env={"TOKEN": "${user.GITHUB_TOKEN}"})},
+           "instances": {"family": {"port": free_port(), "servers": ["gh"], "auth": auth("ghp_FAMILY_bob")},
+                         "work": {"port": free_port(), "servers": ["gh"], "auth": auth("ghp_WORK_bob")}}}
+    bob = as_user("bob@example.com")
+    async with running_instances(raw) as hubs:
+        family, work = hubs["family"], hubs["work"]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: family.client.post("/gh/sleep", json={"seconds": 1.5}, headers=bob))
+            await until(lambda: pool_of(family).running == 1 and pool_of(family)._entries[
+                "bob@example.com"].in_flight == 1)
+            refused = await work.client.post("/gh/getenv", json={"name": "TOKEN"}, headers=bob)
+            assert "busy with calls made with other secrets" in assert_error(refused, 503, "server_unavailable")[
+                "message"]
+            assert "ghp_FAMILY_bob" not in refused.text
+        answered = await work.client.post("/gh/getenv", json={"name": "TOKEN"}, headers=bob)
+        assert answered.json() == {"result": "ghp_WORK_bob"}, answered.text
 
 
 # ------------------------------------------------------------------------------------------ mounted
