@@ -421,5 +421,7 @@ async def _streamed(event: httpx2.ServerSentEvent, context: CallContext) -> Rela
         return Relayed(200, cast(Json, event.json()), {})
     if event.event == "error":
         data = cast(dict[str, Any], event.json())
-        return Relayed(int(data["status_code"]), {"error": data["error"]}, {})
+        retry_after = data.get("retry_after")
+        headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else {}
+        return Relayed(int(data["status_code"]), {"error": data["error"]}, headers)
     raise ValueError(f"unknown event {event.event!r}")

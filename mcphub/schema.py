@@ -234,8 +234,9 @@ class OperationCache:
     """Tool operations built once and shared by every document that shows them: a document for another
     caller's scope, root path or server set is then mostly lookups (the hoisting of each tool's schemas is
     the cost of building one). An entry is the operation for one tool object (the supervisor replaces a
-    tool's object when its server's tool list changes), path, operationId and answers; it holds the tool,
-    so its id is not reused while the entry lives. Bounded: cleared past MAX_CACHED_OPERATIONS entries.
+    tool's object when its server's tool list changes), path, operationId and answers, kept per path,
+    operationId, server and answers: a tool whose object changed replaces its entry, so a server whose
+    tools change keeps no old ones. Bounded: cleared past MAX_CACHED_OPERATIONS entries.
 
     Component names: an entry's are chosen as if its tool were alone in a document. A document whose other
     tools already hold one of those names builds that operation afresh with its own names, exactly as
@@ -243,7 +244,7 @@ class OperationCache:
 
     def __init__(self, limit: int = MAX_CACHED_OPERATIONS) -> None:
         self._limit = limit
-        self._built: dict[tuple[int, str, str, str, bool], tuple[Tool, dict[str, Any], dict[str, Any]]] = {}
+        self._built: dict[tuple[str, str, str, bool], tuple[Tool, dict[str, Any], dict[str, Any]]] = {}
 
     def __len__(self) -> int:
         return len(self._built)
@@ -254,7 +255,7 @@ class OperationCache:
     def operation(self, op: Operation, opid: str, taken: set[str], *, jobs: bool
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
         """`_operation(op, opid, taken, jobs=jobs)`, from the cache where its component names are free."""
-        key = (id(op.tool), op.path, opid, op.server, jobs)
+        key = (op.path, opid, op.server, jobs)  # one entry per place: a changed tool replaces its old entry
         entry = self._built.get(key)
         if entry is None or entry[0] is not op.tool:
             alone = {ERROR_COMPONENT, RESULT_COMPONENT, JOB_COMPONENT, EVENT_STREAM_COMPONENT}

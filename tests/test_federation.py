@@ -28,6 +28,7 @@ from mcphub import federation
 from mcphub.config import load_config
 from tests.helpers import REPO, free_port, mcphub_process, wait_until
 from tests.hub import RunningHub, running_instances, sample_server
+from tests.test_jobs import events_of
 
 pytestmark = pytest.mark.anyio
 
@@ -287,6 +288,14 @@ async def test_a_job_on_a_mounted_server_runs_under_the_other_hubs_job_timeout_w
         deleted = await b.client.delete(long.headers["location"])
         assert deleted.json()["status"] == "cancelled", deleted.text
         await _until(lambda: _exists(tmp_path / "cancelled-fed"))
+
+        # the server dies under a streamed call: its 503 comes through with when to try again
+        async with b.client.stream("POST", "/alpha/crash", json={},
+                                   headers={"Accept": "text/event-stream"}) as stream:
+            text = "".join([chunk async for chunk in stream.aiter_text()])
+        ((name, data),) = [(n, d) for n, d in events_of(text)]
+        assert name == "error" and data["status_code"] == 503, text
+        assert data["error"]["type"] == "server_unavailable" and data["retry_after"] >= 1, text
 
 
 async def _exists(path: Path) -> bool:

@@ -79,3 +79,13 @@ def test_a_replaced_tool_object_is_built_again_and_the_cache_is_bounded() -> Non
     for i in range(10):
         document(operations({"s": [tool(f"x{i}")]}), None, cache)
     assert len(cache) <= 3
+
+
+def test_a_server_whose_tools_keep_changing_keeps_one_entry_per_tool() -> None:
+    # Each tool-list change brings new tool objects: each replaces its old entry (and lets the old tool
+    # go), instead of piling up until the count bound clears everything.
+    tools = [Tool.model_validate(case["tool"]) for case in CASES]
+    cache = OperationCache()
+    for _ in range(5):
+        document(operations({"s": [t.model_copy(deep=True) for t in tools]}), None, cache)
+    assert len(cache) == len(tools)
