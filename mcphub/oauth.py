@@ -59,6 +59,7 @@ REFRESH_MARGIN = 60.0  # seconds before expiry a token is refreshed (at most a t
 RETRY_AFTER = 5  # seconds a caller is told to wait when the authorization server cannot be reached
 CALLBACK = "/oauth/{server}/callback"
 CONNECT = "/oauth/{server}/connect"
+STATE_COOKIE = "mcphub_oauth_state"  # holds the state's nonce in the browser that started the sign-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,15 @@ class Connection:
     user: str
     expires_at: float | None
     refreshable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """Where `begin` sends the browser, and the nonce of its `state`: the browser keeps the nonce in
+    STATE_COOKIE and the callback requires it, so a sign-in completes only in the browser that began it."""
+
+    url: str
+    nonce: str
 
 
 class FlowError(HubError):
@@ -225,7 +235,17 @@ class OAuth:
         sealed = self._sealer.link(json.dumps({"s": server, "u": user, "n": secrets.token_urlsafe(16)}).encode())
         return self.public_url + CONNECT.format(server=server) + "?" + urlencode({"link": sealed})
 
-    async def begin(self, server: str, link: str | None, user: str | None = None) -> str:
+    async def link_user(self, server: str, link: str) -> str:
+        """The user a connect link names, checked but not used up (the page that asks "connect for whom?")."""
+        self._config_of(server)
+        claims = self._open(link, CONNECT_LINK_TTL, "connect link")
+        if claims.get("s") != server:
+            raise FlowError(f"this connect link is for another server than '{server}'")
+        if await self._store.get("used/" + str(claims.get("n"))) is not None:
+            raise FlowError("this connect link was already used: call the tool again for a new one")
+        return str(claims.get("u"))
+
+    async def begin(self, server: str, link: str | None, user: str | None = None) -> SignIn:
         """Where to send the browser: the authorization server's sign-in, for the user the link names
         (or `user`, authenticated with the hub's own credential)."""
         self._config_of(server)
@@ -238,9 +258,8 @@ class OAuth:
             user = str(claims.get("u"))
         endpoints = await self.endpoints(server)
         client = await self._client(server, endpoints)
-        verifier = secrets.token_urlsafe(48)
-        state = self._sealer.link(json.dumps({"s": server, "u": user, "v": verifier,
-                                              "n": secrets.token_urlsafe(16)}).encode())
+        verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+        state = self._sealer.link(json.dumps({"s": server, "u": user, "v": verifier, "n": nonce}).encode())
         # authlib.oauth2 (~1.5 MiB) is imported at the first sign-in, not by every hub (tests/test_cost_fences.py)
         from authlib.oauth2.rfc6749.parameters import prepare_grant_uri  # type: ignore[import-untyped]
         from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
@@ -251,17 +270,24 @@ class OAuth:
             scope=" ".join(scopes) if scopes else None, state=state,
             code_challenge=create_s256_code_challenge(verifier), code_challenge_method="S256",
             resource=endpoints.resource)
-        return url
+        return SignIn(url, nonce)
 
-    async def finish(self, server: str, query: Mapping[str, str]) -> str:
-        """The callback: check `state`, exchange the code, store the tokens. Returns the user."""
+    async def finish(self, server: str, query: Mapping[str, str], nonce: str | None) -> str:
+        """The callback: check `state` (and that `nonce`, from the browser's STATE_COOKIE, is its own),
+        exchange the code, store the tokens. Returns the user."""
         self._config_of(server)
         claims = self._open(query.get("state"), STATE_TTL, "sign-in state")
         if claims.get("s") != server:
             raise FlowError(f"this sign-in was started for another server than '{server}'")
+        done = FlowError("this sign-in was already completed (the page was loaded twice?): "
+                         "call the tool again if you are not connected")
+        if await self._store.get("used/" + str(claims.get("n"))) is not None:
+            raise done
+        if nonce is None or not secrets.compare_digest(nonce.encode(), str(claims.get("n")).encode()):
+            raise FlowError("this sign-in was started in another browser: open your connect link again, in the "
+                            "browser you sign in with (call the tool again for a new link if it was used)")
         if not await self._store.claim("used/" + str(claims.get("n")), STATE_TTL + 60):
-            raise FlowError("this sign-in was already completed (the page was loaded twice?): "
-                            "call the tool again if you are not connected")
+            raise done
         user = str(claims.get("u"))
         if query.get("error"):
             description = query.get("error_description", "")

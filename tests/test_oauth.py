@@ -6,9 +6,11 @@ revoked on DELETE. Tokens are stored encrypted and appear in no log, error, spec
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -22,7 +24,7 @@ import redis.asyncio as redis
 from mcp import MCPError, UrlElicitationRequiredError
 from mcp.types import URL_ELICITATION_REQUIRED
 
-from mcphub import cli_users
+from mcphub import cli_users, pages
 from mcphub.config import parse_config
 from mcphub.errors import ConfigError
 from mcphub.oauth import OAuth, oauth_for
@@ -95,9 +97,19 @@ async def connect(hub: RunningHub, up: Upstream, user: dict[str, str], name: str
     """The user's call is refused with a connect link; their browser follows it to "Connected"."""
     error = assert_error(await call(hub, user), 403, "oauth_required")
     async with browser(hub, up, name) as client:
-        page = await client.get(error["connect_url"])
+        page = await client.get(await onward(client, error["connect_url"], "files", user["X-OpenWebUI-User-Email"]))
     assert page.status_code == 200, page.text
     assert "Connected" in page.text
+
+
+async def onward(client: httpx2.AsyncClient, link: str, server: str = "files", user: str | None = None) -> str:
+    """The page a connect link opens asks "Connect <server> for <user>?"; its one link goes on."""
+    page = await client.get(link)
+    assert page.status_code == 200, page.text
+    assert page.headers["content-security-policy"] == pages.SECURITY_HEADERS["Content-Security-Policy"]
+    assert f"Connect {server} for {user or ''}" in page.text and "<script" not in page.text
+    (found,) = re.findall(r'<a href="([^"]+)">Continue', page.text)
+    return html.unescape(found)
 
 
 async def test_a_user_connects_and_calls_with_their_own_token(remote: Upstream) -> None:
@@ -108,7 +120,7 @@ async def test_a_user_connects_and_calls_with_their_own_token(remote: Upstream) 
         assert link.startswith(f"{IN_PROCESS_BASE_URL}/oauth/files/connect?link=")
         assert link in error["message"] and "server 'files'" in error["message"]
         async with browser(hub, remote, "alice") as client:
-            page = await client.get(link)
+            page = await client.get(await onward(client, link, "files", "alice@example.com"))
         assert page.status_code == 200 and "Connected" in page.text, page.text
         # discovered: the hub registered itself (RFC 7591) and sent the resource (RFC 8707) with PKCE
         assert len(remote.store.clients) == 1
@@ -205,7 +217,7 @@ async def test_a_connect_link_works_once_and_only_unaltered(remote: Upstream) ->
     async with running_hub(config(remote)) as hub:
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
-            assert (await client.get(link)).status_code == 200
+            assert (await client.get(await onward(client, link))).status_code == 200
             replayed = await client.get(link)
             assert replayed.status_code == 400 and "already used" in replayed.text
             altered = await client.get(link[:-6] + "AAAAAA")
@@ -221,7 +233,7 @@ async def test_a_bad_or_replayed_callback_is_an_error_page(remote: Upstream) -> 
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
             client.follow_redirects = False
-            to_as = await client.get(link)
+            to_as = await client.get(await onward(client, link))
             assert to_as.status_code == 302
             back = await client.get(to_as.headers["location"])
             assert back.status_code == 302
@@ -233,11 +245,57 @@ async def test_a_bad_or_replayed_callback_is_an_error_page(remote: Upstream) -> 
             assert forged.status_code == 400 and "sign-in state is not valid" in forged.text
             # a fresh sign-in whose code was already used (the state is new, the code is not)
             second = assert_error(await call(hub, BOB), 403, "oauth_required")["connect_url"]
-            state = httpx2.URL((await client.get(second)).headers["location"]).params["state"]
+            state = httpx2.URL((await client.get(await onward(client, second))).headers["location"]).params["state"]
             code = httpx2.URL(callback).params["code"]
             stale = await client.get(f"{IN_PROCESS_BASE_URL}/oauth/files/callback",
                                      params={"code": code, "state": state})
             assert stale.status_code == 400 and "refused the code" in stale.text and "invalid_grant" in stale.text
+
+
+async def test_a_sign_in_completes_only_in_the_browser_that_began_it(remote: Upstream) -> None:
+    """Alice opens her connect link without following it and passes the authorization server's URL to Bob:
+    Bob's approval must not tie his account to Alice (her calls would run as Bob)."""
+    async with running_hub(config(remote)) as hub:
+        link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
+        async with browser(hub, remote, "alice") as attacker:
+            attacker.follow_redirects = False
+            started = await attacker.get(await onward(attacker, link, "files", "alice@example.com"))
+        assert started.status_code == 302
+        cookie = started.headers["set-cookie"].lower()
+        assert cookie.startswith("mcphub_oauth_state=") and "httponly" in cookie and "samesite=lax" in cookie
+        assert "path=/oauth/files/callback" in cookie and "max-age=600" in cookie and "secure" not in cookie
+        async with browser(hub, remote, "bob") as victim:  # signed in at the authorization server as bob
+            page = await victim.get(started.headers["location"])
+        assert page.status_code == 400, page.text
+        assert "this sign-in was started in another browser: open your connect link again" in page.text
+        assert remote.store.grants == []  # the code was never exchanged
+        assert_error(await call(hub, ALICE), 403, "oauth_required")
+
+
+async def test_a_connect_link_names_the_user_and_server_before_anything_happens(remote: Upstream) -> None:
+    async with running_hub(config(remote)) as hub:
+        link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
+        async with browser(hub, remote, "bob") as client:  # alice's link, opened by bob
+            client.follow_redirects = False
+            page = await client.get(link)
+            assert "Connect files for alice@example.com?" in page.text and "If you are not alice@example.com" in page.text
+            assert page.headers["cache-control"] == "no-store" and "set-cookie" not in page.headers
+            assert remote.store.clients == {}  # nothing happened yet: not even a registration
+            again = await onward(client, link, "files", "alice@example.com")  # the page did not use the link up
+            assert again == link + "&confirm=1"
+            assert (await client.get(again)).status_code == 302
+            used = await client.get(link)
+            assert used.status_code == 400 and "already used" in used.text
+
+
+async def test_the_state_cookie_is_secure_behind_https(remote: Upstream) -> None:
+    raw = config(remote)
+    raw["hub"]["public_url"] = "https://tools.example.com/hub"
+    async with running_hub(raw) as hub:
+        started = await hub.client.get("/oauth/files/connect", headers=headers(ALICE))
+        assert started.status_code == 302, started.text
+        cookie = started.headers["set-cookie"].lower()
+        assert "; secure" in cookie and "path=/hub/oauth/files/callback" in cookie
 
 
 async def test_access_denied_at_the_authorization_server_is_a_403_page(remote: Upstream) -> None:
@@ -245,7 +303,7 @@ async def test_access_denied_at_the_authorization_server_is_a_403_page(remote: U
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
             await client.get(login_url(remote.issuer, "alice", deny=True))
-            page = await client.get(link)
+            page = await client.get(await onward(client, link))
         assert page.status_code == 403 and "did not grant access" in page.text and "access_denied" in page.text
         assert_error(await call(hub, ALICE), 403, "oauth_required")
 
@@ -266,7 +324,7 @@ async def test_without_registration_or_client_id_the_connect_page_says_what_to_c
         async with running_hub(config(remote)) as hub:
             link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
             async with browser(hub, remote, "alice") as client:
-                page = await client.get(link)
+                page = await client.get(await onward(client, link))
             assert page.status_code == 502
             assert "no dynamic client registration" in page.text and "oauth.client_id" in page.text
 
@@ -305,7 +363,7 @@ async def test_the_mcp_face_asks_a_client_that_can_to_open_the_connect_link(remo
             text = result.content[0].text  # type: ignore[union-attr]
             assert "needs you to connect your own account" in text and "/oauth/files/connect?link=" in text
         async with browser(hub, remote, "alice") as client:
-            assert "Connected" in (await client.get(elicitation.url)).text
+            assert "Connected" in (await client.get(await onward(client, elicitation.url))).text
         async with mcp_client(url, KEY, "legacy", headers=ALICE, elicitation_callback=never) as client:
             result = await client.call_tool("whoami", {})
         assert result.structured_content == {"subject": "alice", "serial": 1}
@@ -377,7 +435,7 @@ async def test_tokens_are_encrypted_at_rest_and_no_secret_is_logged_or_shown(
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
             client.follow_redirects = False
-            to_as = await client.get(link)
+            to_as = await client.get(await onward(client, link))
             back = await client.get(to_as.headers["location"])
             callback = httpx2.URL(back.headers["location"])
             assert (await client.get(callback)).status_code == 200
@@ -448,7 +506,7 @@ async def test_the_users_command_makes_a_connect_link_for_the_first_user(remote:
     async with running_hub(config(remote)) as hub:
         assert "/whoami" not in (await hub.client.get("/files/openapi.json")).json()["paths"]  # nobody connected
         async with browser(hub, remote, "alice") as client:
-            assert "Connected" in (await client.get(link)).text
+            assert "Connected" in (await client.get(await onward(client, link))).text
         assert (await call(hub, ALICE)).json()["subject"] == "alice"
         assert "/whoami" in (await hub.client.get("/files/openapi.json")).json()["paths"]
     wrong = await anyio.to_thread.run_sync(lambda: subprocess.run(
@@ -473,11 +531,11 @@ async def test_a_refresh_lost_to_another_replica_keeps_the_user_connected(remote
     hub_config = parse_config(json.dumps(config(remote)))
     store, sealer = MemoryStore(), Sealer(SECRET_KEY)
     first, second = OAuth(hub_config, sealer, store), OAuth(hub_config, sealer, store)
-    target = await first.begin("files", httpx2.URL(first.connect_link("files", "alice")).params["link"])
+    sign_in = await first.begin("files", httpx2.URL(first.connect_link("files", "alice")).params["link"])
     async with httpx2.AsyncClient(timeout=WAIT) as client:
         await client.get(login_url(remote.issuer, "alice"))
-        back = await client.get(target)
-    await first.finish("files", dict(httpx2.URL(back.headers["location"]).params))
+        back = await client.get(sign_in.url)
+    await first.finish("files", dict(httpx2.URL(back.headers["location"]).params), sign_in.nonce)
     old = await first._tokens("files", "alice")
     assert old is not None
     renewed = await first.access_token("files", "alice", rejected=str(old["access_token"]))
