@@ -16,7 +16,8 @@ seconds and once. It redirects to the authorization server (authorization code +
 RFC 8707 `resource`); `state` is sealed the same way, holds the PKCE verifier and is single-use. The
 callback exchanges the code and stores the tokens encrypted (mcphub/oauth_store.py). Tokens are
 refreshed REFRESH_MARGIN before they expire, and once more when the server answers 401; a refresh the
-authorization server refuses forgets them (the user is asked to connect again). `forget` deletes them
+authorization server refuses (REFUSALS) forgets them (the user is asked to connect again), any other
+failure keeps them and answers 503 with Retry-After. `forget` deletes them
 and revokes the refresh token at the authorization server (RFC 7009) where it has an endpoint.
 
 No token, code, verifier, client secret or MCPHUB_SECRET_KEY is ever logged or put in a message.
@@ -57,6 +58,9 @@ CONNECT_LINK_TTL = 600.0  # seconds a connect link works (it travels through a c
 STATE_TTL = 600.0  # seconds from leaving for the authorization server to coming back to the callback
 REFRESH_MARGIN = 60.0  # seconds before expiry a token is refreshed (at most a tenth of its lifetime)
 RETRY_AFTER = 5  # seconds a caller is told to wait when the authorization server cannot be reached
+# the refresh answers (RFC 6749 5.2, on 400/401) that end a connection: the grant or client is no longer
+# good, so asking again cannot help; any other failure (5xx, a proxy's page, no access_token) keeps the tokens
+REFUSALS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 CALLBACK = "/oauth/{server}/callback"
 CONNECT = "/oauth/{server}/connect"
 STATE_COOKIE = "mcphub_oauth_state"  # holds the state's nonce in the browser that started the sign-in
@@ -192,8 +196,17 @@ class OAuth:
             if tokens is None:
                 raise self.required(server, user)
             if self._stale(tokens, rejected):
-                tokens = await self._refresh(server, user, tokens)
+                try:
+                    tokens = await self._refresh(server, user, tokens)
+                except ServerUnavailable:
+                    if rejected is not None or not self._alive(tokens):
+                        raise
+                    # refreshed early, REFRESH_MARGIN before expiry: the current token still works meanwhile
             return str(tokens["access_token"])
+
+    def _alive(self, tokens: dict[str, object]) -> bool:
+        expires_at = tokens.get("expires_at")
+        return not isinstance(expires_at, (int, float)) or self._clock() < expires_at
 
     def _stale(self, tokens: dict[str, object], rejected: str | None) -> bool:
         if rejected is not None and tokens.get("access_token") == rejected:
@@ -219,6 +232,12 @@ class OAuth:
             latest = await self._tokens(server, user)
             if latest is not None and latest.get("refresh_token") != refresh_token:
                 return latest  # another replica refreshed it first (the AS rotated the refresh token)
+            if not (status in (400, 401) and answer.get("error") in REFUSALS):
+                logger.warning("'%s': refreshing the token of %s failed (%s): kept, tried again on the next call",
+                               server, user, _oauth_error(answer, status))
+                raise ServerUnavailable(f"server '{server}': its authorization server did not renew your token "
+                                        f"({_oauth_error(answer, status)}); retry shortly",
+                                        retry_after=RETRY_AFTER, server=server)
             await self._store.delete(_key(server, user))
             self._known.discard((server, user))
             logger.info("'%s': refreshing the token of %s was refused (%s): not connected", server, user,

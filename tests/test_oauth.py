@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,13 +24,17 @@ import pytest
 import redis.asyncio as redis
 from mcp import MCPError, UrlElicitationRequiredError
 from mcp.types import URL_ELICITATION_REQUIRED
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from mcphub import cli_users, pages
 from mcphub.config import parse_config
-from mcphub.errors import ConfigError
+from mcphub.errors import ConfigError, OAuthRequired, ServerUnavailable
 from mcphub.oauth import OAuth, oauth_for
 from mcphub.oauth_store import MemoryStore, Sealer
-from tests.helpers import PYTHON, REPO, free_port
+from tests.helpers import PYTHON, REPO, free_port, serve_in_thread
 from tests.hub import IN_PROCESS_BASE_URL, RunningHub, assert_error, mcp_client, running_hub
 from tests.oauth_as import Client as AsClient
 from tests.oauth_as import Upstream, login_url, upstream
@@ -543,3 +548,75 @@ async def test_a_refresh_lost_to_another_replica_keeps_the_user_connected(remote
     assert taken["access_token"] == renewed
     assert await second._tokens("files", "alice") is not None  # still connected
     assert remote.store.grants == [("authorization_code", "alice"), ("refresh_token", "alice")]
+
+
+@asynccontextmanager
+async def token_endpoint(answer: Response) -> AsyncIterator[OAuth]:
+    """An `OAuth` for a server whose configured token endpoint always gives `answer`, with alice's tokens
+    stored and already expired (the next `access_token` refreshes)."""
+    async def token(request: Request) -> Response:
+        return answer
+
+    port = free_port()
+    with serve_in_thread(Starlette(routes=[Route("/token", token, methods=["POST"])]), port=port) as base:
+        hub_config = parse_config(json.dumps({"servers": {"files": {
+            "transport": "streamable-http", "url": base + "/mcp",
+            "oauth": {"client_id": "c", "authorization_endpoint": base + "/authorize",
+                      "token_endpoint": base + "/token"}}}}))
+        oauth = OAuth(hub_config, Sealer(SECRET_KEY), MemoryStore())
+        await oauth._save("files", "alice", {"access_token": "a", "refresh_token": "r", "expires_at": 0,
+                                             "lifetime": 3600})
+        yield oauth
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (PlainTextResponse("upstream connect error", status_code=503), "HTTP 503"),
+    (JSONResponse({"error": "temporarily_unavailable"}, status_code=400), "HTTP 400, temporarily_unavailable"),
+    (JSONResponse({"error": "invalid_grant"}, status_code=500), "HTTP 500, invalid_grant"),
+    (JSONResponse({"token_type": "Bearer"}), "HTTP 200"),
+])
+async def test_a_failed_refresh_keeps_the_tokens_and_answers_503(answer: Response, why: str) -> None:
+    async with token_endpoint(answer) as oauth:
+        with pytest.raises(ServerUnavailable) as raised:
+            await oauth.access_token("files", "alice")
+        assert raised.value.status_code == 503 and raised.value.headers() == {"Retry-After": "5"}
+        assert str(raised.value) == (f"server 'files': its authorization server did not renew your token "
+                                     f"({why}); retry shortly")
+        assert await oauth._tokens("files", "alice") is not None  # still connected: the next call tries again
+
+
+@pytest.mark.parametrize("error", ["invalid_grant", "invalid_client", "unauthorized_client"])
+async def test_a_refresh_the_authorization_server_refuses_forgets_the_tokens(error: str) -> None:
+    async with token_endpoint(JSONResponse({"error": error}, status_code=400)) as oauth:
+        with pytest.raises(OAuthRequired):
+            await oauth.access_token("files", "alice")
+        assert await oauth._tokens("files", "alice") is None
+
+
+async def test_a_call_while_the_authorization_server_is_down_is_a_503_and_the_user_stays_connected(
+        remote: Upstream) -> None:
+    async with running_hub(config(remote)) as hub:
+        await connect(hub, remote, ALICE, "alice")
+        assert (await call(hub, ALICE)).status_code == 200
+        remote.store.unavailable = True
+        for token in remote.store.tokens.values():  # the server rejects it: the hub must refresh
+            token.expires_at = 0
+        answer = await call(hub, ALICE)
+        assert assert_error(answer, 503, "server_unavailable") and "retry-after" in answer.headers
+        assert await hub.app.state.invoker.oauth._tokens("files", "alice@example.com") is not None
+        remote.store.unavailable = False
+        with anyio.fail_after(WAIT):  # (its connection is made again first)
+            while (answer := await call(hub, ALICE)).status_code != 200:
+                assert_error(answer, 503, "server_unavailable")
+                await anyio.sleep(0.1)
+        assert answer.json()["subject"] == "alice"
+        assert remote.store.grants == [("authorization_code", "alice"), ("refresh_token", "alice")]
+
+
+async def test_a_token_not_yet_expired_is_used_while_its_refresh_fails() -> None:
+    async with token_endpoint(PlainTextResponse("down", status_code=503)) as oauth:
+        await oauth._save("files", "alice", {"access_token": "a", "refresh_token": "r",
+                                             "expires_at": time.time() + 30, "lifetime": 3600})
+        assert await oauth.access_token("files", "alice") == "a"  # refreshed early (60 s margin): still good
+        with pytest.raises(ServerUnavailable):
+            await oauth.access_token("files", "alice", rejected="a")  # the server refused it: no fallback
