@@ -345,8 +345,11 @@ class OAuth:
             for hint in ("refresh_token", "access_token"):
                 token = tokens.get(hint)
                 if isinstance(token, str):
-                    status, answer = await self._token_request(server, endpoints, {"token": token,
-                                                               "token_type_hint": hint}, url=endpoints.revocation)
+                    try:
+                        status, answer = await self._token_request(server, endpoints, {
+                            "token": token, "token_type_hint": hint}, url=endpoints.revocation)
+                    except ServerUnavailable as exc:  # forgotten here all the same
+                        status, answer = 503, {"error_description": str(exc)}
                     if status >= 400:
                         logger.warning("'%s': revoking a token of %s failed (%s)", server, user,
                                        _oauth_error(answer, status))
@@ -405,18 +408,16 @@ class OAuth:
                 "token_endpoint_auth_method": "none"}
         if oauth.scopes:
             body["scope"] = " ".join(oauth.scopes)
-        async with discovery.client(self._server(server)) as http:
-            try:
-                response = await http.post(endpoints.registration, json=body)
-                answer = response.json() if response.status_code < 500 else {}
-            except (httpx2.HTTPError, ValueError) as exc:
-                raise FlowError(f"server '{server}': registering with its authorization server failed "
-                                f"({type(exc).__name__})", 502) from None
-        if response.status_code >= 400 or not isinstance(answer, dict) or not isinstance(answer.get("client_id"), str):
+        try:
+            status, answer = await discovery.post(self._server(server), endpoints.registration, json_body=body)
+        except (httpx2.HTTPError, TimeoutError) as exc:
+            raise FlowError(f"server '{server}': registering with its authorization server failed "
+                            f"({type(exc).__name__})", 502) from None
+        client_id = answer.get("client_id")
+        if status >= 400 or not isinstance(client_id, str):
             raise FlowError(f"server '{server}': its authorization server refused to register mcphub "
-                            f"({_oauth_error(answer if isinstance(answer, dict) else {}, response.status_code)}); "
-                            "give oauth.client_id instead", 502)
-        client = _Client(answer["client_id"], _str(answer.get("client_secret")))
+                            f"({_oauth_error(answer, status)}); give oauth.client_id instead", 502)
+        client = _Client(client_id, _str(answer.get("client_secret")))
         record = {"client_id": client.client_id, "client_secret": client.client_secret,
                   "redirect_uri": self.redirect_uri(server), "registration": endpoints.registration}
         await self._store.put("client/" + server, self._sealer.seal(json.dumps(record).encode()))
@@ -428,7 +429,7 @@ class OAuth:
     async def _token_request(self, server: str, endpoints: Endpoints, form: dict[str, str],
                              url: str | None = None) -> tuple[int, dict[str, object]]:
         client = await self._client(server, endpoints)
-        auth: httpx2.Auth | httpx2._client.UseClientDefault = httpx2.USE_CLIENT_DEFAULT
+        auth: httpx2.Auth | None = None
         form = {k: v for k, v in form.items() if v}
         if client.client_secret is not None and "client_secret_basic" in endpoints.auth_methods:
             auth = httpx2.BasicAuth(quote(client.client_id, safe=""), quote(client.client_secret, safe=""))
@@ -436,20 +437,13 @@ class OAuth:
             form["client_id"] = client.client_id
             if client.client_secret is not None:
                 form["client_secret"] = client.client_secret
-        async with discovery.client(self._server(server)) as http:
-            try:
-                response = await http.post(url or endpoints.token, data=form, auth=auth,
-                                           headers={"Accept": "application/json"})
-                body = response.content[:discovery.MAX_METADATA_BYTES + 1]
-            except httpx2.HTTPError as exc:
-                raise ServerUnavailable(f"server '{server}': its authorization server cannot be reached "
-                                        f"({type(exc).__name__}); retry shortly", retry_after=RETRY_AFTER,
-                                        server=server) from None
         try:
-            answer = json.loads(body) if body and len(body) <= discovery.MAX_METADATA_BYTES else {}
-        except ValueError:
-            answer = {}
-        return response.status_code, answer if isinstance(answer, dict) else {}
+            return await discovery.post(self._server(server), url or endpoints.token, data=form, auth=auth)
+        except (httpx2.HTTPError, TimeoutError) as exc:
+            why = f"no answer within {discovery.REQUEST_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else \
+                type(exc).__name__
+            raise ServerUnavailable(f"server '{server}': its authorization server cannot be reached "
+                                    f"({why}); retry shortly", retry_after=RETRY_AFTER, server=server) from None
 
     def _tokens_from(self, answer: dict[str, object], previous_refresh: str | None = None) -> dict[str, object]:
         tokens: dict[str, object] = {"access_token": answer["access_token"],

@@ -4,7 +4,10 @@ From config (`oauth.authorization_endpoint` + `token_endpoint`), else discovered
 (`WWW-Authenticate: Bearer resource_metadata="..."`), else `/.well-known/oauth-protected-resource[/path]`
 (RFC 9728), names its authorization server, whose RFC 8414 metadata (else OpenID discovery) gives the
 endpoints. The protected resource must be on the server's own site, and the metadata's `issuer` the one
-asked for; PKCE S256 must be supported where the metadata says what it supports. Bounded answers only.
+asked for; PKCE S256 must be supported where the metadata says what it supports. Bounded answers only:
+each body read up to MAX_METADATA_BYTES, the server's own 401 probe read for its headers only, all of one
+discovery within DISCOVERY_TIMEOUT and each token/registration/revocation request (`post`) within
+REQUEST_TIMEOUT (HTTP_TIMEOUT bounds one read, not a server that keeps sending).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio
 import httpx2
 
 from mcphub.config import HttpServer
@@ -24,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10.0  # seconds for one request to an authorization server or for discovery
 MAX_METADATA_BYTES = 256 * 1024  # a bigger metadata or token answer is refused
+DISCOVERY_TIMEOUT = 30.0  # seconds all of one server's discovery may take (a few small requests)
+REQUEST_TIMEOUT = 20.0  # seconds one token, registration or revocation request may take, its answer read
 _RESOURCE_METADATA = re.compile(r'resource_metadata="([^"]+)"')
 
 
@@ -53,13 +59,17 @@ async def discover(server: str, cfg: HttpServer) -> Endpoints:
         return Endpoints(oauth.authorization_endpoint, oauth.token_endpoint, oauth.resource or cfg.url,
                          revocation=oauth.revocation_endpoint,
                          auth_methods=("client_secret_basic", "client_secret_post"))
-    async with client(cfg) as http:
-        resource_meta = await _resource_metadata(http, server, cfg)
-        issuers = resource_meta.get("authorization_servers")
-        if not isinstance(issuers, list) or not issuers or not isinstance(issuers[0], str):
-            raise _unreachable(server, "its protected-resource metadata names no authorization_servers")
-        issuer = issuers[0]
-        meta = await _server_metadata(http, server, issuer)
+    try:
+        with anyio.fail_after(DISCOVERY_TIMEOUT):
+            async with client(cfg) as http:
+                resource_meta = await _resource_metadata(http, server, cfg)
+                issuers = resource_meta.get("authorization_servers")
+                if not isinstance(issuers, list) or not issuers or not isinstance(issuers[0], str):
+                    raise _unreachable(server, "its protected-resource metadata names no authorization_servers")
+                issuer = issuers[0]
+                meta = await _server_metadata(http, server, issuer)
+    except TimeoutError:
+        raise _unreachable(server, f"it took longer than {DISCOVERY_TIMEOUT:g} s") from None
     resource = oauth.resource or resource_meta.get("resource") or cfg.url
     if not isinstance(resource, str) or origin(resource) != origin(cfg.url):
         raise _unreachable(server, f"its metadata names a resource on another site ({resource!r})")
@@ -82,9 +92,8 @@ async def discover(server: str, cfg: HttpServer) -> Endpoints:
 async def _resource_metadata(http: httpx2.AsyncClient, server: str, cfg: HttpServer) -> dict[str, object]:
     candidates = []
     try:
-        probe = await http.get(cfg.url, headers={"Accept": "application/json, text/event-stream"})
-        await probe.aclose()
-        found = _RESOURCE_METADATA.search(probe.headers.get("www-authenticate", ""))
+        async with http.stream("GET", cfg.url, headers={"Accept": "application/json, text/event-stream"}) as probe:
+            found = _RESOURCE_METADATA.search(probe.headers.get("www-authenticate", ""))  # (its body is not read)
         if probe.status_code == 401 and found:
             candidates.append(found.group(1))
     except httpx2.HTTPError as exc:
@@ -128,21 +137,43 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def post(cfg: HttpServer, url: str, *, data: dict[str, str] | None = None, json_body: object = None,
+               auth: httpx2.Auth | None = None) -> tuple[int, dict[str, object]]:
+    """POST to `cfg`'s authorization server: the status and the JSON object answered ({} when there is
+    none, or it is bigger than MAX_METADATA_BYTES), all within REQUEST_TIMEOUT. Raises httpx2.HTTPError,
+    or TimeoutError when it took longer."""
+    with anyio.fail_after(REQUEST_TIMEOUT):
+        async with client(cfg) as http, http.stream(
+                "POST", url, data=data, json=json_body, auth=auth if auth is not None else httpx2.USE_CLIENT_DEFAULT,
+                headers={"Accept": "application/json"}) as response:
+            body = await _bounded(response)
+    return response.status_code, _object(body) or {}
+
+
 async def _json(http: httpx2.AsyncClient, url: str) -> dict[str, object] | None:
     """A JSON object from `url` (bounded), or None when there is none there."""
     try:
         async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
             if response.status_code != 200:
                 return None
-            body = b""
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_METADATA_BYTES:
-                    return None
+            return _object(await _bounded(response))
     except httpx2.HTTPError:
         return None
+
+
+async def _bounded(response: httpx2.Response) -> bytes | None:
+    """The body, read up to MAX_METADATA_BYTES (None past that)."""
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_METADATA_BYTES:
+            return None
+    return body
+
+
+def _object(body: bytes | None) -> dict[str, object] | None:
     try:
-        data = json.loads(body)
+        data = json.loads(body) if body else None
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

@@ -26,12 +26,13 @@ from mcp import MCPError, UrlElicitationRequiredError
 from mcp.types import URL_ELICITATION_REQUIRED
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mcphub import cli_users, pages
-from mcphub.config import parse_config
-from mcphub.errors import ConfigError, OAuthRequired, ServerUnavailable
+from mcphub import cli_users, oauth_discovery, pages
+from mcphub.config import HttpServer, parse_config
+from mcphub.errors import BadUpstreamResponse, ConfigError, OAuthRequired, ServerUnavailable
+from mcphub.oauth_discovery import discover
 from mcphub.oauth import OAuth, oauth_for
 from mcphub.oauth_store import MemoryStore, Sealer
 from tests.helpers import PYTHON, REPO, free_port, serve_in_thread
@@ -620,3 +621,57 @@ async def test_a_token_not_yet_expired_is_used_while_its_refresh_fails() -> None
         assert await oauth.access_token("files", "alice") == "a"  # refreshed early (60 s margin): still good
         with pytest.raises(ServerUnavailable):
             await oauth.access_token("files", "alice", rejected="a")  # the server refused it: no fallback
+
+
+async def endless(request: Request) -> Response:
+    """A server that answers GET with an event stream that never ends (as an MCP server's GET may)."""
+    async def pings() -> AsyncIterator[bytes]:
+        while True:
+            yield b": ping " + b"x" * 65536 + b"\n\n"
+            await anyio.sleep(0.05)
+    return StreamingResponse(pings(), media_type="text/event-stream")
+
+
+def dribbling() -> Response:
+    """An answer that keeps coming, a byte at a time, each well within a read timeout."""
+    async def bytes_() -> AsyncIterator[bytes]:
+        yield b'{"access_token": "'
+        while True:
+            await anyio.sleep(0.1)
+            yield b"x"
+    return StreamingResponse(bytes_(), media_type="application/json")
+
+
+async def dribble(request: Request) -> Response:
+    return dribbling()
+
+
+async def test_discovery_reads_only_the_headers_of_the_servers_own_answer() -> None:
+    port = free_port()
+    with serve_in_thread(Starlette(routes=[Route("/mcp", endless)]), port=port) as base:
+        cfg = parse_config(json.dumps({"servers": {"files": {"transport": "streamable-http", "url": base + "/mcp",
+                                                             "oauth": {}}}})).servers["files"]
+        assert isinstance(cfg, HttpServer)
+        with anyio.fail_after(WAIT), pytest.raises(BadUpstreamResponse) as raised:
+            await discover("files", cfg)
+    assert "server 'files': OAuth discovery failed: it publishes no protected-resource metadata" in str(raised.value)
+
+
+async def test_discovery_and_token_requests_end_within_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(oauth_discovery, "DISCOVERY_TIMEOUT", 1.0)
+    monkeypatch.setattr(oauth_discovery, "REQUEST_TIMEOUT", 1.0)
+    port = free_port()
+    routes = [Route("/.well-known/oauth-protected-resource/mcp", dribble), Route("/token", dribble, methods=["POST"])]
+    with serve_in_thread(Starlette(routes=routes), port=port) as base:
+        cfg = parse_config(json.dumps({"servers": {"files": {"transport": "streamable-http", "url": base + "/mcp",
+                                                             "oauth": {}}}})).servers["files"]
+        assert isinstance(cfg, HttpServer)
+        with anyio.fail_after(WAIT), pytest.raises(BadUpstreamResponse) as raised:
+            await discover("files", cfg)
+        assert str(raised.value) == "server 'files': OAuth discovery failed: it took longer than 1 s"
+    async with token_endpoint(dribbling()) as oauth:
+        with anyio.fail_after(WAIT), pytest.raises(ServerUnavailable) as unavailable:
+            await oauth.access_token("files", "alice")
+        assert str(unavailable.value) == ("server 'files': its authorization server cannot be reached "
+                                          "(no answer within 1 s); retry shortly")
+        assert await oauth._tokens("files", "alice") is not None
