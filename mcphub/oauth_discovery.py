@@ -3,7 +3,8 @@
 From config (`oauth.authorization_endpoint` + `token_endpoint`), else discovered: the server's own 401
 (`WWW-Authenticate: Bearer resource_metadata="..."`), else `/.well-known/oauth-protected-resource[/path]`
 (RFC 9728), names its authorization server, whose RFC 8414 metadata (else OpenID discovery) gives the
-endpoints. The protected resource must be on the server's own site, and the metadata's `issuer` the one
+endpoints. The 401's metadata URL is followed only on the server's own origin (scheme, host, port); the
+protected resource must be on the server's own site, and the metadata's `issuer` the one
 asked for; PKCE S256 must be supported where the metadata says what it supports. Bounded answers only:
 each body read up to MAX_METADATA_BYTES, the server's own 401 probe read for its headers only, all of one
 discovery within DISCOVERY_TIMEOUT and each token/registration/revocation request (`post`) within
@@ -95,14 +96,19 @@ async def _resource_metadata(http: httpx2.AsyncClient, server: str, cfg: HttpSer
         async with http.stream("GET", cfg.url, headers={"Accept": "application/json, text/event-stream"}) as probe:
             found = _RESOURCE_METADATA.search(probe.headers.get("www-authenticate", ""))  # (its body is not read)
         if probe.status_code == 401 and found:
-            candidates.append(found.group(1))
+            if origin(found.group(1)) == origin(cfg.url):
+                candidates.append(found.group(1))
+            else:  # (the hub would fetch whatever host the server names: its own site only)
+                logger.warning("'%s': its 401 names protected-resource metadata on another site (%s): ignored, "
+                               "looking at its own /.well-known/oauth-protected-resource", server,
+                               _printable(origin(found.group(1))))
     except httpx2.HTTPError as exc:
         raise _unreachable(server, f"{cfg.url} cannot be reached ({type(exc).__name__})") from None
     parts = urlsplit(cfg.url)
-    origin = f"{parts.scheme}://{parts.netloc}"
+    site = f"{parts.scheme}://{parts.netloc}"
     path = parts.path.rstrip("/")
-    candidates += [f"{origin}/.well-known/oauth-protected-resource{path}",
-                   f"{origin}/.well-known/oauth-protected-resource"]
+    candidates += [f"{site}/.well-known/oauth-protected-resource{path}",
+                   f"{site}/.well-known/oauth-protected-resource"]
     for url in dict.fromkeys(candidates):
         meta = await _json(http, url)
         if meta is not None:
@@ -129,8 +135,17 @@ def _unreachable(server: str, why: str) -> BadUpstreamResponse:
 
 
 def origin(url: str) -> str:
+    """scheme://host:port (the port the scheme implies when none is given), for comparing sites."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return "invalid " + url
+    return f"{parts.scheme}://{parts.hostname or ''}:{port}".lower()
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    return re.sub(r"[^\x20-\x7e]", "?", text)[:limit]
 
 
 def _str(value: object) -> str | None:

@@ -675,3 +675,39 @@ async def test_discovery_and_token_requests_end_within_their_time(monkeypatch: p
         assert str(unavailable.value) == ("server 'files': its authorization server cannot be reached "
                                           "(no answer within 1 s); retry shortly")
         assert await oauth._tokens("files", "alice") is not None
+
+
+async def test_a_401_naming_metadata_on_another_site_is_not_followed(caplog: pytest.LogCaptureFixture) -> None:
+    fetched: list[str] = []
+    server_port, other_port = free_port(), free_port()
+    site, other = f"http://127.0.0.1:{server_port}", f"http://127.0.0.1:{other_port}"
+
+    async def elsewhere(request: Request) -> Response:
+        fetched.append(str(request.url))
+        return JSONResponse({"resource": site + "/mcp", "authorization_servers": [site]})
+
+    async def mcp(request: Request) -> Response:
+        return JSONResponse({}, status_code=401, headers={
+            "WWW-Authenticate": f'Bearer resource_metadata="{other}/internal/metadata"'})
+
+    async def resource(request: Request) -> Response:
+        return JSONResponse({"resource": site + "/mcp", "authorization_servers": [site]})
+
+    async def authorization(request: Request) -> Response:
+        return JSONResponse({"issuer": site, "authorization_endpoint": site + "/authorize",
+                             "token_endpoint": site + "/token"})
+
+    served = Starlette(routes=[Route("/mcp", mcp), Route("/.well-known/oauth-protected-resource/mcp", resource),
+                               Route("/.well-known/oauth-authorization-server", authorization)])
+    with serve_in_thread(served, port=server_port), \
+            serve_in_thread(Starlette(routes=[Route("/internal/metadata", elsewhere)]), port=other_port):
+        cfg = parse_config(json.dumps({"servers": {"files": {"transport": "streamable-http", "url": site + "/mcp",
+                                                             "oauth": {}}}})).servers["files"]
+        assert isinstance(cfg, HttpServer)
+        with anyio.fail_after(WAIT):
+            endpoints = await discover("files", cfg)
+    assert fetched == []  # only the server's own site was asked
+    assert endpoints.authorization == site + "/authorize" and endpoints.resource == site + "/mcp"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (f"'files': its 401 names protected-resource metadata on another site ({other}): ignored, "
+                       "looking at its own /.well-known/oauth-protected-resource")
