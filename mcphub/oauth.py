@@ -15,7 +15,8 @@ with a key derived from MCPHUB_SECRET_KEY, naming the user and the server, valid
 seconds and once. It redirects to the authorization server (authorization code + PKCE S256, `state`,
 RFC 8707 `resource`); `state` is sealed the same way, holds the PKCE verifier and is single-use. The
 callback exchanges the code and stores the tokens encrypted (mcphub/oauth_store.py). Tokens are
-refreshed REFRESH_MARGIN before they expire, and once more when the server answers 401; a refresh the
+refreshed REFRESH_MARGIN before they expire, and once more when the server answers 401, one refresh at
+a time per user and server (across replicas with Redis: a refresh token is good once); a refresh the
 authorization server refuses (REFUSALS) forgets them (the user is asked to connect again), any other
 failure keeps them and answers 503 with Retry-After. `forget` deletes them
 and revokes the refresh token at the authorization server (RFC 7009) where it has an endpoint.
@@ -61,6 +62,9 @@ RETRY_AFTER = 5  # seconds a caller is told to wait when the authorization serve
 # the refresh answers (RFC 6749 5.2, on 400/401) that end a connection: the grant or client is no longer
 # good, so asking again cannot help; any other failure (5xx, a proxy's page, no access_token) keeps the tokens
 REFUSALS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+# seconds one refresh may hold its lock: discovery, a registration and the token request, each bounded; a
+# replica that dies holding it delays the others' refresh this long (a waiter gives up after twice that)
+REFRESH_LOCK_TTL = discovery.DISCOVERY_TIMEOUT + 2 * discovery.REQUEST_TIMEOUT
 CALLBACK = "/oauth/{server}/callback"
 CONNECT = "/oauth/{server}/connect"
 STATE_COOKIE = "mcphub_oauth_state"  # holds the state's nonce in the browser that started the sign-in
@@ -191,18 +195,23 @@ class OAuth:
         tokens = await self._tokens(server, user)
         if tokens is not None and not self._stale(tokens, rejected):
             return str(tokens["access_token"])
-        async with self._locks.setdefault(_key(server, user), anyio.Lock()):
-            tokens = await self._tokens(server, user)  # another task may have refreshed it meanwhile
-            if tokens is None:
-                raise self.required(server, user)
-            if self._stale(tokens, rejected):
-                try:
-                    tokens = await self._refresh(server, user, tokens)
-                except ServerUnavailable:
-                    if rejected is not None or not self._alive(tokens):
-                        raise
-                    # refreshed early, REFRESH_MARGIN before expiry: the current token still works meanwhile
-            return str(tokens["access_token"])
+        key = _key(server, user)
+        try:  # one refresh at a time: per process, and across replicas when the store is Redis
+            async with self._locks.setdefault(key, anyio.Lock()), self._store.lock(key, REFRESH_LOCK_TTL):
+                tokens = await self._tokens(server, user)  # another task or replica may have refreshed it
+                if tokens is None:
+                    raise self.required(server, user)
+                if self._stale(tokens, rejected):
+                    try:
+                        tokens = await self._refresh(server, user, tokens)
+                    except ServerUnavailable:
+                        if rejected is not None or not self._alive(tokens):
+                            raise
+                        # refreshed early, REFRESH_MARGIN before expiry: the current token works meanwhile
+                return str(tokens["access_token"])
+        except TimeoutError:
+            raise ServerUnavailable(f"server '{server}': your token is being renewed elsewhere and it is taking "
+                                    "long; retry shortly", retry_after=RETRY_AFTER, server=server) from None
 
     def _alive(self, tokens: dict[str, object]) -> bool:
         expires_at = tokens.get("expires_at")

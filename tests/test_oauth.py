@@ -34,7 +34,7 @@ from mcphub.config import HttpServer, parse_config
 from mcphub.errors import BadUpstreamResponse, ConfigError, OAuthRequired, ServerUnavailable
 from mcphub.oauth_discovery import discover
 from mcphub.oauth import OAuth, oauth_for
-from mcphub.oauth_store import MemoryStore, Sealer
+from mcphub.oauth_store import MemoryStore, RedisStore, Sealer
 from tests.helpers import PYTHON, REPO, free_port, serve_in_thread
 from tests.hub import IN_PROCESS_BASE_URL, RunningHub, assert_error, mcp_client, running_hub
 from tests.oauth_as import Client as AsClient
@@ -711,3 +711,56 @@ async def test_a_401_naming_metadata_on_another_site_is_not_followed(caplog: pyt
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning == (f"'files': its 401 names protected-resource metadata on another site ({other}): ignored, "
                        "looking at its own /.well-known/oauth-protected-resource")
+
+
+async def signed_in(oauth: OAuth, remote: Upstream, user: str) -> dict[str, object]:
+    """`user` connected through `oauth` (its sign-in driven directly); their stored tokens."""
+    sign_in = await oauth.begin("files", httpx2.URL(oauth.connect_link("files", user)).params["link"])
+    async with httpx2.AsyncClient(timeout=WAIT) as client:
+        await client.get(login_url(remote.issuer, user))
+        back = await client.get(sign_in.url)
+    await oauth.finish("files", dict(httpx2.URL(back.headers["location"]).params), sign_in.nonce)
+    tokens = await oauth._tokens("files", user)
+    assert tokens is not None
+    return tokens
+
+
+async def test_two_replicas_on_redis_refresh_a_token_once(remote: Upstream, redis_server: RedisServer) -> None:
+    """Both replicas find the token rejected at once: one refreshes, the other waits for it and takes the new
+    token (a refresh token sent twice may make the authorization server revoke the whole grant)."""
+    await redis_server.start()
+    hub_config = parse_config(json.dumps(config(remote)))
+    clients = [redis.Redis.from_url(redis_server.url, decode_responses=True) for _ in range(2)]
+    try:
+        first, second = (OAuth(hub_config, Sealer(SECRET_KEY), RedisStore(c)) for c in clients)
+        old = await signed_in(first, remote, "alice")
+        got: list[str] = []
+
+        async def renew(oauth: OAuth) -> None:
+            got.append(await oauth.access_token("files", "alice", rejected=str(old["access_token"])))
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as group:
+                group.start_soon(renew, first)
+                group.start_soon(renew, second)
+        assert remote.store.refreshes == [old["refresh_token"]]  # sent once
+        assert got[0] == got[1] != old["access_token"]
+        assert await clients[0].keys("mcphub:oauth:lock/*") == []  # released
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_lock_left_by_a_replica_that_died_delays_the_refresh_only_until_it_expires(
+        remote: Upstream, redis_server: RedisServer) -> None:
+    await redis_server.start()
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        oauth = OAuth(parse_config(json.dumps(config(remote))), Sealer(SECRET_KEY), RedisStore(client))
+        old = await signed_in(oauth, remote, "alice")
+        await client.set("mcphub:oauth:lock/token/files/alice", "gone", px=500)  # its holder never releases it
+        with anyio.fail_after(WAIT):
+            renewed = await oauth.access_token("files", "alice", rejected=str(old["access_token"]))
+        assert renewed != old["access_token"] and remote.store.refreshes == [old["refresh_token"]]
+    finally:
+        await client.aclose()
