@@ -8,9 +8,10 @@ HMAC-SHA256 from `cryptography`.
 
 `SecretStore` is the storage: bytes by key, with expiry, "claim this name once" for single-use links,
 and a lock by name (held while a token is refreshed: a refresh token is good once, and an authorization
-server that sees it used twice may revoke the whole grant). `MemoryStore` (default) keeps them in the process (its locks are anyio
-locks); `RedisStore` in the hub's Redis (`hub.state`), so every replica sees a user's connection, and its
-lock holds across replicas (`SET NX PX`, released only by its holder). Only ciphertext is ever handed to a store.
+server that sees it used twice may revoke the whole grant). `MemoryStore` (default) keeps them in the
+process (its locks are anyio locks); `RedisStore` in the hub's Redis (`hub.state`), so every replica sees
+a user's connection, and its lock holds across replicas (`SET NX PX`, released only by its holder). Only
+ciphertext is ever handed to a store.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
-
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF

@@ -32,8 +32,8 @@ from starlette.routing import Route
 from mcphub import cli_users, oauth_discovery, pages
 from mcphub.config import HttpServer, parse_config
 from mcphub.errors import BadUpstreamResponse, ConfigError, OAuthRequired, ServerUnavailable
-from mcphub.oauth_discovery import discover
 from mcphub.oauth import OAuth, oauth_for
+from mcphub.oauth_discovery import discover
 from mcphub.oauth_store import MemoryStore, RedisStore, Sealer
 from tests.helpers import PYTHON, REPO, free_port, serve_in_thread
 from tests.hub import IN_PROCESS_BASE_URL, RunningHub, assert_error, mcp_client, running_hub
@@ -284,7 +284,8 @@ async def test_a_connect_link_names_the_user_and_server_before_anything_happens(
         async with browser(hub, remote, "bob") as client:  # alice's link, opened by bob
             client.follow_redirects = False
             page = await client.get(link)
-            assert "Connect files for alice@example.com?" in page.text and "If you are not alice@example.com" in page.text
+            assert "Connect files for alice@example.com?" in page.text
+            assert "If you are not alice@example.com" in page.text
             assert page.headers["cache-control"] == "no-store" and "set-cookie" not in page.headers
             assert remote.store.clients == {}  # nothing happened yet: not even a registration
             again = await onward(client, link, "files", "alice@example.com")  # the page did not use the link up
@@ -764,3 +765,16 @@ async def test_a_lock_left_by_a_replica_that_died_delays_the_refresh_only_until_
         assert renewed != old["access_token"] and remote.store.refreshes == [old["refresh_token"]]
     finally:
         await client.aclose()
+
+
+async def test_forgetting_while_the_authorization_server_is_down_still_forgets(
+        remote: Upstream, caplog: pytest.LogCaptureFixture) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/revoke"  # (nothing listens there)
+    async with running_hub(config(remote, revocation_endpoint=closed)) as hub:
+        await connect(hub, remote, ALICE, "alice")
+        gone = await hub.client.delete("/oauth/files/connection", headers=headers(ALICE))
+        assert gone.status_code == 200, gone.text
+        assert gone.json() == {"server": "files", "connected": False, "forgotten": True}
+        assert_error(await call(hub, ALICE), 403, "oauth_required")
+    assert ("'files': revoking a token of alice@example.com failed (HTTP 503: server 'files': its authorization "
+            "server cannot be reached (ConnectError); retry shortly)") in caplog.text
