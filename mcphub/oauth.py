@@ -15,8 +15,10 @@ with a key derived from MCPHUB_SECRET_KEY, naming the user and the server, valid
 seconds and once. It redirects to the authorization server (authorization code + PKCE S256, `state`,
 RFC 8707 `resource`); `state` is sealed the same way, holds the PKCE verifier and is single-use. The
 callback exchanges the code and stores the tokens encrypted (mcphub/oauth_store.py). Tokens are
-refreshed REFRESH_MARGIN before they expire, and once more when the server answers 401; a refresh the
-authorization server refuses forgets them (the user is asked to connect again). `forget` deletes them
+refreshed REFRESH_MARGIN before they expire, and once more when the server answers 401, one refresh at
+a time per user and server (across replicas with Redis: a refresh token is good once); a refresh the
+authorization server refuses (REFUSALS) forgets them (the user is asked to connect again), any other
+failure keeps them and answers 503 with Retry-After. `forget` deletes them
 and revokes the refresh token at the authorization server (RFC 7009) where it has an endpoint.
 
 No token, code, verifier, client secret or MCPHUB_SECRET_KEY is ever logged or put in a message.
@@ -57,8 +59,15 @@ CONNECT_LINK_TTL = 600.0  # seconds a connect link works (it travels through a c
 STATE_TTL = 600.0  # seconds from leaving for the authorization server to coming back to the callback
 REFRESH_MARGIN = 60.0  # seconds before expiry a token is refreshed (at most a tenth of its lifetime)
 RETRY_AFTER = 5  # seconds a caller is told to wait when the authorization server cannot be reached
+# the refresh answers (RFC 6749 5.2, on 400/401) that end a connection: the grant or client is no longer
+# good, so asking again cannot help; any other failure (5xx, a proxy's page, no access_token) keeps the tokens
+REFUSALS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+# seconds one refresh may hold its lock: discovery, a registration and the token request, each bounded; a
+# replica that dies holding it delays the others' refresh this long (a waiter gives up after twice that)
+REFRESH_LOCK_TTL = discovery.DISCOVERY_TIMEOUT + 2 * discovery.REQUEST_TIMEOUT
 CALLBACK = "/oauth/{server}/callback"
 CONNECT = "/oauth/{server}/connect"
+STATE_COOKIE = "mcphub_oauth_state"  # holds the state's nonce in the browser that started the sign-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,15 @@ class Connection:
     user: str
     expires_at: float | None
     refreshable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """Where `begin` sends the browser, and the nonce of its `state`: the browser keeps the nonce in
+    STATE_COOKIE and the callback requires it, so a sign-in completes only in the browser that began it."""
+
+    url: str
+    nonce: str
 
 
 class FlowError(HubError):
@@ -177,13 +195,27 @@ class OAuth:
         tokens = await self._tokens(server, user)
         if tokens is not None and not self._stale(tokens, rejected):
             return str(tokens["access_token"])
-        async with self._locks.setdefault(_key(server, user), anyio.Lock()):
-            tokens = await self._tokens(server, user)  # another task may have refreshed it meanwhile
-            if tokens is None:
-                raise self.required(server, user)
-            if self._stale(tokens, rejected):
-                tokens = await self._refresh(server, user, tokens)
-            return str(tokens["access_token"])
+        key = _key(server, user)
+        try:  # one refresh at a time: per process, and across replicas when the store is Redis
+            async with self._locks.setdefault(key, anyio.Lock()), self._store.lock(key, REFRESH_LOCK_TTL):
+                tokens = await self._tokens(server, user)  # another task or replica may have refreshed it
+                if tokens is None:
+                    raise self.required(server, user)
+                if self._stale(tokens, rejected):
+                    try:
+                        tokens = await self._refresh(server, user, tokens)
+                    except ServerUnavailable:
+                        if rejected is not None or not self._alive(tokens):
+                            raise
+                        # refreshed early, REFRESH_MARGIN before expiry: the current token works meanwhile
+                return str(tokens["access_token"])
+        except TimeoutError:
+            raise ServerUnavailable(f"server '{server}': your token is being renewed elsewhere and it is taking "
+                                    "long; retry shortly", retry_after=RETRY_AFTER, server=server) from None
+
+    def _alive(self, tokens: dict[str, object]) -> bool:
+        expires_at = tokens.get("expires_at")
+        return not isinstance(expires_at, (int, float)) or self._clock() < expires_at
 
     def _stale(self, tokens: dict[str, object], rejected: str | None) -> bool:
         if rejected is not None and tokens.get("access_token") == rejected:
@@ -209,6 +241,12 @@ class OAuth:
             latest = await self._tokens(server, user)
             if latest is not None and latest.get("refresh_token") != refresh_token:
                 return latest  # another replica refreshed it first (the AS rotated the refresh token)
+            if not (status in (400, 401) and answer.get("error") in REFUSALS):
+                logger.warning("'%s': refreshing the token of %s failed (%s): kept, tried again on the next call",
+                               server, user, _oauth_error(answer, status))
+                raise ServerUnavailable(f"server '{server}': its authorization server did not renew your token "
+                                        f"({_oauth_error(answer, status)}); retry shortly",
+                                        retry_after=RETRY_AFTER, server=server)
             await self._store.delete(_key(server, user))
             self._known.discard((server, user))
             logger.info("'%s': refreshing the token of %s was refused (%s): not connected", server, user,
@@ -225,7 +263,17 @@ class OAuth:
         sealed = self._sealer.link(json.dumps({"s": server, "u": user, "n": secrets.token_urlsafe(16)}).encode())
         return self.public_url + CONNECT.format(server=server) + "?" + urlencode({"link": sealed})
 
-    async def begin(self, server: str, link: str | None, user: str | None = None) -> str:
+    async def link_user(self, server: str, link: str) -> str:
+        """The user a connect link names, checked but not used up (the page that asks "connect for whom?")."""
+        self._config_of(server)
+        claims = self._open(link, CONNECT_LINK_TTL, "connect link")
+        if claims.get("s") != server:
+            raise FlowError(f"this connect link is for another server than '{server}'")
+        if await self._store.get("used/" + str(claims.get("n"))) is not None:
+            raise FlowError("this connect link was already used: call the tool again for a new one")
+        return str(claims.get("u"))
+
+    async def begin(self, server: str, link: str | None, user: str | None = None) -> SignIn:
         """Where to send the browser: the authorization server's sign-in, for the user the link names
         (or `user`, authenticated with the hub's own credential)."""
         self._config_of(server)
@@ -238,9 +286,8 @@ class OAuth:
             user = str(claims.get("u"))
         endpoints = await self.endpoints(server)
         client = await self._client(server, endpoints)
-        verifier = secrets.token_urlsafe(48)
-        state = self._sealer.link(json.dumps({"s": server, "u": user, "v": verifier,
-                                              "n": secrets.token_urlsafe(16)}).encode())
+        verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+        state = self._sealer.link(json.dumps({"s": server, "u": user, "v": verifier, "n": nonce}).encode())
         # authlib.oauth2 (~1.5 MiB) is imported at the first sign-in, not by every hub (tests/test_cost_fences.py)
         from authlib.oauth2.rfc6749.parameters import prepare_grant_uri  # type: ignore[import-untyped]
         from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
@@ -251,17 +298,24 @@ class OAuth:
             scope=" ".join(scopes) if scopes else None, state=state,
             code_challenge=create_s256_code_challenge(verifier), code_challenge_method="S256",
             resource=endpoints.resource)
-        return url
+        return SignIn(url, nonce)
 
-    async def finish(self, server: str, query: Mapping[str, str]) -> str:
-        """The callback: check `state`, exchange the code, store the tokens. Returns the user."""
+    async def finish(self, server: str, query: Mapping[str, str], nonce: str | None) -> str:
+        """The callback: check `state` (and that `nonce`, from the browser's STATE_COOKIE, is its own),
+        exchange the code, store the tokens. Returns the user."""
         self._config_of(server)
         claims = self._open(query.get("state"), STATE_TTL, "sign-in state")
         if claims.get("s") != server:
             raise FlowError(f"this sign-in was started for another server than '{server}'")
+        done = FlowError("this sign-in was already completed (the page was loaded twice?): "
+                         "call the tool again if you are not connected")
+        if await self._store.get("used/" + str(claims.get("n"))) is not None:
+            raise done
+        if nonce is None or not secrets.compare_digest(nonce.encode(), str(claims.get("n")).encode()):
+            raise FlowError("this sign-in was started in another browser: open your connect link again, in the "
+                            "browser you sign in with (call the tool again for a new link if it was used)")
         if not await self._store.claim("used/" + str(claims.get("n")), STATE_TTL + 60):
-            raise FlowError("this sign-in was already completed (the page was loaded twice?): "
-                            "call the tool again if you are not connected")
+            raise done
         user = str(claims.get("u"))
         if query.get("error"):
             description = query.get("error_description", "")
@@ -300,8 +354,11 @@ class OAuth:
             for hint in ("refresh_token", "access_token"):
                 token = tokens.get(hint)
                 if isinstance(token, str):
-                    status, answer = await self._token_request(server, endpoints, {"token": token,
-                                                               "token_type_hint": hint}, url=endpoints.revocation)
+                    try:
+                        status, answer = await self._token_request(server, endpoints, {
+                            "token": token, "token_type_hint": hint}, url=endpoints.revocation)
+                    except ServerUnavailable as exc:  # forgotten here all the same
+                        status, answer = 503, {"error_description": str(exc)}
                     if status >= 400:
                         logger.warning("'%s': revoking a token of %s failed (%s)", server, user,
                                        _oauth_error(answer, status))
@@ -360,18 +417,16 @@ class OAuth:
                 "token_endpoint_auth_method": "none"}
         if oauth.scopes:
             body["scope"] = " ".join(oauth.scopes)
-        async with discovery.client(self._server(server)) as http:
-            try:
-                response = await http.post(endpoints.registration, json=body)
-                answer = response.json() if response.status_code < 500 else {}
-            except (httpx2.HTTPError, ValueError) as exc:
-                raise FlowError(f"server '{server}': registering with its authorization server failed "
-                                f"({type(exc).__name__})", 502) from None
-        if response.status_code >= 400 or not isinstance(answer, dict) or not isinstance(answer.get("client_id"), str):
+        try:
+            status, answer = await discovery.post(self._server(server), endpoints.registration, json_body=body)
+        except (httpx2.HTTPError, TimeoutError) as exc:
+            raise FlowError(f"server '{server}': registering with its authorization server failed "
+                            f"({type(exc).__name__})", 502) from None
+        client_id = answer.get("client_id")
+        if status >= 400 or not isinstance(client_id, str):
             raise FlowError(f"server '{server}': its authorization server refused to register mcphub "
-                            f"({_oauth_error(answer if isinstance(answer, dict) else {}, response.status_code)}); "
-                            "give oauth.client_id instead", 502)
-        client = _Client(answer["client_id"], _str(answer.get("client_secret")))
+                            f"({_oauth_error(answer, status)}); give oauth.client_id instead", 502)
+        client = _Client(client_id, _str(answer.get("client_secret")))
         record = {"client_id": client.client_id, "client_secret": client.client_secret,
                   "redirect_uri": self.redirect_uri(server), "registration": endpoints.registration}
         await self._store.put("client/" + server, self._sealer.seal(json.dumps(record).encode()))
@@ -383,7 +438,7 @@ class OAuth:
     async def _token_request(self, server: str, endpoints: Endpoints, form: dict[str, str],
                              url: str | None = None) -> tuple[int, dict[str, object]]:
         client = await self._client(server, endpoints)
-        auth: httpx2.Auth | httpx2._client.UseClientDefault = httpx2.USE_CLIENT_DEFAULT
+        auth: httpx2.Auth | None = None
         form = {k: v for k, v in form.items() if v}
         if client.client_secret is not None and "client_secret_basic" in endpoints.auth_methods:
             auth = httpx2.BasicAuth(quote(client.client_id, safe=""), quote(client.client_secret, safe=""))
@@ -391,20 +446,13 @@ class OAuth:
             form["client_id"] = client.client_id
             if client.client_secret is not None:
                 form["client_secret"] = client.client_secret
-        async with discovery.client(self._server(server)) as http:
-            try:
-                response = await http.post(url or endpoints.token, data=form, auth=auth,
-                                           headers={"Accept": "application/json"})
-                body = response.content[:discovery.MAX_METADATA_BYTES + 1]
-            except httpx2.HTTPError as exc:
-                raise ServerUnavailable(f"server '{server}': its authorization server cannot be reached "
-                                        f"({type(exc).__name__}); retry shortly", retry_after=RETRY_AFTER,
-                                        server=server) from None
         try:
-            answer = json.loads(body) if body and len(body) <= discovery.MAX_METADATA_BYTES else {}
-        except ValueError:
-            answer = {}
-        return response.status_code, answer if isinstance(answer, dict) else {}
+            return await discovery.post(self._server(server), url or endpoints.token, data=form, auth=auth)
+        except (httpx2.HTTPError, TimeoutError) as exc:
+            why = f"no answer within {discovery.REQUEST_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else \
+                type(exc).__name__
+            raise ServerUnavailable(f"server '{server}': its authorization server cannot be reached "
+                                    f"({why}); retry shortly", retry_after=RETRY_AFTER, server=server) from None
 
     def _tokens_from(self, answer: dict[str, object], previous_refresh: str | None = None) -> dict[str, object]:
         tokens: dict[str, object] = {"access_token": answer["access_token"],

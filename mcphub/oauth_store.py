@@ -6,18 +6,24 @@ browser (connect links and the OAuth `state`, which are encrypted and authentica
 the user and hold the PKCE verifier, and expire). Nothing is hand-rolled: Fernet is AES-128-CBC +
 HMAC-SHA256 from `cryptography`.
 
-`SecretStore` is the storage: bytes by key, with expiry, and "claim this name once" for single-use
-links. `MemoryStore` (default) keeps them in the process; `RedisStore` in the hub's Redis
-(`hub.state`), so every replica sees a user's connection. Only ciphertext is ever handed to a store.
+`SecretStore` is the storage: bytes by key, with expiry, "claim this name once" for single-use links,
+and a lock by name (held while a token is refreshed: a refresh token is good once, and an authorization
+server that sees it used twice may revoke the whole grant). `MemoryStore` (default) keeps them in the
+process (its locks are anyio locks); `RedisStore` in the hub's Redis (`hub.state`), so every replica sees
+a user's connection, and its lock holds across replicas (`SET NX PX`, released only by its holder). Only
+ciphertext is ever handed to a store.
 """
 
 from __future__ import annotations
 
 import base64
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
+import anyio
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -29,6 +35,9 @@ SECRET_KEY_ENV = "MCPHUB_SECRET_KEY"
 MIN_SECRET_BYTES = 16  # a shorter MCPHUB_SECRET_KEY is refused: it protects every user's tokens
 REDIS_PREFIX = "mcphub:oauth:"
 MAX_MEMORY_ENTRIES = 100_000  # a memory store past this drops expired entries, then the oldest
+LOCK_POLL = 0.05  # seconds between tries for a Redis lock another replica holds
+# deletes the lock only if it is still the holder's (it may have expired and been taken by another)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
 
 class Sealer:
@@ -85,6 +94,11 @@ class SecretStore(Protocol):
         """The keys that start with `prefix`."""
         ...
 
+    def lock(self, key: str, ttl: float) -> AbstractAsyncContextManager[None]:
+        """Held by one task of every process sharing the store; a holder that dies holding it loses it after
+        `ttl` seconds. A waiter gives up with TimeoutError after twice that."""
+        ...
+
 
 class MemoryStore:
     """A `SecretStore` in this process (lost on restart: users connect again)."""
@@ -92,6 +106,7 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._items: dict[str, tuple[bytes, float | None]] = {}
         self._clock = clock
+        self._locks: dict[str, anyio.Lock] = {}
 
     async def get(self, key: str) -> bytes | None:
         found = self._items.get(key)
@@ -120,6 +135,16 @@ class MemoryStore:
     async def names(self, prefix: str) -> list[str]:
         now = self._clock()
         return [k for k, (_, until) in self._items.items() if k.startswith(prefix) and (until is None or until > now)]
+
+    @asynccontextmanager
+    async def lock(self, key: str, ttl: float) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, anyio.Lock())
+        with anyio.fail_after(2 * ttl):
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def raw(self) -> dict[str, bytes]:
         """Every stored value as held (tests check that it is ciphertext)."""
@@ -155,6 +180,18 @@ class RedisStore:
 
     async def claim(self, key: str, ttl: float) -> bool:
         return bool(await self._redis.set(REDIS_PREFIX + key, "1", nx=True, px=max(1, int(ttl * 1000))))
+
+    @asynccontextmanager
+    async def lock(self, key: str, ttl: float) -> AsyncIterator[None]:
+        name, mine = REDIS_PREFIX + "lock/" + key, secrets.token_hex(16)
+        with anyio.fail_after(2 * ttl):
+            while not await self._redis.set(name, mine, nx=True, px=max(1, int(ttl * 1000))):
+                await anyio.sleep(LOCK_POLL)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._redis.eval(_RELEASE, 1, name, mine)
 
     async def names(self, prefix: str) -> list[str]:
         found = []

@@ -146,6 +146,8 @@ class Store:
     revocations: list[str] = field(default_factory=list)  # users whose tokens were revoked
     resources: list[str | None] = field(default_factory=list)  # the `resource` of each authorization request
     rejected: int = 0  # bearer tokens the MCP server refused (expired, revoked, unknown)
+    unavailable: bool = False  # the token endpoint answers 503 (a proxy in front of a server that is down)
+    refreshes: list[str] = field(default_factory=list)  # the refresh token of each refresh request, as sent
     lock: threading.Lock = field(default_factory=threading.Lock)
     serials: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -330,7 +332,11 @@ class AuthorizationServerApp:
         return response
 
     async def token(self, request: Request) -> Response:
+        if self.store.unavailable:
+            return HTMLResponse("<h1>503 Service Unavailable</h1>", status_code=503)
         form = {k: str(v) for k, v in (await request.form()).items()}
+        if form.get("grant_type") == "refresh_token":
+            self.store.refreshes.append(form.get("refresh_token", ""))
         response: Response = self.server.create_token_response(_Request(request, form))
         return response
 

@@ -6,10 +6,13 @@ revoked on DELETE. Tokens are stored encrypted and appear in no log, error, spec
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
+import re
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,13 +24,18 @@ import pytest
 import redis.asyncio as redis
 from mcp import MCPError, UrlElicitationRequiredError
 from mcp.types import URL_ELICITATION_REQUIRED
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
 
-from mcphub import cli_users
-from mcphub.config import parse_config
-from mcphub.errors import ConfigError
+from mcphub import cli_users, oauth_discovery, pages
+from mcphub.config import HttpServer, parse_config
+from mcphub.errors import BadUpstreamResponse, ConfigError, OAuthRequired, ServerUnavailable
 from mcphub.oauth import OAuth, oauth_for
-from mcphub.oauth_store import MemoryStore, Sealer
-from tests.helpers import PYTHON, REPO, free_port
+from mcphub.oauth_discovery import discover
+from mcphub.oauth_store import MemoryStore, RedisStore, Sealer
+from tests.helpers import PYTHON, REPO, free_port, serve_in_thread
 from tests.hub import IN_PROCESS_BASE_URL, RunningHub, assert_error, mcp_client, running_hub
 from tests.oauth_as import Client as AsClient
 from tests.oauth_as import Upstream, login_url, upstream
@@ -95,9 +103,19 @@ async def connect(hub: RunningHub, up: Upstream, user: dict[str, str], name: str
     """The user's call is refused with a connect link; their browser follows it to "Connected"."""
     error = assert_error(await call(hub, user), 403, "oauth_required")
     async with browser(hub, up, name) as client:
-        page = await client.get(error["connect_url"])
+        page = await client.get(await onward(client, error["connect_url"], "files", user["X-OpenWebUI-User-Email"]))
     assert page.status_code == 200, page.text
     assert "Connected" in page.text
+
+
+async def onward(client: httpx2.AsyncClient, link: str, server: str = "files", user: str | None = None) -> str:
+    """The page a connect link opens asks "Connect <server> for <user>?"; its one link goes on."""
+    page = await client.get(link)
+    assert page.status_code == 200, page.text
+    assert page.headers["content-security-policy"] == pages.SECURITY_HEADERS["Content-Security-Policy"]
+    assert f"Connect {server} for {user or ''}" in page.text and "<script" not in page.text
+    (found,) = re.findall(r'<a href="([^"]+)">Continue', page.text)
+    return html.unescape(found)
 
 
 async def test_a_user_connects_and_calls_with_their_own_token(remote: Upstream) -> None:
@@ -108,7 +126,7 @@ async def test_a_user_connects_and_calls_with_their_own_token(remote: Upstream) 
         assert link.startswith(f"{IN_PROCESS_BASE_URL}/oauth/files/connect?link=")
         assert link in error["message"] and "server 'files'" in error["message"]
         async with browser(hub, remote, "alice") as client:
-            page = await client.get(link)
+            page = await client.get(await onward(client, link, "files", "alice@example.com"))
         assert page.status_code == 200 and "Connected" in page.text, page.text
         # discovered: the hub registered itself (RFC 7591) and sent the resource (RFC 8707) with PKCE
         assert len(remote.store.clients) == 1
@@ -205,7 +223,7 @@ async def test_a_connect_link_works_once_and_only_unaltered(remote: Upstream) ->
     async with running_hub(config(remote)) as hub:
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
-            assert (await client.get(link)).status_code == 200
+            assert (await client.get(await onward(client, link))).status_code == 200
             replayed = await client.get(link)
             assert replayed.status_code == 400 and "already used" in replayed.text
             altered = await client.get(link[:-6] + "AAAAAA")
@@ -221,7 +239,7 @@ async def test_a_bad_or_replayed_callback_is_an_error_page(remote: Upstream) -> 
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
             client.follow_redirects = False
-            to_as = await client.get(link)
+            to_as = await client.get(await onward(client, link))
             assert to_as.status_code == 302
             back = await client.get(to_as.headers["location"])
             assert back.status_code == 302
@@ -233,11 +251,58 @@ async def test_a_bad_or_replayed_callback_is_an_error_page(remote: Upstream) -> 
             assert forged.status_code == 400 and "sign-in state is not valid" in forged.text
             # a fresh sign-in whose code was already used (the state is new, the code is not)
             second = assert_error(await call(hub, BOB), 403, "oauth_required")["connect_url"]
-            state = httpx2.URL((await client.get(second)).headers["location"]).params["state"]
+            state = httpx2.URL((await client.get(await onward(client, second))).headers["location"]).params["state"]
             code = httpx2.URL(callback).params["code"]
             stale = await client.get(f"{IN_PROCESS_BASE_URL}/oauth/files/callback",
                                      params={"code": code, "state": state})
             assert stale.status_code == 400 and "refused the code" in stale.text and "invalid_grant" in stale.text
+
+
+async def test_a_sign_in_completes_only_in_the_browser_that_began_it(remote: Upstream) -> None:
+    """Alice opens her connect link without following it and passes the authorization server's URL to Bob:
+    Bob's approval must not tie his account to Alice (her calls would run as Bob)."""
+    async with running_hub(config(remote)) as hub:
+        link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
+        async with browser(hub, remote, "alice") as attacker:
+            attacker.follow_redirects = False
+            started = await attacker.get(await onward(attacker, link, "files", "alice@example.com"))
+        assert started.status_code == 302
+        cookie = started.headers["set-cookie"].lower()
+        assert cookie.startswith("mcphub_oauth_state=") and "httponly" in cookie and "samesite=lax" in cookie
+        assert "path=/oauth/files/callback" in cookie and "max-age=600" in cookie and "secure" not in cookie
+        async with browser(hub, remote, "bob") as victim:  # signed in at the authorization server as bob
+            page = await victim.get(started.headers["location"])
+        assert page.status_code == 400, page.text
+        assert "this sign-in was started in another browser: open your connect link again" in page.text
+        assert remote.store.grants == []  # the code was never exchanged
+        assert_error(await call(hub, ALICE), 403, "oauth_required")
+
+
+async def test_a_connect_link_names_the_user_and_server_before_anything_happens(remote: Upstream) -> None:
+    async with running_hub(config(remote)) as hub:
+        link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
+        async with browser(hub, remote, "bob") as client:  # alice's link, opened by bob
+            client.follow_redirects = False
+            page = await client.get(link)
+            assert "Connect files for alice@example.com?" in page.text
+            assert "If you are not alice@example.com" in page.text
+            assert page.headers["cache-control"] == "no-store" and "set-cookie" not in page.headers
+            assert remote.store.clients == {}  # nothing happened yet: not even a registration
+            again = await onward(client, link, "files", "alice@example.com")  # the page did not use the link up
+            assert again == link + "&confirm=1"
+            assert (await client.get(again)).status_code == 302
+            used = await client.get(link)
+            assert used.status_code == 400 and "already used" in used.text
+
+
+async def test_the_state_cookie_is_secure_behind_https(remote: Upstream) -> None:
+    raw = config(remote)
+    raw["hub"]["public_url"] = "https://tools.example.com/hub"
+    async with running_hub(raw) as hub:
+        started = await hub.client.get("/oauth/files/connect", headers=headers(ALICE))
+        assert started.status_code == 302, started.text
+        cookie = started.headers["set-cookie"].lower()
+        assert "; secure" in cookie and "path=/hub/oauth/files/callback" in cookie
 
 
 async def test_access_denied_at_the_authorization_server_is_a_403_page(remote: Upstream) -> None:
@@ -245,7 +310,7 @@ async def test_access_denied_at_the_authorization_server_is_a_403_page(remote: U
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
             await client.get(login_url(remote.issuer, "alice", deny=True))
-            page = await client.get(link)
+            page = await client.get(await onward(client, link))
         assert page.status_code == 403 and "did not grant access" in page.text and "access_denied" in page.text
         assert_error(await call(hub, ALICE), 403, "oauth_required")
 
@@ -266,7 +331,7 @@ async def test_without_registration_or_client_id_the_connect_page_says_what_to_c
         async with running_hub(config(remote)) as hub:
             link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
             async with browser(hub, remote, "alice") as client:
-                page = await client.get(link)
+                page = await client.get(await onward(client, link))
             assert page.status_code == 502
             assert "no dynamic client registration" in page.text and "oauth.client_id" in page.text
 
@@ -305,7 +370,7 @@ async def test_the_mcp_face_asks_a_client_that_can_to_open_the_connect_link(remo
             text = result.content[0].text  # type: ignore[union-attr]
             assert "needs you to connect your own account" in text and "/oauth/files/connect?link=" in text
         async with browser(hub, remote, "alice") as client:
-            assert "Connected" in (await client.get(elicitation.url)).text
+            assert "Connected" in (await client.get(await onward(client, elicitation.url))).text
         async with mcp_client(url, KEY, "legacy", headers=ALICE, elicitation_callback=never) as client:
             result = await client.call_tool("whoami", {})
         assert result.structured_content == {"subject": "alice", "serial": 1}
@@ -377,7 +442,7 @@ async def test_tokens_are_encrypted_at_rest_and_no_secret_is_logged_or_shown(
         link = assert_error(await call(hub, ALICE), 403, "oauth_required")["connect_url"]
         async with browser(hub, remote, "alice") as client:
             client.follow_redirects = False
-            to_as = await client.get(link)
+            to_as = await client.get(await onward(client, link))
             back = await client.get(to_as.headers["location"])
             callback = httpx2.URL(back.headers["location"])
             assert (await client.get(callback)).status_code == 200
@@ -448,7 +513,7 @@ async def test_the_users_command_makes_a_connect_link_for_the_first_user(remote:
     async with running_hub(config(remote)) as hub:
         assert "/whoami" not in (await hub.client.get("/files/openapi.json")).json()["paths"]  # nobody connected
         async with browser(hub, remote, "alice") as client:
-            assert "Connected" in (await client.get(link)).text
+            assert "Connected" in (await client.get(await onward(client, link))).text
         assert (await call(hub, ALICE)).json()["subject"] == "alice"
         assert "/whoami" in (await hub.client.get("/files/openapi.json")).json()["paths"]
     wrong = await anyio.to_thread.run_sync(lambda: subprocess.run(
@@ -473,11 +538,11 @@ async def test_a_refresh_lost_to_another_replica_keeps_the_user_connected(remote
     hub_config = parse_config(json.dumps(config(remote)))
     store, sealer = MemoryStore(), Sealer(SECRET_KEY)
     first, second = OAuth(hub_config, sealer, store), OAuth(hub_config, sealer, store)
-    target = await first.begin("files", httpx2.URL(first.connect_link("files", "alice")).params["link"])
+    sign_in = await first.begin("files", httpx2.URL(first.connect_link("files", "alice")).params["link"])
     async with httpx2.AsyncClient(timeout=WAIT) as client:
         await client.get(login_url(remote.issuer, "alice"))
-        back = await client.get(target)
-    await first.finish("files", dict(httpx2.URL(back.headers["location"]).params))
+        back = await client.get(sign_in.url)
+    await first.finish("files", dict(httpx2.URL(back.headers["location"]).params), sign_in.nonce)
     old = await first._tokens("files", "alice")
     assert old is not None
     renewed = await first.access_token("files", "alice", rejected=str(old["access_token"]))
@@ -485,3 +550,231 @@ async def test_a_refresh_lost_to_another_replica_keeps_the_user_connected(remote
     assert taken["access_token"] == renewed
     assert await second._tokens("files", "alice") is not None  # still connected
     assert remote.store.grants == [("authorization_code", "alice"), ("refresh_token", "alice")]
+
+
+@asynccontextmanager
+async def token_endpoint(answer: Response) -> AsyncIterator[OAuth]:
+    """An `OAuth` for a server whose configured token endpoint always gives `answer`, with alice's tokens
+    stored and already expired (the next `access_token` refreshes)."""
+    async def token(request: Request) -> Response:
+        return answer
+
+    port = free_port()
+    with serve_in_thread(Starlette(routes=[Route("/token", token, methods=["POST"])]), port=port) as base:
+        hub_config = parse_config(json.dumps({"servers": {"files": {
+            "transport": "streamable-http", "url": base + "/mcp",
+            "oauth": {"client_id": "c", "authorization_endpoint": base + "/authorize",
+                      "token_endpoint": base + "/token"}}}}))
+        oauth = OAuth(hub_config, Sealer(SECRET_KEY), MemoryStore())
+        await oauth._save("files", "alice", {"access_token": "a", "refresh_token": "r", "expires_at": 0,
+                                             "lifetime": 3600})
+        yield oauth
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (PlainTextResponse("upstream connect error", status_code=503), "HTTP 503"),
+    (JSONResponse({"error": "temporarily_unavailable"}, status_code=400), "HTTP 400, temporarily_unavailable"),
+    (JSONResponse({"error": "invalid_grant"}, status_code=500), "HTTP 500, invalid_grant"),
+    (JSONResponse({"token_type": "Bearer"}), "HTTP 200"),
+])
+async def test_a_failed_refresh_keeps_the_tokens_and_answers_503(answer: Response, why: str) -> None:
+    async with token_endpoint(answer) as oauth:
+        with pytest.raises(ServerUnavailable) as raised:
+            await oauth.access_token("files", "alice")
+        assert raised.value.status_code == 503 and raised.value.headers() == {"Retry-After": "5"}
+        assert str(raised.value) == (f"server 'files': its authorization server did not renew your token "
+                                     f"({why}); retry shortly")
+        assert await oauth._tokens("files", "alice") is not None  # still connected: the next call tries again
+
+
+@pytest.mark.parametrize("error", ["invalid_grant", "invalid_client", "unauthorized_client"])
+async def test_a_refresh_the_authorization_server_refuses_forgets_the_tokens(error: str) -> None:
+    async with token_endpoint(JSONResponse({"error": error}, status_code=400)) as oauth:
+        with pytest.raises(OAuthRequired):
+            await oauth.access_token("files", "alice")
+        assert await oauth._tokens("files", "alice") is None
+
+
+async def test_a_call_while_the_authorization_server_is_down_is_a_503_and_the_user_stays_connected(
+        remote: Upstream) -> None:
+    async with running_hub(config(remote)) as hub:
+        await connect(hub, remote, ALICE, "alice")
+        assert (await call(hub, ALICE)).status_code == 200
+        remote.store.unavailable = True
+        for token in remote.store.tokens.values():  # the server rejects it: the hub must refresh
+            token.expires_at = 0
+        answer = await call(hub, ALICE)
+        assert assert_error(answer, 503, "server_unavailable") and "retry-after" in answer.headers
+        assert await hub.app.state.invoker.oauth._tokens("files", "alice@example.com") is not None
+        remote.store.unavailable = False
+        with anyio.fail_after(WAIT):  # (its connection is made again first)
+            while (answer := await call(hub, ALICE)).status_code != 200:
+                assert_error(answer, 503, "server_unavailable")
+                await anyio.sleep(0.1)
+        assert answer.json()["subject"] == "alice"
+        assert remote.store.grants == [("authorization_code", "alice"), ("refresh_token", "alice")]
+
+
+async def test_a_token_not_yet_expired_is_used_while_its_refresh_fails() -> None:
+    async with token_endpoint(PlainTextResponse("down", status_code=503)) as oauth:
+        await oauth._save("files", "alice", {"access_token": "a", "refresh_token": "r",
+                                             "expires_at": time.time() + 30, "lifetime": 3600})
+        assert await oauth.access_token("files", "alice") == "a"  # refreshed early (60 s margin): still good
+        with pytest.raises(ServerUnavailable):
+            await oauth.access_token("files", "alice", rejected="a")  # the server refused it: no fallback
+
+
+async def endless(request: Request) -> Response:
+    """A server that answers GET with an event stream that never ends (as an MCP server's GET may)."""
+    async def pings() -> AsyncIterator[bytes]:
+        while True:
+            yield b": ping " + b"x" * 65536 + b"\n\n"
+            await anyio.sleep(0.05)
+    return StreamingResponse(pings(), media_type="text/event-stream")
+
+
+def dribbling() -> Response:
+    """An answer that keeps coming, a byte at a time, each well within a read timeout."""
+    async def bytes_() -> AsyncIterator[bytes]:
+        yield b'{"access_token": "'
+        while True:
+            await anyio.sleep(0.1)
+            yield b"x"
+    return StreamingResponse(bytes_(), media_type="application/json")
+
+
+async def dribble(request: Request) -> Response:
+    return dribbling()
+
+
+async def test_discovery_reads_only_the_headers_of_the_servers_own_answer() -> None:
+    port = free_port()
+    with serve_in_thread(Starlette(routes=[Route("/mcp", endless)]), port=port) as base:
+        cfg = parse_config(json.dumps({"servers": {"files": {"transport": "streamable-http", "url": base + "/mcp",
+                                                             "oauth": {}}}})).servers["files"]
+        assert isinstance(cfg, HttpServer)
+        with anyio.fail_after(WAIT), pytest.raises(BadUpstreamResponse) as raised:
+            await discover("files", cfg)
+    assert "server 'files': OAuth discovery failed: it publishes no protected-resource metadata" in str(raised.value)
+
+
+async def test_discovery_and_token_requests_end_within_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(oauth_discovery, "DISCOVERY_TIMEOUT", 1.0)
+    monkeypatch.setattr(oauth_discovery, "REQUEST_TIMEOUT", 1.0)
+    port = free_port()
+    routes = [Route("/.well-known/oauth-protected-resource/mcp", dribble), Route("/token", dribble, methods=["POST"])]
+    with serve_in_thread(Starlette(routes=routes), port=port) as base:
+        cfg = parse_config(json.dumps({"servers": {"files": {"transport": "streamable-http", "url": base + "/mcp",
+                                                             "oauth": {}}}})).servers["files"]
+        assert isinstance(cfg, HttpServer)
+        with anyio.fail_after(WAIT), pytest.raises(BadUpstreamResponse) as raised:
+            await discover("files", cfg)
+        assert str(raised.value) == "server 'files': OAuth discovery failed: it took longer than 1 s"
+    async with token_endpoint(dribbling()) as oauth:
+        with anyio.fail_after(WAIT), pytest.raises(ServerUnavailable) as unavailable:
+            await oauth.access_token("files", "alice")
+        assert str(unavailable.value) == ("server 'files': its authorization server cannot be reached "
+                                          "(no answer within 1 s); retry shortly")
+        assert await oauth._tokens("files", "alice") is not None
+
+
+async def test_a_401_naming_metadata_on_another_site_is_not_followed(caplog: pytest.LogCaptureFixture) -> None:
+    fetched: list[str] = []
+    server_port, other_port = free_port(), free_port()
+    site, other = f"http://127.0.0.1:{server_port}", f"http://127.0.0.1:{other_port}"
+
+    async def elsewhere(request: Request) -> Response:
+        fetched.append(str(request.url))
+        return JSONResponse({"resource": site + "/mcp", "authorization_servers": [site]})
+
+    async def mcp(request: Request) -> Response:
+        return JSONResponse({}, status_code=401, headers={
+            "WWW-Authenticate": f'Bearer resource_metadata="{other}/internal/metadata"'})
+
+    async def resource(request: Request) -> Response:
+        return JSONResponse({"resource": site + "/mcp", "authorization_servers": [site]})
+
+    async def authorization(request: Request) -> Response:
+        return JSONResponse({"issuer": site, "authorization_endpoint": site + "/authorize",
+                             "token_endpoint": site + "/token"})
+
+    served = Starlette(routes=[Route("/mcp", mcp), Route("/.well-known/oauth-protected-resource/mcp", resource),
+                               Route("/.well-known/oauth-authorization-server", authorization)])
+    with serve_in_thread(served, port=server_port), \
+            serve_in_thread(Starlette(routes=[Route("/internal/metadata", elsewhere)]), port=other_port):
+        cfg = parse_config(json.dumps({"servers": {"files": {"transport": "streamable-http", "url": site + "/mcp",
+                                                             "oauth": {}}}})).servers["files"]
+        assert isinstance(cfg, HttpServer)
+        with anyio.fail_after(WAIT):
+            endpoints = await discover("files", cfg)
+    assert fetched == []  # only the server's own site was asked
+    assert endpoints.authorization == site + "/authorize" and endpoints.resource == site + "/mcp"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (f"'files': its 401 names protected-resource metadata on another site ({other}): ignored, "
+                       "looking at its own /.well-known/oauth-protected-resource")
+
+
+async def signed_in(oauth: OAuth, remote: Upstream, user: str) -> dict[str, object]:
+    """`user` connected through `oauth` (its sign-in driven directly); their stored tokens."""
+    sign_in = await oauth.begin("files", httpx2.URL(oauth.connect_link("files", user)).params["link"])
+    async with httpx2.AsyncClient(timeout=WAIT) as client:
+        await client.get(login_url(remote.issuer, user))
+        back = await client.get(sign_in.url)
+    await oauth.finish("files", dict(httpx2.URL(back.headers["location"]).params), sign_in.nonce)
+    tokens = await oauth._tokens("files", user)
+    assert tokens is not None
+    return tokens
+
+
+async def test_two_replicas_on_redis_refresh_a_token_once(remote: Upstream, redis_server: RedisServer) -> None:
+    """Both replicas find the token rejected at once: one refreshes, the other waits for it and takes the new
+    token (a refresh token sent twice may make the authorization server revoke the whole grant)."""
+    await redis_server.start()
+    hub_config = parse_config(json.dumps(config(remote)))
+    clients = [redis.Redis.from_url(redis_server.url, decode_responses=True) for _ in range(2)]
+    try:
+        first, second = (OAuth(hub_config, Sealer(SECRET_KEY), RedisStore(c)) for c in clients)
+        old = await signed_in(first, remote, "alice")
+        got: list[str] = []
+
+        async def renew(oauth: OAuth) -> None:
+            got.append(await oauth.access_token("files", "alice", rejected=str(old["access_token"])))
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as group:
+                group.start_soon(renew, first)
+                group.start_soon(renew, second)
+        assert remote.store.refreshes == [old["refresh_token"]]  # sent once
+        assert got[0] == got[1] != old["access_token"]
+        assert await clients[0].keys("mcphub:oauth:lock/*") == []  # released
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_lock_left_by_a_replica_that_died_delays_the_refresh_only_until_it_expires(
+        remote: Upstream, redis_server: RedisServer) -> None:
+    await redis_server.start()
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        oauth = OAuth(parse_config(json.dumps(config(remote))), Sealer(SECRET_KEY), RedisStore(client))
+        old = await signed_in(oauth, remote, "alice")
+        await client.set("mcphub:oauth:lock/token/files/alice", "gone", px=500)  # its holder never releases it
+        with anyio.fail_after(WAIT):
+            renewed = await oauth.access_token("files", "alice", rejected=str(old["access_token"]))
+        assert renewed != old["access_token"] and remote.store.refreshes == [old["refresh_token"]]
+    finally:
+        await client.aclose()
+
+
+async def test_forgetting_while_the_authorization_server_is_down_still_forgets(
+        remote: Upstream, caplog: pytest.LogCaptureFixture) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/revoke"  # (nothing listens there)
+    async with running_hub(config(remote, revocation_endpoint=closed)) as hub:
+        await connect(hub, remote, ALICE, "alice")
+        gone = await hub.client.delete("/oauth/files/connection", headers=headers(ALICE))
+        assert gone.status_code == 200, gone.text
+        assert gone.json() == {"server": "files", "connected": False, "forgotten": True}
+        assert_error(await call(hub, ALICE), 403, "oauth_required")
+    assert ("'files': revoking a token of alice@example.com failed (HTTP 503: server 'files': its authorization "
+            "server cannot be reached (ConnectError); retry shortly)") in caplog.text
