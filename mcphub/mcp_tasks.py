@@ -38,6 +38,7 @@ runs before that check and whose result is sent as it is (the 2026 `serverInfo` 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
@@ -252,12 +253,14 @@ class McpTasks:
             status = "failed" if isinstance(answer, ErrorData) else "completed"
             if isinstance(answer, ErrorData):
                 message = answer.message
+        # kept until: an ended job's expiry; a running one's at the latest, past its job_timeout (a mounted
+        # server's is unbounded here, its own hub bounds it: null, both shapes' "unlimited")
         kept = job.expires if job.expires is not None else \
-            job.created + (job_timeout(self.runner.invoker, job.server, job.tool) or 0) \
-            + self.runner.invoker.config.jobs.ttl
+            job.created + job_timeout(self.runner.invoker, job.server, job.tool) + self.runner.invoker.config.jobs.ttl
         ttl, poll = ("ttlMs", "pollIntervalMs") if modern else ("ttl", "pollInterval")
         task: dict[str, Any] = {"taskId": job.id, "status": status, "createdAt": timestamp(job.created),
-                                "lastUpdatedAt": timestamp(job.updated), ttl: round((kept - job.created) * 1000),
+                                "lastUpdatedAt": timestamp(job.updated),
+                                ttl: round((kept - job.created) * 1000) if math.isfinite(kept) else None,
                                 poll: POLL_INTERVAL_MS}
         if message:
             task["statusMessage"] = message

@@ -19,6 +19,7 @@ from mcp import MCPError
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.types import (
     INVALID_PARAMS,
+    CallToolRequestParams,
     CallToolResult,
     CancelTaskRequest,
     CancelTaskRequestParams,
@@ -44,9 +45,11 @@ from mcp.types import (
 
 from mcphub import upstream_tasks
 from mcphub.supervisor import ServerHandle
-from tests.hub import assert_error, mcp_client, running_hub
+from tests.helpers import free_port
+from tests.hub import assert_error, mcp_client, running_hub, running_instances, sample_server
 from tests.test_jobs import ALICE, ASYNC, KEY, OTHER_KEY, config, ended, wait_for
 from tests.test_mcp_clients import run_node
+from tests.test_federation import _serves, _until
 from tests.test_thirdparty import everything_server
 
 pytestmark = pytest.mark.anyio
@@ -273,6 +276,39 @@ async def test_cancelling_a_task_on_the_mcp_face_cancels_its_job_once() -> None:
                 await alice.session.send_request(
                     GetTaskPayloadRequest(params=GetTaskPayloadRequestParams(task_id=job_id)), CallToolResult)
             assert result.value.message == f"task '{job_id}' was cancelled before it ended"
+
+
+async def test_a_task_on_a_mounted_hubs_server_is_unlimited_here() -> None:
+    """A mounted server's job has no job_timeout on this hub (its own hub bounds the call): its task's ttl
+    is null ("unlimited", both generations), in tasks/get, tasks/list and the task-augmented tools/call."""
+    a_port, b_port = free_port(), free_port()
+    a_config = {"hub": {"port": a_port}, "servers": {"alpha": sample_server()}}
+    b_config = {"hub": {"port": b_port, "mount": ["a"]},
+                "remotes": {"a": {"url": f"http://127.0.0.1:{a_port}", "timeout": 1}}}
+    async with running_instances(a_config), running_instances(b_config) as hubs:
+        b = hubs["hub"]
+        await _until(lambda: _serves(b, "alpha"))
+        started = await b.client.post("/alpha/sleep", json={"seconds": 30}, headers={"Prefer": "respond-async"})
+        assert started.status_code == 202, started.text
+        job_ids = [started.json()["id"]]
+        try:
+            async with mcp_client(f"{b.url}/alpha/mcp", None, "legacy") as legacy:
+                task = await legacy.session.send_request(
+                    GetTaskRequest(params=GetTaskRequestParams(task_id=job_ids[0])), GetTaskResult)
+                assert task.status == "working" and task.ttl is None, task
+                created = await upstream_tasks._create(  # a task-augmented tools/call, as the hub's client sends it
+                    legacy.session, CallToolRequestParams(name="sleep", arguments={"seconds": 30}), 10)
+                job_ids.append(created.task_id)
+                assert created.status == "working" and created.ttl is None, created
+                listed = await legacy.session.send_request(ListTasksRequest(), ListTasksResult)
+                assert [(each.task_id, each.ttl) for each in listed.tasks] == [(job_ids[0], None), (job_ids[1], None)]
+            async with mcp_client(f"{b.url}/alpha/mcp", None) as modern:
+                state = await modern.session.send_request(GetTask(params=GetTaskRequestParams(task_id=job_ids[0])),
+                                                          TaskState)
+                assert state.status == "working" and "ttl_ms" in state.model_fields_set and state.ttl_ms is None, state
+        finally:
+            for job_id in job_ids:
+                await b.client.delete(f"/jobs/{job_id}")
 
 
 # ------------------------------------------------------------------ the MCP face, 2026-07-28 (the extension)
