@@ -38,6 +38,7 @@ from mcp.types import (
     ServerTasksRequestsCapability,
     TasksCallCapability,
     TasksToolsCapability,
+    Task,
     TextContent,
     Tool,
     ToolExecution,
@@ -46,7 +47,7 @@ from mcp.types import (
 from mcphub import upstream_tasks
 from mcphub.supervisor import ServerHandle
 from tests.helpers import free_port
-from tests.hub import assert_error, mcp_client, running_hub, running_instances, sample_server
+from tests.hub import assert_error, mcp_client, module_server, running_hub, running_instances, sample_server
 from tests.test_jobs import ALICE, ASYNC, KEY, OTHER_KEY, config, ended, wait_for
 from tests.test_mcp_clients import run_node
 from tests.test_federation import _serves, _until
@@ -146,6 +147,24 @@ async def test_an_event_stream_that_hangs_up_cancels_the_upstream_task() -> None
         with anyio.fail_after(5):
             while list((await server_tasks(handle)).values()) != ["cancelled"]:
                 await anyio.sleep(0.05)
+
+
+async def test_a_job_deleted_while_its_task_is_being_created_still_cancels_the_task() -> None:
+    """tasky's slow_create answers the task-augmented tools/call a second late: a DELETE meanwhile waits for
+    the task's id and sends tasks/cancel (the task would run on, unseen, otherwise)."""
+    async with running_hub(config({"tasky": module_server("tasky")})) as hub:
+        started = await hub.client.post("/tasky/slow_create", json={"text": "x"}, headers=ASYNC)
+        assert started.status_code == 202, started.text
+        deleted = await hub.client.delete(started.headers["location"], headers=ALICE)
+        assert deleted.status_code == 200 and deleted.json()["status"] == "cancelled", deleted.text
+        assert list((await server_tasks(hub.supervisor.servers["tasky"])).values()) == ["cancelled"]
+
+
+async def test_a_task_tool_answered_without_a_task_is_answered_as_any_call() -> None:
+    """A server may answer a task-augmented call of an `optional` tool with the plain result (tasky's plain)."""
+    async with running_hub(config({"tasky": module_server("tasky")})) as hub:
+        response = await hub.client.post("/tasky/plain", json={"text": "hi"}, headers=ALICE)
+        assert response.status_code == 200 and response.json() == "hi", response.text
 
 
 async def test_a_server_killed_under_a_task_fails_its_job_promptly_with_a_503() -> None:
@@ -296,8 +315,9 @@ async def test_a_task_on_a_mounted_hubs_server_is_unlimited_here() -> None:
                 task = await legacy.session.send_request(
                     GetTaskRequest(params=GetTaskRequestParams(task_id=job_ids[0])), GetTaskResult)
                 assert task.status == "working" and task.ttl is None, task
-                created = await upstream_tasks._create(  # a task-augmented tools/call, as the hub's client sends it
+                created = await upstream_tasks._send_create(  # a task-augmented tools/call, as the hub sends one
                     legacy.session, CallToolRequestParams(name="sleep", arguments={"seconds": 30}), 10)
+                assert isinstance(created, Task), created
                 job_ids.append(created.task_id)
                 assert created.status == "working" and created.ttl is None, created
                 listed = await legacy.session.send_request(ListTasksRequest(), ListTasksResult)
