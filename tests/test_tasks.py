@@ -297,6 +297,28 @@ async def test_cancelling_a_task_on_the_mcp_face_cancels_its_job_once() -> None:
             assert result.value.message == f"task '{job_id}' was cancelled before it ended"
 
 
+async def test_a_job_whose_tool_answered_is_error_is_a_failed_task_in_2025_and_a_completed_one_in_2026() -> None:
+    """2025-11-25: `failed` covers a tool result with isError true; the 2026 extension counts it completed.
+    tasks/result answers the isError result either way."""
+    async with running_hub(config({"alpha": sample_server()}), listen=True) as hub:
+        started = await hub.client.post("/alpha/fail", json={"message": "boom"}, headers=ASYNC)
+        job = await wait_for(hub, started.headers["location"], ended)
+        assert job["status"] == "failed" and job["error"]["type"] == "tool_error", job
+        async with mcp_client(f"{hub.url}/mcp", KEY, "legacy") as legacy:
+            task = await legacy.session.send_request(GetTaskRequest(params=GetTaskRequestParams(task_id=job["id"])),
+                                                     GetTaskResult)
+            assert task.status == "failed" and task.status_message is not None and "boom" in task.status_message, task
+            listed = await legacy.session.send_request(ListTasksRequest(), ListTasksResult)
+            assert [each.status for each in listed.tasks] == ["failed"], listed
+            result = await legacy.session.send_request(
+                GetTaskPayloadRequest(params=GetTaskPayloadRequestParams(task_id=job["id"])), CallToolResult)
+            assert result.is_error and "boom" in str(result.content), result
+        async with mcp_client(f"{hub.url}/mcp", KEY) as modern:
+            state = await modern.session.send_request(GetTask(params=GetTaskRequestParams(task_id=job["id"])),
+                                                      TaskState)
+            assert state.status == "completed" and state.result is not None and state.result["isError"], state
+
+
 async def test_a_task_on_a_mounted_hubs_server_is_unlimited_here() -> None:
     """A mounted server's job has no job_timeout on this hub (its own hub bounds the call): its task's ttl
     is null ("unlimited", both generations), in tasks/get, tasks/list and the task-augmented tools/call."""
