@@ -94,6 +94,7 @@ class Job:
     error: Json = None
     expires: float | None = None
     mcp: Json = None  # the server's own MCP answer, wire form: {"result": CallToolResult} or {"error": ErrorData}
+    # (kept only for a job started on the MCP face, `start(keep_mcp=True)`: an answer is kept once more)
 
     @property
     def finished(self) -> bool:
@@ -107,8 +108,11 @@ class Job:
 
     @classmethod
     def from_json(cls, data: dict[str, Json]) -> Job:
+        """A job as `to_json` wrote it. Keys that are not fields here are ignored: another version's (replicas
+        of two versions share Redis during a rolling update)."""
         progress = data.get("progress")
-        return cls(**{**data, "status": JobStatus(data["status"]),
+        known = {key: value for key, value in data.items() if key in _JOB_FIELDS}
+        return cls(**{**known, "status": JobStatus(data["status"]),
                       "progress": Progress(**progress) if progress is not None else None})
 
     def view(self) -> dict[str, Json]:
@@ -125,6 +129,9 @@ class Job:
         elif self.error is not None:
             body["error"] = self.error
         return body
+
+
+_JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
 
 def _mcp_answer(outcome: Outcome | None) -> Json:
@@ -292,9 +299,10 @@ class JobRunner:
 
     # -------------------------------------------------------------------------------------- start
 
-    async def start(self, call: Call) -> Job | Outcome:
+    async def start(self, call: Call, *, keep_mcp: bool = False) -> Job | Outcome:
         """Start `call` as a job: the job once the call has gone to the server, or the call's own answer
-        when it was refused before that (no job is left then)."""
+        when it was refused before that (no job is left then). `keep_mcp`: keep the server's own MCP answer
+        on the job too (`Job.mcp`: the MCP face's tasks/result passes it on as it was)."""
         group = self._group
         principal = call.principal
         if group is None:
@@ -321,7 +329,7 @@ class JobRunner:
         sink = ProgressSink(lambda progress: self._progress(job.id, progress))
         call = dataclasses.replace(call, timeout=job_timeout(self.invoker, call.server, call.tool),
                                    progress=sink, on_call=on_call)
-        group.start_soon(self._run, job, call, sink, admitted, answered)
+        group.start_soon(self._run, job, call, sink, admitted, answered, keep_mcp)
         await admitted.wait()
         if not reached:
             await self.store.delete(job.id)
@@ -331,7 +339,7 @@ class JobRunner:
         return await self.store.get(job.id) or job
 
     async def _run(self, job: Job, call: Call, sink: ProgressSink, admitted: anyio.Event,
-                   answered: list[Outcome]) -> None:
+                   answered: list[Outcome], keep_mcp: bool) -> None:
         outcome: Outcome | None = None
         scope = self._scopes[job.id] = anyio.CancelScope()
         ended = self._ended[job.id] = anyio.Event()
@@ -348,7 +356,7 @@ class JobRunner:
             admitted.set()
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WRITE):
                 try:
-                    await self._finish(job.id, outcome, sink.latest, cancelled)
+                    await self._finish(job.id, outcome, sink.latest, cancelled, keep_mcp)
                 except HubError as exc:  # a shared store that cannot be reached: the job's end is lost
                     logger.warning("job %s: its end could not be recorded: %s", job.id, exc.message)
             self._ended.pop(job.id, None)
@@ -364,7 +372,7 @@ class JobRunner:
             pass
 
     async def _finish(self, job_id: str, outcome: Outcome | None, progress: Progress | None,
-                      cancelled: bool) -> None:
+                      cancelled: bool, keep_mcp: bool) -> None:
         job = await self.store.get(job_id)
         if job is None:  # refused before the server (deleted), or expired
             return
@@ -384,7 +392,7 @@ class JobRunner:
         ttl = self.invoker.config.jobs.ttl
         await self.store.update(dataclasses.replace(
             job, status=status, status_code=code, result=result, error=error, updated=now, expires=now + ttl,
-            progress=progress or job.progress, mcp=_mcp_answer(outcome)))
+            progress=progress or job.progress, mcp=_mcp_answer(outcome) if keep_mcp else None))
         self._wake(job_id)
         logger.debug("job %s: %s (%s)", job_id, status, code)
 

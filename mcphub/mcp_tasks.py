@@ -9,11 +9,12 @@ Both generations: MCP 2025-11-25 tasks (SEP-1686, the TypeScript SDK's `client.e
                          or required), gets a job the same way, answered `resultType: "task"`; any other
                          call is answered as usual (the server decides, SEP-2663)
     tasks/get            → the job as a task: running → working (statusMessage: its progress message),
-                         ended → completed (the call's answer is a result, `isError` ones included) or
-                         failed (it is a JSON-RPC error), cancelled → cancelled. 2026: `ttlMs`,
+                         ended → completed (the call's answer is a result) or failed (a JSON-RPC error;
+                         2025 also an `isError` result, which 2026 counts completed), cancelled → cancelled. 2026: `ttlMs`,
                          `pollIntervalMs`, and an ended task's `result` or `error` inline
     tasks/result (2025)  → waits for the job to end, then answers exactly what the synchronous call would
-                         have (the server's own result or error, the hub's failures as on the face)
+                         have (the server's own result or error, the hub's failures as on the face); a
+                         job started over HTTP keeps only its body, mapped back (a text answer: its text)
     tasks/cancel         → cancels the job (the server is sent notifications/cancelled, or tasks/cancel for
                          an upstream task). An ended task: 2025 -32602, 2026 acknowledged (cooperative)
     tasks/list (2025)    → the caller's jobs, oldest first, TASKS_PAGE a page
@@ -38,6 +39,7 @@ runs before that check and whose result is sent as it is (the 2026 `serverInfo` 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
@@ -63,6 +65,7 @@ from mcp.types import (
     TasksCancelCapability,
     TasksListCapability,
     TasksToolsCapability,
+    TextContent,
 )
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -71,6 +74,7 @@ from mcphub.auth import Principal
 from mcphub.errors import BadRequest, HubError, NotFound
 from mcphub.invoker import Call, Outcome
 from mcphub.jobs import Job, JobConflict, JobRunner, JobStatus, job_timeout, timestamp
+from mcphub.results import error_text
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +127,7 @@ class McpTasks:
         call = self._call_of(ctx, typed)
         if modern and not self._runs_long(call):  # the server decides (2026): a task for a task tool only
             return await call_next(ctx)
-        started = await self.runner.start(call)
+        started = await self.runner.start(call, keep_mcp=True)
         if isinstance(started, Outcome):  # refused before the server: no job, no task
             raise _refused(started)
         logger.debug("task %s: %s/%s", started.id, started.server, started.tool)
@@ -231,6 +235,9 @@ class McpTasks:
             return CallToolResult.model_validate(mcp["result"], by_name=False)
         if "error" in mcp:
             return ErrorData.model_validate(mcp["error"])
+        # a job started over HTTP keeps only its body (results.to_body): a text answer is its text again
+        if job.status is JobStatus.SUCCEEDED and isinstance(job.result, str):
+            return CallToolResult(content=[TextContent(type="text", text=job.result)])
         error = job.error if isinstance(job.error, dict) else {}
         body = job.result if job.status is JobStatus.SUCCEEDED else {"error": error}
         outcome = Outcome(job.status_code or 500, body, error_type=error.get("type"))
@@ -247,17 +254,22 @@ class McpTasks:
             status = "working"
         elif job.status is JobStatus.CANCELLED:
             status = "cancelled"
-        else:
+        else:  # an isError result: failed in 2025-11-25's words, completed in the extension's (SEP-2663)
             answer = self._answer(job)
-            status = "failed" if isinstance(answer, ErrorData) else "completed"
             if isinstance(answer, ErrorData):
-                message = answer.message
+                status, message = "failed", answer.message
+            elif answer.is_error and not modern:
+                status, message = "failed", error_text(answer)
+            else:
+                status = "completed"
+        # kept until: an ended job's expiry; a running one's at the latest, past its job_timeout (a mounted
+        # server's is unbounded here, its own hub bounds it: null, both shapes' "unlimited")
         kept = job.expires if job.expires is not None else \
-            job.created + (job_timeout(self.runner.invoker, job.server, job.tool) or 0) \
-            + self.runner.invoker.config.jobs.ttl
+            job.created + job_timeout(self.runner.invoker, job.server, job.tool) + self.runner.invoker.config.jobs.ttl
         ttl, poll = ("ttlMs", "pollIntervalMs") if modern else ("ttl", "pollInterval")
         task: dict[str, Any] = {"taskId": job.id, "status": status, "createdAt": timestamp(job.created),
-                                "lastUpdatedAt": timestamp(job.updated), ttl: round((kept - job.created) * 1000),
+                                "lastUpdatedAt": timestamp(job.updated),
+                                ttl: round((kept - job.created) * 1000) if math.isfinite(kept) else None,
                                 poll: POLL_INTERVAL_MS}
         if message:
             task["statusMessage"] = message

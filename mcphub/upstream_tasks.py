@@ -7,8 +7,10 @@ tool would refuse otherwise) as a task-augmented `tools/call`. The hub then poll
 task's `pollInterval`, within MIN_POLL..MAX_POLL), hands each new `statusMessage` to the call's progress
 (progress = how many states it has seen, no total, message = the status message), and once the task
 ends (or asks for input) fetches `tasks/result`, which answers what the `tools/call` would have: the
-call's answer maps as any other. A call that is cancelled (a job's DELETE, a hang-up) or times out sends
-`tasks/cancel` (bounded, CANCEL_GRACE). A task the server cancels, or one that failed without a result,
+call's answer maps as any other; a server that answers the call at once, without a task (its right for
+an `optional` tool), is answered that way. A call that is cancelled (a job's DELETE, a hang-up) or times
+out sends `tasks/cancel` (bounded, CANCEL_GRACE), also when it is given up while the task is being created
+(that answer is waited for, CANCEL_GRACE at most, to learn the task's id). A task the server cancels, or one that failed without a result,
 is the tool's JSON-RPC error. A connection that closes under the task ends the call at once (the
 supervisor's `closed` event), as CONNECTION_CLOSED.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import anyio.lowlevel
 from mcp import MCPError
 from mcp.client.session import ClientSession
 from mcp.shared.dispatcher import CallOptions
@@ -84,9 +87,14 @@ def runs_as_task(capabilities: ServerCapabilities, version: str, tool: Tool | No
 async def call_tool(session: ClientSession, params: CallToolRequestParams, *, timeout: float,
                     progress: ProgressFn | None, closed: anyio.Event) -> CallToolResult:
     """`tools/call` as a task, followed to its end within `timeout` seconds; the server's answer."""
-    task = await _create(session, params, timeout)
+    created: list[Task | CallToolResult] = []
     ended = False
     try:
+        await _create(session, params, timeout, created)
+        task = created[0]
+        if isinstance(task, CallToolResult):  # answered at once, without a task
+            ended = True
+            return task
         with anyio.fail_after(timeout):
             mirror = _Mirror(progress)
             await mirror(task)
@@ -116,11 +124,47 @@ async def call_tool(session: ClientSession, params: CallToolRequestParams, *, ti
             ended = True
             return result
     finally:
-        if not ended:
-            await _cancel(session, task.task_id)
+        if not ended and created and isinstance(created[0], Task):
+            await _cancel(session, created[0].task_id)
 
 
-async def _create(session: ClientSession, params: CallToolRequestParams, timeout: float) -> Task:
+async def _create(session: ClientSession, params: CallToolRequestParams, timeout: float,
+                  created: list[Task | CallToolResult]) -> None:
+    """The task-augmented tools/call: its task (or the server's plain answer) into `created`. Shielded, so that a call given up meanwhile
+    (a job's DELETE, a hang-up) still learns the task's id and can cancel it (else the server's task runs
+    on, unseen); once given up, the answer is waited for CANCEL_GRACE seconds at most."""
+    shield = anyio.CancelScope(shield=True)
+    failed: list[Exception] = []
+    async with anyio.create_task_group() as group:
+        async def create() -> None:
+            try:
+                with shield:
+                    created.append(await _send_create(session, params, timeout))
+            except Exception as exc:  # raised as it is below (not wrapped in the group's ExceptionGroup)
+                failed.append(exc)
+            finally:
+                group.cancel_scope.cancel()  # the watcher
+
+        async def watch() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:  # the call is given up (or the create ended): bound the shielded wait
+                shield.deadline = min(shield.deadline, anyio.current_time() + CANCEL_GRACE)
+
+        group.start_soon(watch)
+        group.start_soon(create)
+    if failed:
+        raise failed[0]
+    if not created:  # given up, and the server did not answer within CANCEL_GRACE: the task is unknown
+        logger.info("a task-augmented tools/call given up got no answer within %gs", CANCEL_GRACE)
+        await anyio.lowlevel.checkpoint()  # the cancellation that gave it up
+        raise MCPError(INTERNAL_ERROR, "the tool's task was not created")
+
+
+async def _send_create(session: ClientSession, params: CallToolRequestParams,
+                       timeout: float) -> Task | CallToolResult:
+    """The task; or, from a server that answers this call without one (it may, for a tool whose
+    `taskSupport` is `optional`), its CallToolResult (`content`, no `task`)."""
     wire = params.model_dump(by_alias=True, mode="json", exclude_none=True)
     wire["task"] = {"ttl": int((timeout + TTL_MARGIN) * 1000)}
     version = session.protocol_version
@@ -128,6 +172,8 @@ async def _create(session: ClientSession, params: CallToolRequestParams, timeout
     if version is not None:  # what the session's own sends carry (streamable HTTP reads it)
         opts["headers"] = {MCP_PROTOCOL_VERSION_HEADER: version}
     raw = await session._dispatcher.send_raw_request("tools/call", wire, opts)
+    if "task" not in raw and "content" in raw:
+        return CallToolResult.model_validate(raw, by_name=False)
     return CreateTaskResult.model_validate(raw, by_name=False).task
 
 

@@ -256,6 +256,19 @@ async def test_a_job_fails_with_the_error_the_synchronous_call_would_have_answer
         assert done["error"]["type"] == "tool_error" and "no luck" in done["error"]["message"], done
 
 
+async def test_a_finished_job_keeps_its_answer_once() -> None:
+    """A job started over HTTP keeps its body, not the server's MCP answer besides (content and
+    structuredContent: the answer three times over, for jobs.ttl); read as a task it is mapped from the body."""
+    async with running_hub(config({"sample": sample()})) as hub:
+        text = "x" * 100_000
+        started = await hub.client.post("/sample/echo", json={"text": text}, headers=ASYNC)
+        done = await wait_for(hub, started.headers["location"], ended)
+        assert done["status"] == "succeeded" and done["result"] == {"result": text}, str(done)[:200]
+        stored = await hub.app.state.jobs.store.get(done["id"])
+        assert stored is not None and stored.mcp is None, str(stored)[:200]
+        assert len(json.dumps(stored.to_json())) < 1.1 * len(text)
+
+
 async def test_running_jobs_per_key_are_limited() -> None:
     async with running_hub(config({"sample": sample()}, max_running_per_key=2)) as hub:
         for _ in range(2):
@@ -349,6 +362,15 @@ async def test_the_memory_store_keeps_jobs_as_plain_data_and_forgets_them_after_
     now[0] = 1010.0
     assert await store.get(job.id) is None
     assert await store.owned_by("key:alice") == []
+
+
+def test_a_stored_job_with_fields_this_version_does_not_know_is_read_without_them() -> None:
+    """Replicas of two versions share Redis during a rolling update: a job a newer one wrote, with a field
+    this one lacks, is still read here (it was a TypeError: 500 on GET /jobs)."""
+    job = Job("a" * 32, "key:alice", "s", "t", JobStatus.SUCCEEDED, 1000.0, 1001.0, Progress(1, 3, "one"),
+              status_code=200, result="done", expires=2000.0)
+    written = {**json.loads(json.dumps(job.to_json())), "shard": 7, "trace": {"id": "x"}}
+    assert Job.from_json(written) == job
 
 
 async def test_an_event_stream_keeps_an_idle_connection_alive_and_ends_with_the_error_event(

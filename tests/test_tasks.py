@@ -19,6 +19,7 @@ from mcp import MCPError
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.types import (
     INVALID_PARAMS,
+    CallToolRequestParams,
     CallToolResult,
     CancelTaskRequest,
     CancelTaskRequestParams,
@@ -37,6 +38,7 @@ from mcp.types import (
     ServerTasksRequestsCapability,
     TasksCallCapability,
     TasksToolsCapability,
+    Task,
     TextContent,
     Tool,
     ToolExecution,
@@ -44,9 +46,11 @@ from mcp.types import (
 
 from mcphub import upstream_tasks
 from mcphub.supervisor import ServerHandle
-from tests.hub import assert_error, mcp_client, running_hub
+from tests.helpers import free_port
+from tests.hub import assert_error, mcp_client, module_server, running_hub, running_instances, sample_server
 from tests.test_jobs import ALICE, ASYNC, KEY, OTHER_KEY, config, ended, wait_for
 from tests.test_mcp_clients import run_node
+from tests.test_federation import _serves, _until
 from tests.test_thirdparty import everything_server
 
 pytestmark = pytest.mark.anyio
@@ -143,6 +147,24 @@ async def test_an_event_stream_that_hangs_up_cancels_the_upstream_task() -> None
         with anyio.fail_after(5):
             while list((await server_tasks(handle)).values()) != ["cancelled"]:
                 await anyio.sleep(0.05)
+
+
+async def test_a_job_deleted_while_its_task_is_being_created_still_cancels_the_task() -> None:
+    """tasky's slow_create answers the task-augmented tools/call a second late: a DELETE meanwhile waits for
+    the task's id and sends tasks/cancel (the task would run on, unseen, otherwise)."""
+    async with running_hub(config({"tasky": module_server("tasky")})) as hub:
+        started = await hub.client.post("/tasky/slow_create", json={"text": "x"}, headers=ASYNC)
+        assert started.status_code == 202, started.text
+        deleted = await hub.client.delete(started.headers["location"], headers=ALICE)
+        assert deleted.status_code == 200 and deleted.json()["status"] == "cancelled", deleted.text
+        assert list((await server_tasks(hub.supervisor.servers["tasky"])).values()) == ["cancelled"]
+
+
+async def test_a_task_tool_answered_without_a_task_is_answered_as_any_call() -> None:
+    """A server may answer a task-augmented call of an `optional` tool with the plain result (tasky's plain)."""
+    async with running_hub(config({"tasky": module_server("tasky")})) as hub:
+        response = await hub.client.post("/tasky/plain", json={"text": "hi"}, headers=ALICE)
+        assert response.status_code == 200 and response.json() == "hi", response.text
 
 
 async def test_a_server_killed_under_a_task_fails_its_job_promptly_with_a_503() -> None:
@@ -273,6 +295,62 @@ async def test_cancelling_a_task_on_the_mcp_face_cancels_its_job_once() -> None:
                 await alice.session.send_request(
                     GetTaskPayloadRequest(params=GetTaskPayloadRequestParams(task_id=job_id)), CallToolResult)
             assert result.value.message == f"task '{job_id}' was cancelled before it ended"
+
+
+async def test_a_job_whose_tool_answered_is_error_is_a_failed_task_in_2025_and_a_completed_one_in_2026() -> None:
+    """2025-11-25: `failed` covers a tool result with isError true; the 2026 extension counts it completed.
+    tasks/result answers the isError result either way."""
+    async with running_hub(config({"alpha": sample_server()}), listen=True) as hub:
+        started = await hub.client.post("/alpha/fail", json={"message": "boom"}, headers=ASYNC)
+        job = await wait_for(hub, started.headers["location"], ended)
+        assert job["status"] == "failed" and job["error"]["type"] == "tool_error", job
+        async with mcp_client(f"{hub.url}/mcp", KEY, "legacy") as legacy:
+            task = await legacy.session.send_request(GetTaskRequest(params=GetTaskRequestParams(task_id=job["id"])),
+                                                     GetTaskResult)
+            assert task.status == "failed" and task.status_message is not None and "boom" in task.status_message, task
+            listed = await legacy.session.send_request(ListTasksRequest(), ListTasksResult)
+            assert [each.status for each in listed.tasks] == ["failed"], listed
+            result = await legacy.session.send_request(
+                GetTaskPayloadRequest(params=GetTaskPayloadRequestParams(task_id=job["id"])), CallToolResult)
+            assert result.is_error and "boom" in str(result.content), result
+        async with mcp_client(f"{hub.url}/mcp", KEY) as modern:
+            state = await modern.session.send_request(GetTask(params=GetTaskRequestParams(task_id=job["id"])),
+                                                      TaskState)
+            assert state.status == "completed" and state.result is not None and state.result["isError"], state
+
+
+async def test_a_task_on_a_mounted_hubs_server_is_unlimited_here() -> None:
+    """A mounted server's job has no job_timeout on this hub (its own hub bounds the call): its task's ttl
+    is null ("unlimited", both generations), in tasks/get, tasks/list and the task-augmented tools/call."""
+    a_port, b_port = free_port(), free_port()
+    a_config = {"hub": {"port": a_port}, "servers": {"alpha": sample_server()}}
+    b_config = {"hub": {"port": b_port, "mount": ["a"]},
+                "remotes": {"a": {"url": f"http://127.0.0.1:{a_port}", "timeout": 1}}}
+    async with running_instances(a_config), running_instances(b_config) as hubs:
+        b = hubs["hub"]
+        await _until(lambda: _serves(b, "alpha"))
+        started = await b.client.post("/alpha/sleep", json={"seconds": 30}, headers={"Prefer": "respond-async"})
+        assert started.status_code == 202, started.text
+        job_ids = [started.json()["id"]]
+        try:
+            async with mcp_client(f"{b.url}/alpha/mcp", None, "legacy") as legacy:
+                task = await legacy.session.send_request(
+                    GetTaskRequest(params=GetTaskRequestParams(task_id=job_ids[0])), GetTaskResult)
+                assert task.status == "working" and task.ttl is None, task
+                created = await upstream_tasks._send_create(  # a task-augmented tools/call, as the hub sends one
+                    legacy.session, CallToolRequestParams(name="sleep", arguments={"seconds": 30}), 10)
+                assert isinstance(created, Task), created
+                job_ids.append(created.task_id)
+                assert created.status == "working" and created.ttl is None, created
+                listed = await legacy.session.send_request(ListTasksRequest(), ListTasksResult)
+                assert [(each.task_id, each.ttl) for each in listed.tasks] == [(job_ids[0], None), (job_ids[1], None)]
+            async with mcp_client(f"{b.url}/alpha/mcp", None) as modern:
+                state = await modern.session.send_request(GetTask(params=GetTaskRequestParams(task_id=job_ids[0])),
+                                                          TaskState)
+                assert state.status == "working" and "ttl_ms" in state.model_fields_set and state.ttl_ms is None, state
+        finally:
+            for job_id in job_ids:
+                await b.client.delete(f"/jobs/{job_id}")
 
 
 # ------------------------------------------------------------------ the MCP face, 2026-07-28 (the extension)
