@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal, TypedDict
 from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
@@ -66,8 +67,7 @@ def oauth_routes(oauth_of: Callable[[], OAuth | None], authenticate: Callable[[R
             return _page(exc)
         response = RedirectResponse(sign_in.url, status_code=302, headers={"Cache-Control": "no-store",
                                                                            "Referrer-Policy": "no-referrer"})
-        response.set_cookie(STATE_COOKIE, sign_in.nonce, max_age=int(STATE_TTL), path=_callback_path(oauth, server),
-                            secure=oauth.public_url.startswith("https:"), httponly=True, samesite="lax")
+        response.set_cookie(STATE_COOKIE, sign_in.nonce, max_age=int(STATE_TTL), **_cookie(oauth, server))
         return response
 
     async def callback(request: Request) -> Response:
@@ -84,8 +84,7 @@ def oauth_routes(oauth_of: Callable[[], OAuth | None], authenticate: Callable[[R
 You can close this page and call the tool again.</p></body>
 </html>
 """, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
-        done.delete_cookie(STATE_COOKIE, path=_callback_path(oauth, server),
-                           secure=oauth.public_url.startswith("https:"), httponly=True, samesite="lax")
+        done.delete_cookie(STATE_COOKIE, **_cookie(oauth, server))
         return done
 
     async def disconnect(request: Request) -> Response:
@@ -162,3 +161,16 @@ def forget_instance(servers: Mapping[str, ToolServer], server: str, user: str) -
     found = servers.get(server)
     if isinstance(found, ServerHandle) and found.users is not None:
         found.users.forget(user)
+
+
+class _CookieScope(TypedDict):
+    path: str
+    secure: bool
+    httponly: bool
+    samesite: Literal["lax"]
+
+
+def _cookie(oauth: OAuth, server: str) -> _CookieScope:
+    """Where the state cookie lives: the callback only, never to scripts, Secure behind https."""
+    return {"path": _callback_path(oauth, server), "secure": oauth.public_url.startswith("https:"),
+            "httponly": True, "samesite": "lax"}

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.mcp_servers.lines import result, send, serve
+
 MARKERS = os.environ.get("GARBAGE_MARKERS")
 TEXT_ARG = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 TOOLS = [
@@ -41,18 +43,9 @@ TOOLS = [
 NOISE = ["this is not json", "{ still not json", "\x00\x01 binary-ish \x7f", "]]]"]
 
 
-def send(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
 def raw(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def result(request_id: Any, value: dict[str, Any]) -> None:
-    send({"jsonrpc": "2.0", "id": request_id, "result": value})
 
 
 def call_tool(request_id: Any, params: dict[str, Any]) -> None:
@@ -111,16 +104,7 @@ def handle(message: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(message, dict):
-            handle(message)
+    serve(handle)
 
 
 if __name__ == "__main__":

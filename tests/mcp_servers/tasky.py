@@ -12,11 +12,11 @@ the client falls back to `initialize`) and declares task-augmented `tools/call`.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 import uuid
 from typing import Any
+
+from tests.mcp_servers.lines import result, send, serve
 
 CREATE_DELAY = 1.0  # seconds slow_create's answer is late (a client gives the call up meanwhile)
 CREATED_AT = "2026-01-01T00:00:00Z"
@@ -28,15 +28,6 @@ TOOLS = [
      "inputSchema": TEXT_ARG, "execution": {"taskSupport": "required"}},
 ]
 tasks: dict[str, str] = {}  # task id → status
-
-
-def send(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-def result(request_id: Any, value: dict[str, Any]) -> None:
-    send({"jsonrpc": "2.0", "id": request_id, "result": value})
 
 
 def error(request_id: Any, message: str) -> None:
@@ -92,16 +83,7 @@ def handle(message: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(message, dict):
-            handle(message)
+    serve(handle)
 
 
 if __name__ == "__main__":
