@@ -175,10 +175,14 @@ class OAuth:
 
     async def require(self, server: str, user: str, tool: str | None = None) -> None:
         """Raises OAuthRequired (with a fresh connect link) unless `user` has tokens for `server`: the
-        call path asks before each call to a server with `oauth:` (the store may be Redis: async)."""
-        if await self._tokens(server, user) is None:
+        call path asks before each call to a server with `oauth:` (the store may be Redis: async). A token
+        about to expire is refreshed here, before the call: a refresh that fails is then this call's 503
+        (or 403 to connect again) in its own words, not a failure inside the call's connection."""
+        try:
+            await self.access_token(server, user)
+        except OAuthRequired:
             self._known.discard((server, user))
-            raise self.required(server, user, tool)
+            raise self.required(server, user, tool) from None
         self._known.add((server, user))
 
     def required(self, server: str, user: str, tool: str | None = None) -> OAuthRequired:

@@ -615,6 +615,25 @@ async def test_a_call_while_the_authorization_server_is_down_is_a_503_and_the_us
         assert remote.store.grants == [("authorization_code", "alice"), ("refresh_token", "alice")]
 
 
+async def test_an_expired_token_is_renewed_before_the_call_and_a_failed_renewal_says_so(remote: Upstream) -> None:
+    # The hub knows its token has expired: it renews it before the call goes to the user's connection, so an
+    # authorization server that is down is this call's 503 in its own words, and the connection lives on.
+    async with running_hub(config(remote)) as hub:
+        await connect(hub, remote, ALICE, "alice")
+        assert (await call(hub, ALICE)).status_code == 200
+        oauth = hub.app.state.invoker.oauth
+        tokens = await oauth._tokens("files", "alice@example.com")
+        await oauth._save("files", "alice@example.com", {**tokens, "expires_at": time.time() - 1})
+        remote.store.unavailable = True
+        answer = await call(hub, ALICE)
+        error = assert_error(answer, 503, "server_unavailable")
+        assert "its authorization server did not renew your token" in error["message"], error
+        remote.store.unavailable = False
+        answer = await call(hub, ALICE)  # at once: no connection to make again
+        assert answer.status_code == 200 and answer.json()["subject"] == "alice", answer.text
+        assert remote.store.grants == [("authorization_code", "alice"), ("refresh_token", "alice")]
+
+
 async def test_a_token_not_yet_expired_is_used_while_its_refresh_fails() -> None:
     async with token_endpoint(PlainTextResponse("down", status_code=503)) as oauth:
         await oauth._save("files", "alice", {"access_token": "a", "refresh_token": "r",
