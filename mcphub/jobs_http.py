@@ -207,7 +207,7 @@ class _EventStream(Response):
             else:
                 detail = outcome.body.get("error", outcome.body) if isinstance(outcome.body, dict) else outcome.body
                 event: dict[str, Json] = {"status_code": outcome.status, "error": detail}
-                retry_after = dict(outcome.headers).get("Retry-After")
+                retry_after = outcome.headers.get("Retry-After")
                 if retry_after is not None:  # (a 429 or 503: when to try again, as the header would say)
                     event["retry_after"] = int(retry_after)
                 await _event(send, "error", event, more=False)
