@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.mcp_servers.lines import result, send, serve
+from tests.mcp_servers.lines import method_not_found, result, send, serve
 
 MARKERS = os.environ.get("GARBAGE_MARKERS")
 TEXT_ARG = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
@@ -100,7 +100,7 @@ def handle(message: dict[str, Any]) -> None:
     elif method == "ping":
         result(request_id, {})
     else:  # server/discover among others: refused, so the client falls back to `initialize`
-        send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"method not found: {method}"}})
+        method_not_found(request_id, method)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.mcp_servers.lines import result, send, serve
+from tests.mcp_servers.lines import method_not_found, result, send, serve
 
 CREATE_DELAY = 1.0  # seconds slow_create's answer is late (a client gives the call up meanwhile)
 CREATED_AT = "2026-01-01T00:00:00Z"
@@ -79,7 +79,7 @@ def handle(message: dict[str, Any]) -> None:
     elif method in ("tasks/get", "tasks/cancel"):
         error(request_id, f"no task {params.get('taskId')!r}")
     else:  # server/discover among others: refused, so the client falls back to `initialize`
-        send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"method not found: {method}"}})
+        method_not_found(request_id, method)
 
 
 def main() -> None:
