@@ -584,7 +584,7 @@ def _users(args: argparse.Namespace) -> int:
             raise ConfigError("--connect SERVER needs --user USER (the forwarded user the link is for)")
         print(cli_users.connect_link(_load(args)[0], args.connect, args.user))
         return 0
-    url = args.url or cli_users.hub_url(_load(args)[0])
+    url = args.url or _load(args)[0].hub.local_url
     return cli_users.run(url, args.api_key or os.environ.get(API_KEY_ENV, "").strip() or None, print)
 
 

@@ -38,14 +38,6 @@ def connect_link(config: HubConfig, server: str, user: str) -> str:
     return manager.connect_link(server, user)
 
 
-def hub_url(config: HubConfig) -> str:
-    """Where this config's hub listens (its first listener), as seen from this machine."""
-    hub = config.hub
-    host = hub.host if hub.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{hub.port}{hub.root_path}"
-
-
 def run(url: str, key: str | None, out: Callable[[str], None]) -> int:
     """Print the table; 0, or 1 with a message when the hub cannot tell (unreachable, refused)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}

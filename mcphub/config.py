@@ -48,6 +48,9 @@ class HubLimits(_Model):
     max_concurrent_calls: int = Field(128, ge=1)  # tool calls in flight per caller (key, token subject); more → 429
 
 
+WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})  # a host to bind every interface, not one to reach
+
+
 class HubSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -70,6 +73,13 @@ class HubSettings(_Model):
     # where browsers reach the hub (scheme://host[:port][/prefix]): OAuth redirect URIs and connect links
     # (mcphub/oauth.py); None: http://{host}:{port}{root_path}
     public_url: str | None = None
+
+    @property
+    def local_url(self) -> str:
+        """Where this hub's (first) listener is reached from this machine: a wildcard host as loopback."""
+        host = "127.0.0.1" if self.host in WILDCARD_ADDRESSES else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}{self.root_path}"
 
     @field_validator("public_url")
     @classmethod

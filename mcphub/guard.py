@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcphub.config import WILDCARD_ADDRESSES
 from mcphub.errors import BodyTooLarge, CrossSiteRequest, HubError, MisdirectedRequest, UnsupportedMediaType
 from mcphub.invoker import Invoker
 from mcphub.logs import printable
@@ -51,7 +52,6 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
 _JSON = JSON.encode()
 MAX_REMEMBERED_HOSTS = 64  # Host values whose answer is kept (a flood of distinct ones only empties it)
-WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CLOSE = (b"connection", b"close")
 MAX_QUOTED = 200  # characters of a header value quoted back in an error message

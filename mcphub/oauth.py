@@ -382,12 +382,7 @@ class OAuth:
 
     @property
     def public_url(self) -> str:
-        hub = self.config.hub
-        if hub.public_url:
-            return hub.public_url
-        host = hub.host if hub.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{hub.port}{hub.root_path}"
+        return self.config.hub.public_url or self.config.hub.local_url
 
     def redirect_uri(self, server: str) -> str:
         return self.public_url + CALLBACK.format(server=server)

@@ -34,10 +34,10 @@ from starlette.types import ASGIApp
 
 from mcphub import connection, oauth, state, transports
 from mcphub.app import create_app
-from mcphub.config import HubConfig, ServerConfig, instance_servers, load_config
+from mcphub.config import WILDCARD_ADDRESSES, HubConfig, ServerConfig, instance_servers, load_config
 from mcphub.errors import ConfigError
 from mcphub.federation import RemoteMount
-from mcphub.guard import WILDCARD_ADDRESSES, Hosts
+from mcphub.guard import Hosts
 from mcphub.invoker import Catalog, Invoker
 from mcphub.jobs import JobRunner
 from mcphub.launcher import Launcher
