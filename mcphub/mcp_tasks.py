@@ -10,8 +10,9 @@ Both generations: MCP 2025-11-25 tasks (SEP-1686, the TypeScript SDK's `client.e
                          call is answered as usual (the server decides, SEP-2663)
     tasks/get            → the job as a task: running → working (statusMessage: its progress message),
                          ended → completed (the call's answer is a result) or failed (a JSON-RPC error;
-                         2025 also an `isError` result, which 2026 counts completed), cancelled → cancelled. 2026: `ttlMs`,
-                         `pollIntervalMs`, and an ended task's `result` or `error` inline
+                         2025 also an `isError` result, which 2026 counts completed), cancelled →
+                         cancelled. 2026: `ttlMs`, `pollIntervalMs`, and an ended task's `result` or
+                         `error` inline
     tasks/result (2025)  → waits for the job to end, then answers exactly what the synchronous call would
                          have (the server's own result or error, the hub's failures as on the face); a
                          job started over HTTP keeps only its body, mapped back (a text answer: its text)

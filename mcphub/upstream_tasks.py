@@ -10,9 +10,9 @@ ends (or asks for input) fetches `tasks/result`, which answers what the `tools/c
 call's answer maps as any other; a server that answers the call at once, without a task (its right for
 an `optional` tool), is answered that way. A call that is cancelled (a job's DELETE, a hang-up) or times
 out sends `tasks/cancel` (bounded, CANCEL_GRACE), also when it is given up while the task is being created
-(that answer is waited for, CANCEL_GRACE at most, to learn the task's id). A task the server cancels, or one that failed without a result,
-is the tool's JSON-RPC error. A connection that closes under the task ends the call at once (the
-supervisor's `closed` event), as CONNECTION_CLOSED.
+(that answer is waited for, CANCEL_GRACE at most, to learn the task's id). A task the server cancels,
+or one that failed without a result, is the tool's JSON-RPC error. A connection that closes under the
+task ends the call at once (the supervisor's `closed` event), as CONNECTION_CLOSED.
 
 `input_required`: the server's requests come on the `tasks/result` request (the TypeScript SDK queues
 them there), as server-to-client requests of the connection, so the hub's usual back-channel relay
@@ -130,9 +130,10 @@ async def call_tool(session: ClientSession, params: CallToolRequestParams, *, ti
 
 async def _create(session: ClientSession, params: CallToolRequestParams, timeout: float,
                   created: list[Task | CallToolResult]) -> None:
-    """The task-augmented tools/call: its task (or the server's plain answer) into `created`. Shielded, so that a call given up meanwhile
-    (a job's DELETE, a hang-up) still learns the task's id and can cancel it (else the server's task runs
-    on, unseen); once given up, the answer is waited for CANCEL_GRACE seconds at most."""
+    """The task-augmented tools/call: its task (or the server's plain answer) into `created`. Shielded,
+    so that a call given up meanwhile (a job's DELETE, a hang-up) still learns the task's id and can
+    cancel it (else the server's task runs on, unseen); once given up, the answer is waited for
+    CANCEL_GRACE seconds at most."""
     shield = anyio.CancelScope(shield=True)
     failed: list[Exception] = []
     async with anyio.create_task_group() as group:
