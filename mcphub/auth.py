@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
+from mcphub.bounded import read_bounded
 from mcphub.config import AuthConfig, ForwardedUser, JwtConfig, RateLimit, UserConfig, key_hash
 from mcphub.errors import Forbidden, ServerUnavailable, Unauthorized
 from mcphub.ratelimit import Limit
@@ -421,11 +422,9 @@ class _KeySetCache:
             async with client.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
                 if response.status_code != 200:
                     raise ValueError(f"HTTP {response.status_code}")
-                data = b""
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > JWKS_MAX_BYTES:
-                        raise ValueError(f"response over {JWKS_MAX_BYTES} bytes")
+                data = await read_bounded(response, JWKS_MAX_BYTES)
+                if data is None:
+                    raise ValueError(f"response over {JWKS_MAX_BYTES} bytes")
         document = json.loads(data)
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError("not a JWK set (no 'keys' list)")

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
+from mcphub.bounded import read_bounded
 from mcphub.config import HttpServer
 from mcphub.errors import BadUpstreamResponse
 
@@ -161,7 +162,7 @@ async def post(cfg: HttpServer, url: str, *, data: dict[str, str] | None = None,
         async with client(cfg) as http, http.stream(
                 "POST", url, data=data, json=json_body, auth=auth if auth is not None else httpx2.USE_CLIENT_DEFAULT,
                 headers={"Accept": "application/json"}) as response:
-            body = await _bounded(response)
+            body = await read_bounded(response, MAX_METADATA_BYTES)
     return response.status_code, _object(body) or {}
 
 
@@ -171,19 +172,9 @@ async def _json(http: httpx2.AsyncClient, url: str) -> dict[str, object] | None:
         async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
             if response.status_code != 200:
                 return None
-            return _object(await _bounded(response))
+            return _object(await read_bounded(response, MAX_METADATA_BYTES))
     except httpx2.HTTPError:
         return None
-
-
-async def _bounded(response: httpx2.Response) -> bytes | None:
-    """The body, read up to MAX_METADATA_BYTES (None past that)."""
-    body = b""
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > MAX_METADATA_BYTES:
-            return None
-    return body
 
 
 def _object(body: bytes | None) -> dict[str, object] | None:
