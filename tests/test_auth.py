@@ -351,6 +351,19 @@ async def test_an_unreachable_jwks_url_is_503_with_retry_after_not_401():
     assert token not in caught.value.message
 
 
+async def test_a_jwks_answer_over_its_size_bound_is_503_and_read_no_further(caplog: pytest.LogCaptureFixture):
+    fake = FakeIdp()
+    huge = fake.document()
+    huge["padding"] = "x" * (auth_module.JWKS_MAX_BYTES + 1)
+    app = Starlette(routes=[Route("/jwks", lambda request: JSONResponse(huge))])
+    with serve_in_thread(app) as url:
+        authenticator = Authenticator(AuthConfig(jwt={"jwks_url": f"{url}/jwks"}))
+        with anyio.fail_after(10), pytest.raises(ServerUnavailable) as caught:
+            await authenticator.require_async(f"Bearer {fake.token('k1')}")
+    assert "signing keys of auth.jwt.jwks_url could not be fetched" in caught.value.message, caught.value.message
+    assert f"(response over {auth_module.JWKS_MAX_BYTES} bytes)" in caplog.text  # the reason: the hub's log
+
+
 # -------------------------------------------------------------------------------- rate limits
 
 
