@@ -234,15 +234,7 @@ class _Forwarding:
             vouchers = tuple((h, headers[h]) for h in USER_HEADERS if headers.get(h))
         if name is None:
             return key
-        user = self._users.get(name)
-        servers, tools = key.servers, key.tools
-        if user is not None:
-            servers = _narrower(servers, frozenset(user.servers))
-            if user.tools is not None:
-                tools = frozenset(user.tools) if tools is None else tools & frozenset(user.tools)
-        rate_limit = user.rate_limit if user is not None and user.rate_limit is not None else key.rate_limit
-        return Principal(name=_printable(name)[:MAX_NAME_CHARS], servers=servers, tools=tools, kind="user",
-                         rate_limit=rate_limit, vouchers=vouchers)
+        return user_principal(key, name, self._users.get(name), vouchers)
 
     def _verified(self, token: str) -> str:
         from joserfc import errors as jose_errors
@@ -268,6 +260,20 @@ class _Forwarding:
         if name is None:
             raise Unauthorized("invalid forwarded user token (X-OpenWebUI-User-Jwt): it names no user (email, sub)")
         return str(name)
+
+
+def user_principal(key: Principal, name: str, user: UserConfig | None,
+                   vouchers: tuple[tuple[str, str], ...] = ()) -> Principal:
+    """User `name` acting through `key`: the scopes of both (the narrower wins), the user's rate limit if
+    it has one (else the key's, in a bucket of the user's own). `user`: its auth.users entry, if listed."""
+    servers, tools = key.servers, key.tools
+    if user is not None:
+        servers = _narrower(servers, frozenset(user.servers))
+        if user.tools is not None:
+            tools = frozenset(user.tools) if tools is None else tools & frozenset(user.tools)
+    rate_limit = user.rate_limit if user is not None and user.rate_limit is not None else key.rate_limit
+    return Principal(name=_printable(name)[:MAX_NAME_CHARS], servers=servers, tools=tools, kind="user",
+                     rate_limit=rate_limit, vouchers=vouchers)
 
 
 def _narrower(a: frozenset[str], b: frozenset[str]) -> frozenset[str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcphub import __version__, cli_users, schema, user_servers
-from mcphub.auth import Principal
+from mcphub.auth import Principal, user_principal
 from mcphub.config import (
     DEFAULT_CONFIG_NAME,
     HubConfig,
@@ -412,8 +412,7 @@ def _cli_principal(config: HubConfig, path: Path, user: str | None) -> Principal
     if found is None:
         listed = ", ".join(sorted(config.auth.users)) or "none"
         raise ConfigError(f"--user: {path} has no user {user!r} in auth.users (users: {listed})")
-    return Principal(name=user, kind="user", servers=frozenset(found.servers),
-                     tools=None if found.tools is None else frozenset(found.tools), rate_limit=found.rate_limit)
+    return user_principal(CLI_PRINCIPAL, user, found)  # as a front end's key allowed everything names them
 
 
 def _call(args: argparse.Namespace) -> int:
